@@ -81,8 +81,11 @@ class ManifestCheckpoint(Mapping):
   """A key/shape manifest (``shared/reference/manifests/*_state_dict.json``): values are shape tuples."""
 
   def __init__(self, path: str):
-    with open(path) as f:
-      data = json.load(f)
+    if path.endswith(".tsv"):
+      data = _read_tsv_manifest(path)
+    else:
+      with open(path) as f:
+        data = json.load(f)
     if "keys" not in data:
       raise ValueError(f"{path}: not a state_dict manifest (no 'keys' list)")
     self._shapes = {k["key"]: tuple(k["shape"]) for k in data["keys"]}
@@ -100,6 +103,21 @@ class ManifestCheckpoint(Mapping):
     return len(self._shapes)
 
 
+def _read_tsv_manifest(path: str) -> dict:
+  keys = []
+  with open(path) as f:
+    header = f.readline().rstrip("\n").split("\t")
+    if header[:2] != ["key", "shape"]:
+      raise ValueError(f"{path}: not a state_dict manifest TSV (header {header})")
+    for line in f:
+      if not line.strip():
+        continue
+      cols = dict(zip(header, line.rstrip("\n").split("\t")))
+      shape = () if cols["shape"] in ("scalar", "") else tuple(int(x) for x in cols["shape"].split("x"))
+      keys.append({"key": cols["key"], "shape": shape, "kind": cols.get("kind", "param")})
+  return {"keys": keys}
+
+
 def open_checkpoint(path: str) -> Mapping:
   """Opens ``path`` by extension: ``.safetensors``, ``.ckpt/.pt/.pth/.bin`` (torch), ``.json`` (manifest)."""
   if not os.path.exists(path):
@@ -109,7 +127,7 @@ def open_checkpoint(path: str) -> Mapping:
     return SafetensorsCheckpoint(path)
   if ext in (".ckpt", ".pt", ".pth", ".bin"):
     return TorchCheckpoint(path)
-  if ext == ".json":
+  if ext in (".json", ".tsv"):
     return ManifestCheckpoint(path)
   raise ValueError(f"unknown checkpoint type {ext!r} for {path} (want .safetensors, .ckpt/.pt/.pth or .json)")
 
