@@ -102,11 +102,15 @@ def convert_checkpoint(
     components: Iterable[str] = tuple(COMPONENTS),
     causal: CausalOptions | None = None,
     config_overrides: Mapping[str, Mapping] | None = None,
+    component_configs: Mapping | None = None,
     extra_ignore: Iterable[str] = (),
     shapes_only: bool = False,
     progress: Callable | None = None,
 ) -> tuple[dict, dict, dict]:
   """Converts ``checkpoint`` (key -> array, or key -> shape with ``shapes_only``).
+
+  ``component_configs`` ({name: ConfigDict}) replaces ``real_config(variant)`` for those components (tiny
+  models in tests, or a user's custom sizes); ``config_overrides`` ({name: {field: value}}) edits fields.
 
   Returns ``(configs {name: ConfigDict}, params {name: {path: array}}, reports {name: core.Report})``.
   Raises ``core.ConversionError`` listing every problem; checkpoint keys outside all converted components and
@@ -120,7 +124,10 @@ def convert_checkpoint(
   problems = []
   for name in components:
     mod = component_module(name)
-    cfg = mod.real_config(variant)
+    if component_configs and name in component_configs:
+      cfg = component_configs[name].copy_and_resolve_references()
+    else:
+      cfg = mod.real_config(variant)
     for k, v in (config_overrides or {}).get(name, {}).items():
       with cfg.unlocked():
         cfg[k] = v
