@@ -1,0 +1,93 @@
+"""Shared pieces of the data sources: episode records, bad-data policy, the source interface.
+
+A *source* is a picklable object with
+  * `episodes: list[EpisodeInfo]`  (the episodes of the requested split, validated at construction), and
+  * `read(i, frame_indices) -> (frames uint8 [T, h, w, 3] RGB, actions float32 [T, A])` for episode `i`,
+  * `resize_mode` (one of video_ops.RESIZE_MODES) and `name`.
+File handles are opened lazily and dropped on pickling, so sources travel to grain worker processes.
+
+Bad data (missing directory, short episode, corrupt file, wrong action dim, NaN actions) either raises a
+`BadDataError` naming the file and episode, or, with `on_bad_data="skip"`, is skipped and counted in a log line.
+A missing directory / empty dataset always raises (there is nothing to skip to).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+
+import numpy as np
+from absl import logging
+
+ON_BAD_DATA = ("raise", "skip")
+
+
+class BadDataError(ValueError):
+  """Bad input data; the message names the file and the episode."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeInfo:
+  episode_id: int  # stable integer id within the source (index in the full, unsplit episode list)
+  name: str  # human-readable name used in error messages and for seeding eval start indices
+  file: str  # file that holds the episode
+  length: int  # number of frames
+
+
+_SKIPS = collections.Counter()
+_SKIPS_LOCK = threading.Lock()
+
+
+def skip_counts() -> dict:
+  """Counts of skipped bad data in THIS process, by reason (grain workers keep their own counts)."""
+  with _SKIPS_LOCK:
+    return dict(_SKIPS)
+
+
+def reset_skip_counts() -> None:
+  with _SKIPS_LOCK:
+    _SKIPS.clear()
+
+
+def bad_data(on_bad_data: str, reason: str, message: str) -> None:
+  """Raise BadDataError(message) or (on_bad_data == "skip") count it and log one warning line."""
+  if on_bad_data not in ON_BAD_DATA:
+    raise ValueError(f"on_bad_data must be one of {ON_BAD_DATA}, got {on_bad_data!r}")
+  if on_bad_data == "raise":
+    raise BadDataError(message)
+  with _SKIPS_LOCK:
+    _SKIPS[reason] += 1
+    total = sum(_SKIPS.values())
+  logging.warning("data: skipped (%s): %s [skipped so far: %s = %d]", reason, message, dict(_SKIPS), total)
+
+
+def clip_span(clip_length: int, frame_stride: int) -> int:
+  """Number of consecutive source frames a clip covers."""
+  if clip_length < 1 or frame_stride < 1:
+    raise ValueError(f"clip_length and frame_stride must be >= 1, got {clip_length}, {frame_stride}")
+  return (clip_length - 1) * frame_stride + 1
+
+
+def validate_actions(actions: np.ndarray, action_dim: int, where: str, on_bad_data: str) -> bool:
+  """True if `actions` is a finite [T, action_dim] array; else raise / count (returns False when skipped)."""
+  if actions.ndim != 2 or actions.shape[1] != action_dim:
+    bad_data(on_bad_data, "action_dim", f"{where}: actions have shape {actions.shape}, config action_dim={action_dim}")
+    return False
+  if not np.all(np.isfinite(actions)):
+    n = int(np.sum(~np.isfinite(actions)))
+    bad_data(on_bad_data, "nan_actions", f"{where}: {n} non-finite (NaN/inf) action values")
+    return False
+  return True
+
+
+def filter_short(episodes, span: int, on_bad_data: str) -> list:
+  """Drop (after raise/count) episodes with fewer than `span` frames."""
+  kept = []
+  for ep in episodes:
+    if ep.length < span:
+      bad_data(on_bad_data, "short_episode",
+               f"{ep.file} episode {ep.name}: {ep.length} frames < clip span {span}")
+      continue
+    kept.append(ep)
+  return kept

@@ -1,0 +1,117 @@
+"""Generic episodes: the on-disk format for a user's own robot / game data (and the embedded dataset).
+
+Format (one directory):
+  <dir>/<name>.npz        one file per episode, written with np.savez (uncompressed or compressed):
+      frames  [T, H, W, 3] uint8 RGB    (all episodes of a directory may have different T, H, W)
+      actions [T, A] float32             action taken at frame t (raw; the trainer shifts it by one)
+      success ()  bool                   optional: whether the recorded policy succeeded
+  <dir>/splits.json       optional: {"train": [names...], "test": [names...]} (names without ".npz").
+                          Without it every episode belongs to split "train" and other splits raise.
+  <dir>/meta.json         optional free-form metadata (the embedded dataset stores policies/success there).
+Episodes are ordered by file name; episode_id = position in that order (over all splits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from vid2world_jax.data import common
+
+
+def write_episode(path: str, frames: np.ndarray, actions: np.ndarray, success: bool | None = None,
+                  compress: bool = False) -> None:
+  """Write one episode in the generic format (validates shapes/dtypes)."""
+  frames = np.asarray(frames)
+  actions = np.asarray(actions, np.float32)
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+  if actions.ndim != 2 or actions.shape[0] != frames.shape[0]:
+    raise ValueError(f"actions must be [T, A] with T={frames.shape[0]}, got {actions.shape}")
+  arrays = {"frames": frames, "actions": actions}
+  if success is not None:
+    arrays["success"] = np.asarray(bool(success))
+  tmp = path + ".tmp.npz"
+  (np.savez_compressed if compress else np.savez)(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def _npz_array_shape(npz_path: str, key: str):
+  """Shape of one array of a .npz without reading its data."""
+  with zipfile.ZipFile(npz_path) as zf, zf.open(key + ".npy") as f:
+    version = np.lib.format.read_magic(f)
+    shape, _, _ = np.lib.format._read_array_header(f, version)  # pylint: disable=protected-access
+  return shape
+
+
+class EpisodeSource:
+  """Reads a directory of generic .npz episodes. See module docstring."""
+
+  name = "episodes"
+
+  def __init__(self, path: str, *, split: str, action_dim: int, span: int, on_bad_data: str,
+               resize_mode: str = "crop"):
+    if not path or not os.path.isdir(path):
+      raise common.BadDataError(f"episodes directory not found: {path!r}")
+    self.path = path
+    self.resize_mode = resize_mode
+    self.on_bad_data = on_bad_data
+    self.action_dim = action_dim
+    names = sorted(f[:-4] for f in os.listdir(path) if f.endswith(".npz") and not f.endswith(".tmp.npz"))
+    if not names:
+      raise common.BadDataError(f"no .npz episodes in {path}")
+    ids = {n: i for i, n in enumerate(names)}
+    split_file = os.path.join(path, "splits.json")
+    if os.path.exists(split_file):
+      with open(split_file) as f:
+        splits = json.load(f)
+      if split not in splits:
+        raise ValueError(f"split {split!r} not in {split_file} (has {sorted(splits)})")
+      wanted = splits[split]
+      missing = [n for n in wanted if n not in ids]
+      if missing:
+        raise common.BadDataError(f"{split_file}: split {split!r} lists missing episodes {missing[:5]}")
+    elif split == "train":
+      wanted = names
+    else:
+      raise ValueError(f"split {split!r} requested but {path} has no splits.json (only 'train' = all episodes)")
+    episodes = []
+    for n in wanted:
+      ep = self._index_one(n, ids[n])
+      if ep is not None:
+        episodes.append(ep)
+    self.episodes = common.filter_short(episodes, span, on_bad_data)
+    if not self.episodes:
+      raise common.BadDataError(f"no usable episodes in {path} split {split!r} (span {span})")
+
+  def _index_one(self, name: str, episode_id: int):
+    fn = os.path.join(self.path, name + ".npz")
+    try:
+      with np.load(fn) as z:
+        if "frames" not in z.files or "actions" not in z.files:
+          raise ValueError(f"missing keys, has {z.files}")
+        actions = z["actions"]
+      fshape = _npz_array_shape(fn, "frames")
+    except Exception as e:  # noqa: BLE001 - corrupt / truncated zip, bad header, ...
+      common.bad_data(self.on_bad_data, "corrupt_file", f"{fn} episode {name}: cannot read ({type(e).__name__}: {e})")
+      return None
+    where = f"{fn} episode {name}"
+    if len(fshape) != 4 or fshape[-1] != 3 or fshape[0] != actions.shape[0]:
+      common.bad_data(self.on_bad_data, "bad_shape",
+                      f"{where}: frames {fshape} / actions {actions.shape} are not [T,H,W,3] / [T,A] with equal T")
+      return None
+    if not common.validate_actions(actions, self.action_dim, where, self.on_bad_data):
+      return None
+    return common.EpisodeInfo(episode_id=episode_id, name=name, file=fn, length=int(fshape[0]))
+
+  def read(self, i: int, frame_indices: np.ndarray):
+    ep = self.episodes[i]
+    with np.load(ep.file) as z:
+      frames = z["frames"]
+      actions = z["actions"]
+    if frames.dtype != np.uint8:
+      raise common.BadDataError(f"{ep.file} episode {ep.name}: frames dtype {frames.dtype}, expected uint8")
+    return frames[frame_indices], actions[frame_indices].astype(np.float32)
