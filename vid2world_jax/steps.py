@@ -1,0 +1,128 @@
+"""Pure training step: Diffusion-Forcing loss, gradients (with accumulation), AdamW update, EMA, metrics.
+
+No I/O. ``make_train_step`` returns ``train_step(state, frozen, rest, batch) -> (state, metrics)``, meant to be
+wrapped in ``jax.jit`` with explicit shardings by ``train.py`` (and by tests / the memory plan).
+
+``state``: ``{"step": int32 [], "rng": uint32 [2] (raw key data), "params": pure dict, "opt_state": optax
+state, "ema": pure dict (only when EMA is on)}``. ``frozen``: nnx.State of the FrozenStage; ``rest``: nnx.State
+of the WorldModel's non-parameter variables (RNG streams; reseeded every step from ``rng`` and ``step``).
+``batch``: ``{"frames": [B, T, H, W, 3] in [-1, 1], "actions": [B, T, A]}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from vid2world_jax import optim
+
+
+def step_rngs(state_rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
+  """Per-step keys from ``fold_in(rng, step)``: identical whether or not the run was interrupted."""
+  key = jax.random.fold_in(jax.random.wrap_key_data(state_rng), step)
+  names = ("noise", "action_mask", "dropout", "first_stage")
+  return dict(zip(names, jax.random.split(key, len(names))))
+
+
+def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
+  """``loss_fn(params, frozen, rest, batch, keys) -> (loss, aux)`` for one (micro-)batch."""
+  from vid2world_jax.diffusion import actions as actions_lib
+  from vid2world_jax.diffusion import diffusion_forcing
+
+  compute_dtype = jnp.dtype(cfg.precision)
+  p_drop = float(cfg.train.action_dropout_prob)
+
+  def loss_fn(params, frozen, rest, batch, keys):
+    if compute_dtype != jnp.float32:
+      params = optim.cast_floats(params, compute_dtype)   # fp32 master weights -> bf16 compute copy
+    model = nnx.merge(graphdef, nnx.State(params), rest)
+    nnx.reseed(model, dropout=keys["dropout"])
+    fs = nnx.merge(frozen_graphdef, frozen)
+    frames = batch["frames"]
+    b, t = frames.shape[:2]
+    # First stage and its inputs are frozen: no gradient flows into them.
+    x0 = jax.lax.stop_gradient(fs.encode(frames, keys["first_stage"]).astype(jnp.float32))
+    cond = {"concat": x0[:, 0].astype(compute_dtype),               # frame-0 latent, repeated over T by the UNet
+            "context": model.context(fs, frames[:, 0]).astype(compute_dtype)}
+    acts = actions_lib.align_actions(batch["actions"]).astype(compute_dtype)   # a'_0 = 0, a'_f = a_{f-1}
+    mask = actions_lib.sample_action_mask(keys["action_mask"], b, t, p_drop)   # per-frame action dropout
+
+    def denoise_fn(x_t, t_bt):
+      out = model.denoise(x_t.astype(compute_dtype), t_bt, cond, acts, mask)
+      return out.astype(jnp.float32)
+
+    # Every frame (frame 0 included) gets its own noise level: context frames are not kept clean (spec §3.1).
+    return diffusion_forcing.diffusion_forcing_loss(denoise_fn, schedule, x0, keys["noise"])
+
+  return loss_fn
+
+
+def _split_micro(batch: dict, k: int) -> dict:
+  """``[B, ...] -> [k, B/k, ...]`` where micro-batch j holds rows j, j+k, ...: each keeps the data sharding."""
+  def one(x):
+    b = x.shape[0]
+    if b % k:
+      raise ValueError(f"batch {b} not divisible by grad_accum_steps {k}")
+    return jnp.swapaxes(x.reshape((b // k, k) + x.shape[1:]), 0, 1)
+  return jax.tree.map(one, batch)
+
+
+def _scalar_metrics(aux) -> dict:
+  """Flattens the loss aux into ``{name: scalar}`` (vectors become name_0, name_1, ...)."""
+  out = {}
+  for k, v in aux.items():
+    v = jnp.asarray(v, jnp.float32)
+    if v.ndim == 0:
+      out[k] = v
+    elif v.ndim == 1:
+      for i in range(v.shape[0]):
+        out[f"{k}_{i}"] = v[i]
+  return out
+
+
+def make_train_step(graphdef, frozen_graphdef, cfg, tx: optax.GradientTransformation,
+                    lr_schedule: optax.Schedule, schedule) -> Callable:
+  loss_fn = make_loss_fn(graphdef, frozen_graphdef, cfg, schedule)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  accum = int(cfg.optim.grad_accum_steps)
+  ema_decay = float(cfg.optim.ema_decay)
+
+  def train_step(state, frozen, rest, batch):
+    keys = step_rngs(state["rng"], state["step"])
+    params = state["params"]
+    if accum == 1:
+      (loss, aux), grads = grad_fn(params, frozen, rest, batch, keys)
+    else:
+      micro = _split_micro(batch, accum)
+
+      def body(carry, xs):
+        g_sum, l_sum, a_sum = carry
+        mb, j = xs
+        mkeys = {n: jax.random.fold_in(k, j) for n, k in keys.items()}
+        (l, a), g = grad_fn(params, frozen, rest, mb, mkeys)
+        return (jax.tree.map(jnp.add, g_sum, g), l_sum + l, jax.tree.map(jnp.add, a_sum, a)), None
+
+      zeros_g = jax.tree.map(jnp.zeros_like, params)
+      aux_shape = jax.eval_shape(lambda: grad_fn(params, frozen, rest, jax.tree.map(lambda x: x[0], micro),
+                                                 keys)[0][1])
+      zeros_a = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
+      (grads, loss, aux), _ = jax.lax.scan(body, (zeros_g, jnp.zeros((), jnp.float32), zeros_a),
+                                           (micro, jnp.arange(accum)))
+      grads = jax.tree.map(lambda g: g / accum, grads)
+      loss = loss / accum
+      aux = jax.tree.map(lambda a: a / accum, aux)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    new_state = dict(state, step=state["step"] + 1, params=new_params, opt_state=opt_state)
+    if "ema" in state:
+      new_state["ema"] = optim.ema_update(state["ema"], new_params, ema_decay)
+    metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr_schedule(state["step"]),
+               **_scalar_metrics(aux)}
+    return new_state, metrics
+
+  return train_step

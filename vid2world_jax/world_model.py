@@ -1,0 +1,192 @@
+"""The trainable bundle (UNet + trainable conditioning) and the frozen first stage / encoders.
+
+Trainable (``WorldModel``, the only thing the optimizer sees):
+  * ``unet``: the causal, action-conditioned video UNet (``vid2world_jax.models.unet``), or ``toy`` (a small
+    causal conv denoiser with the same call signature, for fast tests of the training machinery);
+  * ``null_context`` ``[L, D]`` (context "learned_null": tiny configs without CLIP), or ``resampler``
+    (context "resampler": CLIP image tokens of the conditioning frame -> 16 tokens, trainable as in Vid2World).
+
+Frozen (``FrozenStage``): the first stage (``vae`` = AutoencoderKL, or ``patchify`` = exact invertible
+space-to-depth by p, no parameters) and, for the resampler context, the CLIP image encoder and the constant
+text context of the empty prompt (``text_context`` ``[77, 1024]``, filled by ``init_from``).
+Array layouts: video ``[B, T, H, W, C]``, images ``[B, H, W, C]``, contexts ``[B, L, D]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+
+# ------------------------------------------------------------------------------------------------------------
+# First stage.
+
+def patchify(frames: jax.Array, p: int) -> jax.Array:
+  """``[..., H, W, C]`` -> ``[..., H/p, W/p, C*p*p]`` (exact space-to-depth)."""
+  *lead, h, w, c = frames.shape
+  if h % p or w % p:
+    raise ValueError(f"patchify: frame size {(h, w)} not divisible by patch size {p}")
+  x = frames.reshape(*lead, h // p, p, w // p, p, c)
+  n = len(lead)
+  x = jnp.moveaxis(x, n + 1, n + 2)  # [..., h/p, w/p, p(h), p(w), c]
+  return x.reshape(*lead, h // p, w // p, p * p * c)
+
+
+def unpatchify(latents: jax.Array, p: int, channels: int = 3) -> jax.Array:
+  """Inverse of :func:`patchify`."""
+  *lead, hh, ww, cc = latents.shape
+  if cc != p * p * channels:
+    raise ValueError(f"unpatchify: {cc} channels != p*p*{channels} with p={p}")
+  n = len(lead)
+  x = latents.reshape(*lead, hh, ww, p, p, channels)
+  x = jnp.moveaxis(x, n + 2, n + 1)  # [..., hh, p, ww, p, c]
+  return x.reshape(*lead, hh * p, ww * p, channels)
+
+
+def latent_channels(cfg: ml_collections.ConfigDict) -> int:
+  if cfg.first_stage == "patchify":
+    return 3 * cfg.patch_size ** 2
+  if cfg.first_stage == "vae":
+    return 4
+  raise ValueError(f"model.first_stage must be 'vae' or 'patchify', got {cfg.first_stage!r}")
+
+
+def latent_hw(cfg: ml_collections.ConfigDict, hw) -> tuple[int, int]:
+  f = cfg.patch_size if cfg.first_stage == "patchify" else 8
+  h, w = (int(s) for s in hw)
+  if h % f or w % f:
+    raise ValueError(f"data.resolution {(h, w)} must be divisible by the first-stage factor {f}")
+  return h // f, w // f
+
+
+class FrozenStage(nnx.Module):
+  """Frozen parts: VAE (if any), CLIP image encoder and empty-prompt text context (resampler context)."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    self.first_stage = cfg.first_stage
+    self.patch_size = int(cfg.patch_size)
+    self.latent_scale = float(cfg.latent_scale)
+    self.context_kind = cfg.context
+    latent_channels(cfg)  # validates first_stage
+    if cfg.first_stage == "vae":
+      from vid2world_jax.models import vae
+      self.vae = vae.build(vae.real_config(_component_variant(cfg)), rngs=rngs)
+    if cfg.context == "resampler":
+      from vid2world_jax.models import clip_image
+      self.clip_image = clip_image.build(clip_image.real_config(_component_variant(cfg)), rngs=rngs)
+      self.text_context = nnx.Variable(jnp.zeros((77, int(cfg.unet.context_dim)), jnp.float32))
+
+  def encode(self, frames: jax.Array, rng: jax.Array) -> jax.Array:
+    """``[B, T, H, W, 3]`` in [-1, 1] -> latents ``[B, T, h, w, c]``."""
+    if self.first_stage == "patchify":
+      return patchify(frames, self.patch_size) * self.latent_scale
+    from vid2world_jax.models import vae
+    return vae.encode_video(self.vae, frames, rng)
+
+  def decode(self, latents: jax.Array) -> jax.Array:
+    if self.first_stage == "patchify":
+      return unpatchify(latents / self.latent_scale, self.patch_size)
+    from vid2world_jax.models import vae
+    return vae.decode_video(self.vae, latents)
+
+
+def _component_variant(cfg) -> str:
+  v = str(cfg.variant)
+  if v not in ("256", "512", "1024"):
+    raise ValueError(f"model.variant must be '256', '512' or '1024' with a VAE / resampler, got {v!r}")
+  return v
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Toy denoiser (fast CPU tests of the trainer; same call signature as models.api.denoise).
+
+def _sinusoidal(t: jax.Array, dim: int) -> jax.Array:
+  half = dim // 2
+  freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = t.astype(jnp.float32)[..., None] * freqs
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+class ToyDenoiser(nnx.Module):
+  """Causal in time: per-frame time + masked action embedding, temporal convs padded on the past only."""
+
+  def __init__(self, ucfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    ch, cin, cout = int(ucfg.model_channels), int(ucfg.in_channels), int(ucfg.out_channels)
+    self.ch = ch
+    self.dtype = jnp.dtype(ucfg.dtype)
+    self.time_embed = nnx.Linear(ch, ch, rngs=rngs)
+    self.action_embed = nnx.Linear(max(1, int(ucfg.action_dim)), ch, rngs=rngs)
+    self.context_proj = nnx.Linear(int(ucfg.context_dim), ch, rngs=rngs)
+    self.conv_in = nnx.Conv(cin, ch, (1, 3, 3), padding=((0, 0), (1, 1), (1, 1)), rngs=rngs)
+    self.convs = nnx.List([nnx.Conv(ch, ch, (2, 3, 3), padding=((1, 0), (1, 1), (1, 1)), rngs=rngs)
+                           for _ in range(2)])
+    self.conv_out = nnx.Conv(ch, cout, (1, 3, 3), padding=((0, 0), (1, 1), (1, 1)), rngs=rngs)
+
+  def __call__(self, x_t, t, cond, actions, action_mask):
+    b, tt = x_t.shape[:2]
+    concat = jnp.broadcast_to(cond["concat"][:, None], (b, tt) + cond["concat"].shape[1:])
+    h = self.conv_in(jnp.concatenate([x_t, concat.astype(x_t.dtype)], axis=-1))
+    emb = self.time_embed(_sinusoidal(t, self.ch).astype(h.dtype))
+    if actions is not None:
+      a = self.action_embed(actions.astype(h.dtype))
+      emb = emb + a * action_mask[..., None].astype(h.dtype)
+    emb = emb + self.context_proj(cond["context"].astype(h.dtype)).mean(axis=1)[:, None]
+    h = h + emb[:, :, None, None, :]
+    for conv in self.convs:
+      h = h + conv(jax.nn.silu(h))
+    return self.conv_out(jax.nn.silu(h))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Trainable bundle.
+
+class WorldModel(nnx.Module):
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    ucfg = cfg.unet
+    self.arch = cfg.arch
+    self.context_kind = cfg.context
+    if cfg.arch == "unet":
+      from vid2world_jax.models import unet
+      self.unet = unet.build(ucfg, rngs=rngs)
+    elif cfg.arch == "toy":
+      self.unet = ToyDenoiser(ucfg, rngs=rngs)
+    else:
+      raise ValueError(f"model.arch must be 'unet' or 'toy', got {cfg.arch!r}")
+    if cfg.context == "learned_null":
+      self.null_context = nnx.Param(
+          0.02 * jax.random.normal(rngs.params(), (int(cfg.context_len), int(ucfg.context_dim)), jnp.float32))
+    elif cfg.context == "resampler":
+      from vid2world_jax.models import resampler
+      self.resampler = resampler.build(resampler.real_config(_component_variant(cfg)), rngs=rngs)
+    else:
+      raise ValueError(f"model.context must be 'learned_null' or 'resampler', got {cfg.context!r}")
+    self.fps = int(cfg.fps) if ucfg.get("fs_condition", False) else None
+
+  def context(self, frozen: FrozenStage, cond_frame: jax.Array) -> jax.Array:
+    """Cross-attention context ``[B, L, D]`` for conditioning frames ``[B, H, W, 3]``."""
+    b = cond_frame.shape[0]
+    if self.context_kind == "learned_null":
+      ctx = self.null_context[...]
+      return jnp.broadcast_to(ctx[None], (b,) + ctx.shape)
+    img_tokens = jax.lax.stop_gradient(frozen.clip_image(cond_frame))  # frozen encoder
+    img = self.resampler(img_tokens)
+    txt = jnp.broadcast_to(frozen.text_context[...][None], (b,) + frozen.text_context.shape).astype(img.dtype)
+    return jnp.concatenate([txt, img], axis=1)
+
+  def denoise(self, x_t, t, cond, actions, action_mask):
+    """``x_t [B,T,h,w,c]``, ``t [B,T]`` int, ``cond`` {"concat" [B,h,w,c], "context" [B,L,D]} -> ``[B,T,h,w,c]``."""
+    if self.arch == "toy":
+      return self.unet(x_t, t, cond, actions, action_mask)
+    from vid2world_jax.models import api
+    cond = dict(cond)
+    cond.setdefault("fs", None if self.fps is None else jnp.full((x_t.shape[0],), self.fps, jnp.int32))
+    return api.denoise(self.unet, x_t, t, cond, actions, action_mask)
+
+
+def build(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> tuple[WorldModel, FrozenStage]:
+  """``(trainable WorldModel, FrozenStage)`` from ``config.model``."""
+  return WorldModel(cfg, rngs=rngs), FrozenStage(cfg, rngs=rngs)
