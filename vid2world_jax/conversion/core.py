@@ -202,7 +202,7 @@ def convert(
       continue
     mapped += 1
     if not shapes_only:
-      params[e.path] = np.ascontiguousarray(arr, dtype=np.float32)
+      params[e.path] = np.ascontiguousarray(arr, dtype=np.float32).reshape(arr.shape)  # keep 0-d (alpha)
   report = Report(mapped=mapped, total_flax=len(expected_shapes), ignored=ignored, missing_torch=missing,
                   unexpected_torch=unexpected, unmapped_flax=unmapped_flax, shape_errors=shape_errors)
   return params, report

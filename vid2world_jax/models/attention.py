@@ -1,0 +1,199 @@
+"""Attention layers of the DynamiCrafter UNet: CrossAttention (with dual text/image cross-attention),
+BasicTransformerBlock, SpatialTransformer (per frame) and TemporalTransformer (over frames).
+
+Layouts (channels-last): video ``[B, T, H, W, C]``; attention inputs ``[..., L, C]`` with the sequence on
+axis -2 and broadcastable leading axes (so text keys ``[B, 1, 77, D]`` serve all frames ``[B, T, N, C]``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vid2world_jax.models import layers
+from vid2world_jax.models.temporal import temporal_group_norm
+
+NEG_MAX = -float(jnp.finfo(jnp.float32).max)  # torch masked_fill value
+
+
+def dot_attention(q, k, v, scale: float, mask=None):
+  """Softmax attention. ``q [..., Lq, h, d]``, ``k, v [..., Lk, h, d]`` (leading axes broadcast);
+  ``mask`` boolean broadcastable to ``[..., h, Lq, Lk]`` (True = keep). Logits/softmax in float32.
+  Returns ``[..., Lq, h, d]`` in ``v.dtype``."""
+  sim = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32) * scale
+  if mask is not None:
+    sim = jnp.where(mask, sim, NEG_MAX)
+  p = jax.nn.softmax(sim, axis=-1).astype(v.dtype)
+  return jnp.einsum("...hqk,...khd->...qhd", p, v)
+
+
+def causal_mask(t: int):
+  """``[t, t]`` boolean, query i sees keys j <= i (torch ``tril(ones)``)."""
+  return jnp.tril(jnp.ones((t, t), bool))
+
+
+class CrossAttention(nnx.Module):
+  """torch ``CrossAttention``: to_q / to_k / to_v (no bias), to_out = Seq(Linear, Dropout).
+
+  With ``image_cross_attention`` also ``to_k_ip`` / ``to_v_ip`` and, if ``scale_learnable``, a scalar ``alpha``
+  (output ``out_text + out_img * (tanh(alpha) + 1)``; else ``out_text + out_img``).
+  """
+
+  def __init__(self, query_dim: int, context_dim: int | None, heads: int, dim_head: int, *, dropout: float = 0.0,
+               image_cross_attention: bool = False, scale_learnable: bool = False, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    inner = heads * dim_head
+    context_dim = query_dim if context_dim is None else context_dim
+    lin = lambda i, o, bias=False: nnx.Linear(i, o, use_bias=bias, dtype=dtype, param_dtype=jnp.float32,
+                                              rngs=rngs)
+    self.heads, self.dim_head = heads, dim_head
+    self.scale = dim_head ** -0.5
+    self.to_q = lin(query_dim, inner)
+    self.to_k = lin(context_dim, inner)
+    self.to_v = lin(context_dim, inner)
+    self.to_out = layers.Seq([lin(inner, query_dim, True), layers.Dropout(dropout, rngs=rngs)])
+    self.image_cross_attention = image_cross_attention
+    self.scale_learnable = scale_learnable and image_cross_attention
+    if image_cross_attention:
+      self.to_k_ip = lin(context_dim, inner)
+      self.to_v_ip = lin(context_dim, inner)
+      if self.scale_learnable:
+        self.alpha = nnx.Param(jnp.zeros((), jnp.float32))
+
+  def _heads(self, x):
+    return x.reshape(x.shape[:-1] + (self.heads, self.dim_head))
+
+  def __call__(self, x, text=None, image=None, mask=None):
+    """``x [..., L, Cq]``. Self-attention if ``text is None`` (``mask`` applies); otherwise cross-attention to
+    ``text [..., Lt, D]`` and, with image cross-attention, separately to ``image [..., Li, D]``."""
+    q = self._heads(self.to_q(x))
+    ctx = x if text is None else text
+    out = dot_attention(q, self._heads(self.to_k(ctx)), self._heads(self.to_v(ctx)), self.scale, mask)
+    if self.image_cross_attention and text is not None:
+      if image is None:
+        raise ValueError("image cross-attention needs image context tokens (context longer than 77)")
+      out_ip = dot_attention(q, self._heads(self.to_k_ip(image)), self._heads(self.to_v_ip(image)), self.scale)
+      if self.scale_learnable:
+        out_ip = out_ip * (jnp.tanh(self.alpha[...]) + 1).astype(out_ip.dtype)
+      out = out + out_ip
+    out = out.reshape(out.shape[:-2] + (self.heads * self.dim_head,))
+    return self.to_out(out)
+
+
+class GEGLU(nnx.Module):
+  """``proj: Linear(d, 2*inner)``; ``value, gate = split(proj(x))``; ``value * gelu_erf(gate)``."""
+
+  def __init__(self, dim: int, inner: int, *, dtype, rngs: nnx.Rngs):
+    self.proj = nnx.Linear(dim, 2 * inner, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+  def __call__(self, x):
+    v, g = jnp.split(self.proj(x), 2, axis=-1)
+    return v * jax.nn.gelu(g, approximate=False)
+
+
+class FeedForward(nnx.Module):
+  """torch ``FeedForward(glu=True)``: ``net = Seq(GEGLU, Dropout, Linear(4d, d))``."""
+
+  def __init__(self, dim: int, *, dropout: float = 0.0, mult: int = 4, dtype, rngs: nnx.Rngs):
+    self.net = layers.Seq([GEGLU(dim, mult * dim, dtype=dtype, rngs=rngs), layers.Dropout(dropout, rngs=rngs),
+                           nnx.Linear(mult * dim, dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)])
+
+  def __call__(self, x):
+    return self.net(x)
+
+
+class BasicTransformerBlock(nnx.Module):
+  """``x += attn1(LN1 x)``; ``x += attn2(LN2 x, context)``; ``x += ff(LN3 x)`` (LayerNorm eps 1e-5).
+
+  ``context_dim=None`` makes attn2 a second self-attention (temporal transformers, ``temporal_selfatt_only``).
+  """
+
+  def __init__(self, dim: int, heads: int, dim_head: int, *, context_dim: int | None, dropout: float = 0.0,
+               image_cross_attention: bool = False, scale_learnable: bool = False, dtype, rngs: nnx.Rngs):
+    self.attn1 = CrossAttention(dim, None, heads, dim_head, dropout=dropout, dtype=dtype, rngs=rngs)
+    self.ff = FeedForward(dim, dropout=dropout, dtype=dtype, rngs=rngs)
+    self.attn2 = CrossAttention(dim, context_dim, heads, dim_head, dropout=dropout,
+                                image_cross_attention=image_cross_attention, scale_learnable=scale_learnable,
+                                dtype=dtype, rngs=rngs)
+    self.norm1 = layers.LayerNorm(dim, 1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    self.norm2 = layers.LayerNorm(dim, 1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    self.norm3 = layers.LayerNorm(dim, 1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+  def __call__(self, x, text=None, image=None, mask=None):
+    x = self.attn1(self.norm1(x), mask=mask) + x
+    x = self.attn2(self.norm2(x), text, image, mask=mask) + x
+    return self.ff(self.norm3(x)) + x
+
+
+def _pointwise_proj(i: int, o: int, use_linear: bool, conv_ndim: int, *, dtype, rngs):
+  if use_linear:
+    return nnx.Linear(i, o, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+  return nnx.Conv(i, o, kernel_size=(1,) * conv_ndim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+class SpatialTransformer(nnx.Module):
+  """Per-frame transformer: GN(32, eps 1e-6) -> proj_in -> blocks (self + cross-attn) -> proj_out -> + x.
+
+  ``use_linear``: Linear proj_in/out, else Conv2d(k=1) (torch weights ``[o, i, 1, 1]``).
+  """
+
+  def __init__(self, in_channels: int, n_heads: int, d_head: int, *, depth: int, context_dim: int,
+               use_linear: bool, dropout: float = 0.0, image_cross_attention: bool = False,
+               scale_learnable: bool = False, dtype, rngs: nnx.Rngs):
+    inner = n_heads * d_head
+    self.norm = layers.GroupNorm(in_channels, 32, 1e-6, rngs=rngs)
+    self.proj_in = _pointwise_proj(in_channels, inner, use_linear, 2, dtype=dtype, rngs=rngs)
+    self.transformer_blocks = nnx.List([
+        BasicTransformerBlock(inner, n_heads, d_head, context_dim=context_dim, dropout=dropout,
+                              image_cross_attention=image_cross_attention, scale_learnable=scale_learnable,
+                              dtype=dtype, rngs=rngs) for _ in range(depth)])
+    self.proj_out = _pointwise_proj(inner, in_channels, use_linear, 2, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x, text, image=None):
+    """``x [B, T, H, W, C]``; ``text [B, 1, Lt, D]``; ``image [B, T or 1, Li, D]`` or None."""
+    b, t, hh, ww, c = x.shape
+    h = self.norm(x.reshape(b * t, hh, ww, c))
+    h = self.proj_in(h).reshape(b, t, hh * ww, -1)  # a 1x1 conv and a Linear act the same on channels-last
+    for blk in self.transformer_blocks:
+      h = blk(h, text, image)
+    h = self.proj_out(h.reshape(b * t, hh, ww, -1) if isinstance(self.proj_out, nnx.Conv) else h)
+    return h.reshape(x.shape) + x
+
+
+class TemporalTransformer(nnx.Module):
+  """Transformer over frames at each spatial position (torch ``TemporalTransformer``, ``only_self_att``).
+
+  GN(32, eps 1e-6) over the 5-D video (``norm_mode``: "joint" = torch), proj_in, blocks whose attn1 and attn2
+  are both self-attentions over T (each gets the causal mask when ``causal``), proj_out, residual.
+  ``use_linear=False``: Conv1d(k=1) projections (torch weights ``[o, i, 1]``), as in ``init_attn``.
+  """
+
+  def __init__(self, in_channels: int, n_heads: int, d_head: int, *, depth: int, use_linear: bool,
+               causal: bool = False, norm_mode: str = "joint", dropout: float = 0.0, dtype, rngs: nnx.Rngs):
+    inner = n_heads * d_head
+    self.causal = causal
+    self.norm_mode = norm_mode
+    self.norm = layers.GroupNorm(in_channels, 32, 1e-6, rngs=rngs)
+    self.proj_in = _pointwise_proj(in_channels, inner, use_linear, 1, dtype=dtype, rngs=rngs)
+    self.transformer_blocks = nnx.List([
+        BasicTransformerBlock(inner, n_heads, d_head, context_dim=None, dropout=dropout, dtype=dtype, rngs=rngs)
+        for _ in range(depth)])
+    self.proj_out = _pointwise_proj(inner, in_channels, use_linear, 1, dtype=dtype, rngs=rngs)
+
+  def temporal_attention(self, h):
+    """The frame-mixing core: ``h [B, H*W, T, inner]`` (already projected) -> same shape."""
+    mask = causal_mask(h.shape[-2]) if self.causal else None
+    for blk in self.transformer_blocks:
+      h = blk(h, mask=mask)
+    return h
+
+  def __call__(self, x):
+    """``x [B, T, H, W, C]`` -> same shape."""
+    b, t, hh, ww, c = x.shape
+    h = temporal_group_norm(self.norm, x, self.norm_mode)
+    h = jnp.transpose(h.reshape(b, t, hh * ww, c), (0, 2, 1, 3))  # [B, HW, T, C]
+    h = self.proj_in(h)
+    h = self.temporal_attention(h)
+    h = self.proj_out(h)
+    return jnp.transpose(h, (0, 2, 1, 3)).reshape(x.shape) + x

@@ -1,0 +1,98 @@
+"""Operations that mix information across frames: 5-D GroupNorm modes and the temporal conv block.
+
+Everything here takes full sequences ``[B, T, H, W, C]`` (channels-last). Incremental (cached) rollout can be
+built on top of :meth:`TemporalConvBlock.temporal_conv` (the only place that looks at neighbouring frames of
+the conv path) and :func:`temporal_group_norm` (the only statistics that pool over frames).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vid2world_jax.models import layers
+
+NORM_MODES = ("joint", "per_frame", "cumulative")
+PADDING_MODES = ("symmetric", "causal")
+
+
+def temporal_group_norm(gn: layers.GroupNorm, x, mode: str):
+  """GroupNorm of a video ``x [B, T, H, W, C]`` with the parameters of ``gn``; statistics per ``mode``.
+
+  * ``"joint"``: torch's ``nn.GroupNorm`` on ``b c t h w`` (statistics over the group, all T, H, W).
+  * ``"per_frame"``: statistics over (group, H, W) for each frame separately.
+  * ``"cumulative"``: frame t uses the statistics of frames ``0..t`` pooled (a causal running version of
+    "joint"; equals "joint" at the last frame). Computed exactly from per-frame means/variances.
+  Returns the input dtype; statistics in float32.
+  """
+  if x.ndim != 5:
+    raise ValueError(f"temporal_group_norm expects [B, T, H, W, C], got shape {x.shape}")
+  if mode == "joint":
+    return gn(x)
+  b, t = x.shape[:2]
+  if mode == "per_frame":
+    return gn(x.reshape((b * t,) + x.shape[2:])).reshape(x.shape)
+  if mode != "cumulative":
+    raise ValueError(f"temporal_norm must be one of {NORM_MODES}, got {mode!r}")
+  g, c = gn.num_groups, x.shape[-1]
+  hi = jax.lax.Precision.HIGHEST
+  xf = x.astype(jnp.float32).reshape(b, t, -1, g, c // g)
+  m_f = xf.mean(axis=(2, 4))                                             # [B, T, G] per-frame mean
+  v_f = jnp.square(xf - m_f[:, :, None, :, None]).mean(axis=(2, 4))     # [B, T, G] per-frame variance
+  tri = jnp.tril(jnp.ones((t, t), jnp.float32))                          # [t, f]: f <= t
+  cnt = jnp.arange(1, t + 1, dtype=jnp.float32)[:, None]                 # frames pooled at t
+  mean = jnp.einsum("tf,bfg->btg", tri, m_f, precision=hi) / cnt
+  d = m_f[:, None, :, :] - mean[:, :, None, :]                           # [B, t, f, G]
+  var = (jnp.einsum("tf,bfg->btg", tri, v_f, precision=hi)
+         + jnp.einsum("tf,btfg->btg", tri, d * d, precision=hi)) / cnt  # law of total variance
+  y = (xf - mean[:, :, None, :, None]) * jax.lax.rsqrt(var + gn.eps)[:, :, None, :, None]
+  y = y.reshape(x.shape) * gn.scale[...] + gn.bias[...]
+  return y.astype(x.dtype)
+
+
+class TemporalConvBlock(nnx.Module):
+  """DynamiCrafter ``TemporalConvBlock`` (torch attribute ``temopral_conv``): ``x + conv4(conv3(conv2(conv1(x))))``.
+
+  ``conv1 = Seq(GN, SiLU, Conv3d)`` (conv at index 2), ``conv2..4 = Seq(GN, SiLU, Dropout, Conv3d)`` (index 3);
+  Conv3d kernel ``(3, 1, 1)``, GroupNorm(32, eps 1e-5). ``padding``: "symmetric" (1 frame each side, original)
+  or "causal" (2 frames on the left, 0 on the right). ``norm``: see :func:`temporal_group_norm`.
+  """
+
+  def __init__(self, in_dim: int, out_dim: int, *, dropout: float = 0.1, padding: str = "symmetric",
+               norm: str = "joint", dtype=jnp.float32, rngs: nnx.Rngs):
+    if padding not in PADDING_MODES:
+      raise ValueError(f"temporal_conv_padding must be one of {PADDING_MODES}, got {padding!r}")
+    if norm not in NORM_MODES:
+      raise ValueError(f"temporal_norm must be one of {NORM_MODES}, got {norm!r}")
+    self.padding = padding
+    self.norm = norm
+    conv = lambda i, o: nnx.Conv(i, o, kernel_size=(3, 1, 1), padding="VALID", dtype=dtype,
+                                 param_dtype=jnp.float32, rngs=rngs)
+    self.conv1 = layers.Seq([layers.GroupNorm(in_dim, 32, 1e-5, rngs=rngs), layers.SiLU(), conv(in_dim, out_dim)])
+    self.conv2 = layers.Seq([layers.GroupNorm(out_dim, 32, 1e-5, rngs=rngs), layers.SiLU(),
+                             layers.Dropout(dropout, rngs=rngs), conv(out_dim, in_dim)])
+    self.conv3 = layers.Seq([layers.GroupNorm(out_dim, 32, 1e-5, rngs=rngs), layers.SiLU(),
+                             layers.Dropout(dropout, rngs=rngs), conv(out_dim, in_dim)])
+    self.conv4 = layers.Seq([layers.GroupNorm(out_dim, 32, 1e-5, rngs=rngs), layers.SiLU(),
+                             layers.Dropout(dropout, rngs=rngs), conv(out_dim, in_dim)])
+
+  def temporal_conv(self, conv: nnx.Conv, x):
+    """Kernel-3 conv over frames of ``x [B, T, H, W, C]`` with zero padding per ``self.padding``."""
+    pad = (1, 1) if self.padding == "symmetric" else (2, 0)
+    x = jnp.pad(x, ((0, 0), pad, (0, 0), (0, 0), (0, 0)))
+    return conv(x)
+
+  def _stage(self, seq: layers.Seq, x):
+    gn, *pointwise, conv = list(seq)
+    h = temporal_group_norm(gn, x, self.norm)
+    for layer in pointwise:  # SiLU [, Dropout]
+      h = layer(h)
+    return self.temporal_conv(conv, h)
+
+  def __call__(self, x):
+    """``x [B, T, H, W, C]`` -> same shape."""
+    h = x
+    for seq in (self.conv1, self.conv2, self.conv3, self.conv4):
+      h = self._stage(seq, h)
+    return x + h

@@ -1,0 +1,283 @@
+"""DynamiCrafter 3D UNet (``lvdm.modules.networks.openaimodel3d.UNetModel``) in Flax NNX, channels-last, with
+the Vid2World extensions: per-frame timesteps, action conditioning and causal options.
+
+Parameter paths mirror the torch module tree (``input_blocks.1.0.temopral_conv.conv1.2`` etc.), so
+:func:`torch_name_table` is :func:`auto_entries` plus the free-standing ``alpha`` gates.
+
+Call: ``UNet(cfg)(x [B,T,H,W,Cin], timesteps [B] | [B,T], context [B,L,D], fs [B] | None, actions [B,T,A],
+action_mask [B,T])`` -> ``[B,T,H,W,Cout]`` float32. Defaults of the new config fields reproduce DynamiCrafter.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from vid2world_jax.conversion import core
+from vid2world_jax.models import layers
+from vid2world_jax.models.attention import SpatialTransformer, TemporalTransformer
+from vid2world_jax.models.embeddings import action_encoder, mlp_embed, timestep_embedding
+from vid2world_jax.models.temporal import NORM_MODES, PADDING_MODES
+from vid2world_jax.models.unet_blocks import Downsample, EmbedSeq, ResBlock, Upsample, conv2d
+
+WEIGHTS_PREFIX = "model.diffusion_model."
+TORCH_ALIASES = {
+    "framestride_embed": "fps_embedding",  # older 256 checkpoints name the fs MLP like this
+    ".conv3d.": ".",  # Vid2World causal temporal convs wrap the Conv3d: `...conv1.2.conv3d.weight`
+}
+TORCH_IGNORE: list[str] = []  # every UNet key is used
+TEXT_TOKENS = 77        # hard-coded in DynamiCrafter (text context length)
+IMAGE_TOKENS_PER_FRAME = 16  # hard-coded in DynamiCrafter's per-frame context check
+
+# torch constructor defaults of UNetModel (every field, so Class(**params) round-trips)
+_TORCH_DEFAULTS = dict(
+    in_channels=4, model_channels=320, out_channels=4, num_res_blocks=2, attention_resolutions=[4, 2, 1],
+    dropout=0.0, channel_mult=[1, 2, 4, 8], conv_resample=True, dims=2, context_dim=None,
+    use_scale_shift_norm=False, resblock_updown=False, num_heads=-1, num_head_channels=-1, transformer_depth=1,
+    use_linear=False, use_checkpoint=False, temporal_conv=False, tempspatial_aware=False, temporal_attention=True,
+    use_relative_position=True, use_causal_attention=False, temporal_length=None, use_fp16=False,
+    addition_attention=False, temporal_selfatt_only=True, image_cross_attention=False,
+    image_cross_attention_scale_learnable=False, default_fs=4, fs_condition=False,
+)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """All torch fields (torch defaults) plus the Vid2World knobs (defaults = original DynamiCrafter)."""
+  c = ml_collections.ConfigDict(_TORCH_DEFAULTS)
+  # New knobs. `causal_temporal_attention` IS `use_causal_attention` (shared reference: setting one sets both).
+  c.causal_temporal_attention = c.get_ref("use_causal_attention")  # tril mask in block temporal transformers
+  c.causal_init_attn = False            # tril mask also in init_attn (never causal in DynamiCrafter)
+  c.temporal_conv_padding = "symmetric"  # "symmetric" (1|1, original) or "causal" (2 left, 0 right)
+  c.temporal_norm = "joint"             # GN on 5-D tensors: "joint" (original) | "per_frame" | "cumulative"
+  c.action_dim = 0                      # 0: no action conditioning (no params)
+  c.action_encoder = "mlp"              # "mlp" (continuous) | "embedding" (multi-/one-hot)
+  c.dtype = "float32"                   # compute dtype ("bfloat16" ...); params stay float32
+  c.remat = False                       # nnx.remat around every input/middle/output block
+  return c
+
+
+def config_from_torch_params(params: dict) -> ml_collections.ConfigDict:
+  """Config from a fixture ``config.json["params"]`` (torch constructor kwargs). Unknown keys raise."""
+  c = default_config()
+  for k, v in params.items():
+    if k not in _TORCH_DEFAULTS:
+      raise ValueError(f"unknown UNetModel parameter {k!r}")
+    c[k] = list(v) if isinstance(v, tuple) else v
+  return c
+
+
+def real_config(variant: str) -> ml_collections.ConfigDict:
+  """Full-size DynamiCrafter UNet of ``configs/inference_{variant}_v1.0.yaml`` ("256" | "512" | "1024")."""
+  fs = {"256": 3, "512": 24, "1024": 10}
+  if variant not in fs:
+    raise ValueError(f"variant must be one of {sorted(fs)}, got {variant!r}")
+  return config_from_torch_params(dict(
+      in_channels=8, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1], num_res_blocks=2,
+      channel_mult=[1, 2, 4, 4], dropout=0.1, num_head_channels=64, transformer_depth=1, context_dim=1024,
+      use_linear=True, use_checkpoint=True, temporal_conv=True, temporal_attention=True,
+      temporal_selfatt_only=True, use_relative_position=False, use_causal_attention=False, temporal_length=16,
+      addition_attention=True, image_cross_attention=True,
+      image_cross_attention_scale_learnable=(variant == "256"), default_fs=fs[variant], fs_condition=True))
+
+
+def _validate(cfg):
+  unsupported = dict(dims=2, use_scale_shift_norm=False, resblock_updown=False, tempspatial_aware=False,
+                     use_relative_position=False, temporal_selfatt_only=True, conv_resample=True)
+  for k, want in unsupported.items():
+    if cfg[k] != want:
+      raise ValueError(f"UNet: {k}={cfg[k]!r} is not supported (only {want!r})")
+  if cfg.temporal_conv_padding not in PADDING_MODES:
+    raise ValueError(f"temporal_conv_padding must be one of {PADDING_MODES}, got {cfg.temporal_conv_padding!r}")
+  if cfg.temporal_norm not in NORM_MODES:
+    raise ValueError(f"temporal_norm must be one of {NORM_MODES}, got {cfg.temporal_norm!r}")
+  if cfg.num_head_channels == -1 and cfg.num_heads == -1:
+    raise ValueError("set num_heads or num_head_channels")
+  if cfg.action_dim < 0:
+    raise ValueError(f"action_dim must be >= 0, got {cfg.action_dim}")
+
+
+class UNet(nnx.Module):
+  """DynamiCrafter ``UNetModel``. See module docstring for the call signature."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    _validate(cfg)
+    self.cfg = cfg.to_dict()
+    dt = jnp.dtype(cfg.dtype)
+    self.dtype = dt
+    mc = cfg.model_channels
+    ted = 4 * mc
+    self.model_channels = mc
+    self.time_embed = mlp_embed(mc, ted, dtype=dt, rngs=rngs)
+    if cfg.fs_condition:
+      self.fps_embedding = mlp_embed(mc, ted, dtype=dt, rngs=rngs)
+    if cfg.action_dim:
+      self.action_emb = action_encoder(cfg.action_encoder, cfg.action_dim, mc, ted, dtype=dt, rngs=rngs)
+
+    def heads(ch):
+      if cfg.num_head_channels == -1:
+        return cfg.num_heads, ch // cfg.num_heads
+      return ch // cfg.num_head_channels, cfg.num_head_channels
+
+    def res(ci, co):
+      return ResBlock(ci, ted, cfg.dropout, co, use_temporal_conv=cfg.temporal_conv,
+                      temporal_conv_padding=cfg.temporal_conv_padding, temporal_norm=cfg.temporal_norm,
+                      dtype=dt, rngs=rngs)
+
+    def attn_layers(ch):
+      nh, dh = heads(ch)
+      out = [SpatialTransformer(ch, nh, dh, depth=cfg.transformer_depth, context_dim=cfg.context_dim,
+                                use_linear=cfg.use_linear, image_cross_attention=cfg.image_cross_attention,
+                                scale_learnable=cfg.image_cross_attention_scale_learnable, dtype=dt, rngs=rngs)]
+      if cfg.temporal_attention:
+        out.append(TemporalTransformer(ch, nh, dh, depth=cfg.transformer_depth, use_linear=cfg.use_linear,
+                                       causal=cfg.causal_temporal_attention, norm_mode=cfg.temporal_norm,
+                                       dtype=dt, rngs=rngs))
+      return out
+
+    blocks = [EmbedSeq([conv2d(cfg.in_channels, mc, dtype=dt, rngs=rngs)])]
+    self.addition_attention = cfg.addition_attention
+    if cfg.addition_attention:
+      self.init_attn = EmbedSeq([TemporalTransformer(
+          mc, 8, cfg.num_head_channels, depth=cfg.transformer_depth, use_linear=False, causal=cfg.causal_init_attn,
+          norm_mode=cfg.temporal_norm, dtype=dt, rngs=rngs)])
+    chans, ch, ds = [mc], mc, 1
+    for level, mult in enumerate(cfg.channel_mult):
+      for _ in range(cfg.num_res_blocks):
+        lay = [res(ch, mult * mc)]
+        ch = mult * mc
+        if ds in cfg.attention_resolutions:
+          lay += attn_layers(ch)
+        blocks.append(EmbedSeq(lay))
+        chans.append(ch)
+      if level != len(cfg.channel_mult) - 1:
+        blocks.append(EmbedSeq([Downsample(ch, ch, dtype=dt, rngs=rngs)]))
+        chans.append(ch)
+        ds *= 2
+    self.input_blocks = nnx.List(blocks)
+    mid = [res(ch, ch)] + attn_layers(ch) + [res(ch, ch)]
+    self.middle_block = EmbedSeq(mid)
+    out_blocks = []
+    for level, mult in list(enumerate(cfg.channel_mult))[::-1]:
+      for i in range(cfg.num_res_blocks + 1):
+        ich = chans.pop()
+        lay = [res(ch + ich, mc * mult)]
+        ch = mc * mult
+        if ds in cfg.attention_resolutions:
+          lay += attn_layers(ch)
+        if level and i == cfg.num_res_blocks:
+          lay.append(Upsample(ch, ch, dtype=dt, rngs=rngs))
+          ds //= 2
+        out_blocks.append(EmbedSeq(lay))
+    self.output_blocks = nnx.List(out_blocks)
+    self.out = layers.Seq([layers.GroupNorm(ch, 32, 1e-5, rngs=rngs), layers.SiLU(),
+                           conv2d(mc, cfg.out_channels, dtype=dt, rngs=rngs)])
+
+  # ---------------------------------------------------------------- conditioning
+  def embed(self, timesteps, fs, actions, action_mask, b: int, t: int, capture=None):
+    """Per-frame embedding ``[B, T, 4*mc]`` = time_embed(t) + fps_embedding(fs) [+ mask * action_emb(a)]."""
+    cfg = self.cfg
+    timesteps = jnp.asarray(timesteps)
+    if timesteps.shape not in ((b,), (b, t)):
+      raise ValueError(f"timesteps must be [B]={b} or [B, T]=({b}, {t}), got {timesteps.shape}")
+    emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).astype(self.dtype))
+    if capture is not None:
+      capture.setdefault("time_embed/out", emb)
+    if cfg["fs_condition"]:
+      if fs is None:
+        fs = jnp.full((b,), cfg["default_fs"], jnp.int32)
+      fs = jnp.asarray(fs)
+      if fs.shape != (b,):
+        raise ValueError(f"fs must be [B]={b}, got {fs.shape}")
+      fs_emb = self.fps_embedding(timestep_embedding(fs, self.model_channels).astype(self.dtype))
+      if capture is not None:
+        capture.setdefault("fps_embedding/out", fs_emb)
+      emb = emb + (fs_emb[:, None] if emb.ndim == 3 else fs_emb)
+    if emb.ndim == 2:  # one timestep per clip: same embedding for every frame (torch repeat_interleave)
+      emb = jnp.broadcast_to(emb[:, None], (b, t, emb.shape[-1]))
+    if cfg["action_dim"]:
+      if actions is None:
+        raise ValueError(f"this UNet has action_dim={cfg['action_dim']}: actions [B, T, A] are required")
+      actions = jnp.asarray(actions)
+      if actions.shape != (b, t, cfg["action_dim"]):
+        raise ValueError(f"actions must be [B, T, A]=({b}, {t}, {cfg['action_dim']}), got {actions.shape}")
+      a = self.action_emb(actions.astype(self.dtype))
+      if action_mask is not None:
+        action_mask = jnp.asarray(action_mask)
+        if action_mask.shape != (b, t):
+          raise ValueError(f"action_mask must be [B, T]=({b}, {t}), got {action_mask.shape}")
+        a = a * action_mask.astype(a.dtype)[..., None]
+      emb = emb + a
+    elif actions is not None or action_mask is not None:
+      raise ValueError("actions / action_mask given but the UNet has action_dim=0")
+    return emb
+
+  def split_context(self, context, t: int):
+    """``context [B, L, D]`` -> ``(text [B, 1, Lt, D], image [B, T | 1, Li, D] | None)``.
+
+    ``L == 77 + 16*T``: frame f gets the 77 text tokens + image tokens ``77+16f .. 77+16f+15``; otherwise the
+    whole context is shared by all frames (text = first 77 tokens, image = the rest), as in DynamiCrafter.
+    """
+    if context is None or context.ndim != 3 or context.shape[-1] != self.cfg["context_dim"]:
+      raise ValueError(f"context must be [B, L, {self.cfg['context_dim']}], got "
+                       f"{None if context is None else context.shape}")
+    b, l, d = context.shape
+    text = context[:, None, :TEXT_TOKENS].astype(self.dtype)
+    if not self.cfg["image_cross_attention"]:
+      return text, None
+    if l <= TEXT_TOKENS:
+      raise ValueError(f"image cross-attention needs context longer than {TEXT_TOKENS} tokens, got {l}")
+    img = context[:, TEXT_TOKENS:].astype(self.dtype)
+    if l == TEXT_TOKENS + IMAGE_TOKENS_PER_FRAME * t:
+      img = img.reshape(b, t, IMAGE_TOKENS_PER_FRAME, d)
+    else:
+      img = img[:, None]
+    return text, img
+
+  # ---------------------------------------------------------------- forward
+  def __call__(self, x, timesteps, context, fs=None, actions=None, action_mask=None, capture=None):
+    """``x [B, T, H, W, in_channels]`` -> ``[B, T, H, W, out_channels]`` float32.
+
+    ``capture``: optional dict filled with intermediate activations (debug/parity; not with ``remat``).
+    """
+    cfg = self.cfg
+    if x.ndim != 5 or x.shape[-1] != cfg["in_channels"]:
+      raise ValueError(f"x must be [B, T, H, W, {cfg['in_channels']}], got {x.shape}")
+    if capture is not None and cfg["remat"]:
+      raise ValueError("capture is not available with remat=True")
+    b, t = x.shape[:2]
+    emb = self.embed(timesteps, fs, actions, action_mask, b, t, capture)
+    ctx = self.split_context(context, t)
+    h = x.astype(self.dtype)
+
+    def run(block, h, emb, ctx, name):
+      return block(h, emb, ctx, capture, name)
+
+    if cfg["remat"]:
+      run = nnx.remat(run, static_argnums=(4,))
+
+    hs = []
+    for i, block in enumerate(self.input_blocks):
+      h = run(block, h, emb, ctx, f"input_blocks.{i}")
+      if i == 0 and self.addition_attention:
+        h = run(self.init_attn, h, emb, ctx, "init_attn")
+      hs.append(h)
+    h = run(self.middle_block, h, emb, ctx, "middle_block")
+    for i, block in enumerate(self.output_blocks):
+      h = jnp.concatenate([h, hs.pop()], axis=-1)
+      h = run(block, h, emb, ctx, f"output_blocks.{i}")
+    y = self.out(h.reshape((b * t,) + h.shape[2:]))
+    return y.reshape((b, t) + y.shape[1:]).astype(jnp.float32)
+
+
+def build(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> UNet:
+  return UNet(cfg, rngs=rngs)
+
+
+def torch_name_table(model: UNet) -> list[core.Entry]:
+  """One Entry per Flax parameter: auto entries + the ``attn2.alpha`` scalars."""
+  table = core.auto_entries(model, WEIGHTS_PREFIX)
+  for path, m in nnx.iter_graph(model):
+    if isinstance(m, nnx.Module) and hasattr(m, "alpha") and isinstance(getattr(m, "alpha"), nnx.Param):
+      table.append(core.Entry(WEIGHTS_PREFIX + core.torch_name(path) + ".alpha", tuple(path) + ("alpha",)))
+  return table
