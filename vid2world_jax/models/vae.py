@@ -343,7 +343,9 @@ def _per_frame(model: AutoencoderKL, fn, *arrays):
   n = arrays[0].shape[0]
   if chunk <= 0 or chunk >= n:
     return fn(*arrays)
-  return jax.lax.map(lambda xs: fn(*xs), arrays, batch_size=chunk)
+  # lax.map(batch_size=k) vmaps ``fn`` over k single frames at a time; each call sees one frame, as [1, ...].
+  one = lambda xs: jax.tree.map(lambda o: o[0], fn(*(a[None] for a in xs)))  # noqa: E731
+  return jax.lax.map(one, arrays, batch_size=chunk)
 
 
 def _is_prng_key(x) -> bool:
