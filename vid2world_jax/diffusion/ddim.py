@@ -13,8 +13,9 @@ Update (model output in the schedule's parameterisation):
   x0_hat, eps_hat from the output; x0_hat *= scale_arr[t_prev] / scale_arr[t] (dynamic rescale only);
   sigma = eta sqrt((1 - ab_prev) / (1 - ab_t) (1 - ab_t / ab_prev));
   x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z.
-The argument of the middle sqrt is clamped at 0 (float rounding can make it -1e-8 at a zero-SNR step with
-eta = 1, where torch would produce NaN).
+The argument of the middle sqrt is computed as (1 - ab_prev)(1 - eta^2 r), r = (1 - ab_t/ab_prev)/(1 - ab_t),
+(mathematically identical) and clamped at 0: at a zero-SNR step with eta = 1 it is exactly 0, where torch's
+float32 ``1 - a_prev - sigma**2`` leaves rounding noise (or a NaN when slightly negative).
 """
 
 from __future__ import annotations
@@ -90,9 +91,13 @@ def ddim_step(schedule: Schedule, x_t: jax.Array, model_out: jax.Array, t: jax.A
     s_t = gather(schedule.scale_arr, t, nd)
     s_p = gather(schedule.scale_arr, jnp.where(final, t, t_prev), nd)
     x0_hat = x0_hat * (s_p / s_t).astype(x0_hat.dtype)
+  ab_t = gather(schedule.alphas_cumprod, t, nd)
   ab_p = _ab_prev(schedule, t_prev, nd)
-  sigma = ddim_sigma(schedule, t, t_prev, eta, nd)
-  dir_coef = jnp.sqrt(jnp.maximum(1.0 - ab_p - sigma**2, 0.0))
+  r = (1.0 - ab_t / ab_p) / (1.0 - ab_t)  # sigma^2 = eta^2 (1 - ab_p) r
+  sigma = eta * jnp.sqrt((1.0 - ab_p) * r)
+  # 1 - ab_p - sigma^2 factored as (1 - ab_p)(1 - eta^2 r): exact 0 at a zero-SNR step with eta = 1 instead of
+  # float32 cancellation noise (which the sqrt would amplify to ~1e-3).
+  dir_coef = jnp.sqrt(jnp.maximum((1.0 - ab_p) * (1.0 - eta**2 * r), 0.0))
   x_prev = jnp.sqrt(ab_p) * x0_hat + dir_coef * eps_hat
   if noise is not None:
     if noise.shape != x_t.shape:

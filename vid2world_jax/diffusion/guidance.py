@@ -38,7 +38,8 @@ def causal_action_guidance(cond: jax.Array, uncond: jax.Array, scale: float, res
     raise ValueError(f"cond {cond.shape} and uncond {uncond.shape} must have the same shape")
   if not isinstance(rescale, jax.Array) and not 0.0 <= float(rescale) <= 1.0:
     raise ValueError(f"rescale must be in [0, 1], got {rescale}")
-  guided = uncond + scale * (cond - uncond)
+  # == uncond + scale * (cond - uncond), written so that scale 1 / 0 give cond / uncond bit-exactly.
+  guided = scale * cond + (1.0 - scale) * uncond
   if isinstance(rescale, jax.Array) or rescale > 0.0:
     guided = cfg_rescale(guided, cond, rescale)
   return guided
