@@ -1,0 +1,498 @@
+"""Autoregressive world-model rollout with causal action guidance (spec §5, §6.2).
+
+Frame-by-frame generation, as the released sampler (``ar=True``) does it:
+
+* History frames enter the network at a fixed small noise level ``t_small`` (default: the second-to-last DDIM
+  timestep, 39 with 50 trailing steps; ``history_noise=0`` feeds them clean). Their noise is drawn ONCE per frame
+  (when the frame is added to the history) and reused at every DDIM step and every later window.
+* The new frame starts from N(0, I) and is denoised with DDIM over the descending timesteps; at every step the
+  network sees ``[noisy history, x_new]`` with per-frame timesteps ``[t_small, ..., t_small, tau]`` and only the
+  newest frame's output is used (history outputs are discarded).
+* Actions are aligned per window (``diffusion.actions.align_actions``): window position 0 gets the zero action,
+  position j the action taken at window frame j-1 (exactly as a training clip that starts at the window's start).
+* Concat / context conditioning is computed from the FIRST frame of the current window (``cond_fn``).
+* Causal action guidance: both passes in one batched forward (rows ``[:B]`` all actions, rows ``[B:]`` the
+  newest frame's action masked out), combined as ``uncond + scale * (cond - uncond)`` + CFG rescale, with the
+  rescale statistics over the window's valid frames (the released sampler takes them over the whole window).
+* Windows: at most ``window`` frames (the UNet's temporal length): the first ``window`` frames grow the window,
+  later frames slide it (the oldest frame drops out).
+
+Implementation: ``rollout`` is one ``jax.jit`` of a ``lax.scan`` over new frames with an inner ``lax.scan`` over
+DDIM steps. To keep one static shape, the window is a fixed buffer of ``window`` frames; while it is still growing
+the positions after the newest frame are zero padding. This is exact because the network is causal in time
+(padding after the newest frame cannot influence it); ``rollout_reference`` (a plain Python loop with exactly
+sized windows) checks it. A checkpoint-faithful UNet whose temporal GroupNorm pools over time is NOT causal, and
+``world_model_rollout_model`` refuses it (``allow_noncausal=True`` overrides, knowingly).
+
+The per-step network call is the seam ``WindowDenoiser``: ``init_state`` runs once per new frame (outside the
+inner scan) and ``__call__`` once per DDIM step, threading a state through the inner scan. The default
+(``FnDenoiser``) is stateless and runs the full window; a KV-cached fast path can keep history keys/values (and
+the history outputs, which are constant across DDIM steps) in that state without touching the scan structure.
+
+RNG: one key per rollout (``keys [B]``); the noise of frame f is derived from ``fold_in(key_b, f)`` only, so a
+batched rollout equals the rollouts run one by one, and a longer rollout reproduces a shorter one's frames.
+
+Shapes: latents ``[B, T, h, w, c]`` (channels last), actions ``[B, T, A]`` where ``actions[:, f]`` is the action
+taken at frame f (it leads to frame f+1). A rollout from ``k`` context frames over ``horizon`` new frames needs
+``k + horizon - 1`` actions (more are ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vid2world_jax.diffusion import actions as actions_lib
+from vid2world_jax.diffusion import ddim
+from vid2world_jax.diffusion import guidance as guidance_lib
+from vid2world_jax.diffusion import parameterization
+from vid2world_jax.diffusion.schedules import Schedule
+
+Params = Any
+Cond = dict
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Configuration.
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+  """Static sampler settings (hashable: part of the jit cache key)."""
+  ddim_steps: int = 50                 # DDIM steps per generated frame
+  eta: float = 1.0                     # DDIM eta (released evaluations: 1.0, stochastic)
+  spacing: str = "uniform_trailing"    # DDIM timestep spacing ("uniform_trailing" | "uniform")
+  guidance_scale: float | None = 2.5   # causal action guidance s (code convention); None = conditional pass only
+  guidance_rescale: float = 0.7        # CFG rescale phi in [0, 1] (0 = off)
+  history_noise: int | str = "second_last"  # t_small: "second_last" DDIM timestep (39 @ 50 steps) or an int >= 0
+  window: int = 16                     # temporal window (frames the network sees, new frame included)
+
+  def __post_init__(self):
+    if self.ddim_steps < 1:
+      raise ValueError(f"ddim_steps must be >= 1, got {self.ddim_steps}")
+    if not 0.0 <= float(self.eta):
+      raise ValueError(f"eta must be >= 0, got {self.eta}")
+    if not 0.0 <= float(self.guidance_rescale) <= 1.0:
+      raise ValueError(f"guidance_rescale must be in [0, 1], got {self.guidance_rescale}")
+    if self.window < 2:
+      raise ValueError(f"window must be >= 2 (history + new frame), got {self.window}")
+    if isinstance(self.history_noise, str) and self.history_noise != "second_last":
+      raise ValueError(f"history_noise must be 'second_last' or an int, got {self.history_noise!r}")
+    if not isinstance(self.history_noise, str) and int(self.history_noise) < 0:
+      raise ValueError(f"history_noise must be >= 0, got {self.history_noise}")
+
+
+def timestep_plan(cfg: SamplerConfig, num_timesteps: int) -> tuple[np.ndarray, np.ndarray, int]:
+  """``(taus [S], tau_prevs [S], t_small)``: descending DDIM timesteps, their t_prev (``ddim.FINAL_STEP`` for the
+  last) and the history noise level."""
+  taus = ddim.ddim_timesteps(cfg.ddim_steps, num_timesteps, cfg.spacing)
+  prevs = ddim.ddim_prev_timesteps(taus)
+  if cfg.history_noise == "second_last":
+    t_small = int(taus[-2]) if len(taus) >= 2 else 0
+  else:
+    t_small = int(cfg.history_noise)
+    if t_small >= num_timesteps:
+      raise ValueError(f"history_noise {t_small} must be < num_timesteps {num_timesteps}")
+  return taus, prevs, t_small
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The network seam.
+
+class WindowInputs(NamedTuple):
+  """One network call on a window (batch ``N`` = B, or 2B with guidance)."""
+  latents: jax.Array      # [N, W, h, w, c] noisy history + the new frame at ``new_index`` (+ zero padding after)
+  t: jax.Array            # [N, W] int32 per-frame timesteps
+  cond: Cond              # {"concat": [N, h, w, c], "context": [N, L, D], ...} from the window's first frame
+  actions: jax.Array      # [N, W, A] aligned (shifted right) actions
+  action_mask: jax.Array  # [N, W] float32, 1 = action present
+  new_index: jax.Array    # [] int32, window position of the frame being generated
+
+
+class WindowDenoiser(Protocol):
+  """Per-step network call. ``init_state`` once per new frame, ``__call__`` once per DDIM step."""
+
+  def init_state(self, params: Params, inputs: WindowInputs) -> Any:
+    ...
+
+  def __call__(self, params: Params, state: Any, inputs: WindowInputs) -> tuple[jax.Array, Any]:
+    """Returns ``(prediction [N, W, h, w, c] in the schedule's parameterisation, new state)``."""
+    ...
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FnDenoiser:
+  """Stateless default: ``fn(params, latents, t, cond, actions, action_mask) -> [N, W, h, w, c]`` on the whole
+  window (e.g. ``WorldModel.denoise`` / ``models.api.denoise``)."""
+  fn: Callable[..., jax.Array]
+
+  def init_state(self, params, inputs):
+    del params, inputs
+    return ()
+
+  def __call__(self, params, state, inputs):
+    out = self.fn(params, inputs.latents, inputs.t, inputs.cond, inputs.actions, inputs.action_mask)
+    return out, state
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RolloutModel:
+  """What a rollout needs besides the sampler settings.
+
+  ``denoiser``: the network seam. ``cond_fn(params, first_latent [B, h, w, c]) -> cond dict`` (concat latent,
+  context tokens, ...; every leaf with a leading batch dim). ``schedule``: the diffusion schedule (parameterisation
+  and dynamic rescale as in training).
+  """
+  denoiser: WindowDenoiser
+  cond_fn: Callable[[Params, jax.Array], Cond]
+  schedule: Schedule
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Pure pieces.
+
+def combine_guidance(cond: jax.Array, uncond: jax.Array, scale: float, rescale: float,
+                     valid: jax.Array | None = None) -> jax.Array:
+  """``uncond + scale * (cond - uncond)`` then CFG rescale over the valid frames.
+
+  ``cond``/``uncond``: ``[B, W, ...]``; ``valid``: bool ``[W]`` (frames that exist in the window; None = all).
+  Equals ``diffusion.guidance.causal_action_guidance`` when every frame is valid; padded frames are excluded from
+  the std statistics (and returned as computed, they are never used).
+  """
+  guided = uncond + scale * (cond - uncond)
+  if rescale == 0.0:
+    return guided
+  if valid is None:
+    valid = jnp.ones((cond.shape[1],), bool)
+  w = valid.astype(cond.dtype).reshape((1, -1) + (1,) * (cond.ndim - 2))
+  w = jnp.broadcast_to(w, cond.shape)
+  axes = tuple(range(1, cond.ndim))
+  n = jnp.sum(w, axis=axes, keepdims=True)
+
+  def std(x):  # unbiased like torch .std; the ratio std(cond)/std(guided) does not depend on ddof
+    mu = jnp.sum(x * w, axis=axes, keepdims=True) / n
+    return jnp.sqrt(jnp.sum(((x - mu) * w) ** 2, axis=axes, keepdims=True) / (n - 1))
+
+  resc = guided * (std(cond) / std(guided))
+  return rescale * resc + (1.0 - rescale) * guided
+
+
+def guided_prediction(denoiser: WindowDenoiser, params: Params, state: Any, inputs: WindowInputs,
+                      scale: float | None, rescale: float) -> tuple[jax.Array, Any]:
+  """Window prediction ``[B, W, ...]`` with causal action guidance (one batched call of 2B rows), or the
+  conditional pass only when ``scale is None``. ``inputs`` are the conditional (B-row) inputs."""
+  if scale is None:
+    return denoiser(params, state, inputs)
+  both = branch_inputs(inputs)
+  out, state = denoiser(params, state, both)
+  cond, uncond = guidance_lib.split_branches(out)
+  valid = jnp.arange(inputs.latents.shape[1]) <= inputs.new_index
+  return combine_guidance(cond, uncond, scale, rescale, valid), state
+
+
+def branch_inputs(inputs: WindowInputs) -> WindowInputs:
+  """``[B] -> [2B]`` rows: conditional, then the same with the newest frame's action masked."""
+  cond_mask, uncond_mask = guidance_lib.guidance_masks(inputs.action_mask, inputs.new_index)
+  dup = lambda x: guidance_lib.stack_branches(x, x)
+  return WindowInputs(latents=dup(inputs.latents), t=dup(inputs.t), cond=dup(inputs.cond),
+                      actions=dup(inputs.actions),
+                      action_mask=guidance_lib.stack_branches(cond_mask, uncond_mask), new_index=inputs.new_index)
+
+
+def frame_noise(keys: jax.Array, frame: jax.Array | int, shape: tuple[int, ...]
+                ) -> tuple[jax.Array, jax.Array, Callable[[jax.Array], jax.Array]]:
+  """Noise of global frame ``frame`` for each rollout: ``(init [B, *shape], history [B, *shape], step_noise(i))``.
+
+  Derived from ``fold_in(keys[b], frame)`` only (order-independent, per rollout)."""
+  kf = jax.vmap(lambda k: jax.random.fold_in(k, frame))(keys)
+  sub = jax.vmap(lambda k: jax.random.split(k, 3))(kf)  # [B, 3]
+  normal = lambda ks: jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(ks)
+  step = lambda i: normal(jax.vmap(lambda k: jax.random.fold_in(k, i))(sub[:, 2]))
+  return normal(sub[:, 0]), normal(sub[:, 1]), step
+
+
+def noise_history(schedule: Schedule, x0: jax.Array, t_small: int, noise: jax.Array) -> jax.Array:
+  """History latent at level ``t_small`` (``q_sample`` with the schedule's dynamic rescale, as in training);
+  ``t_small == 0`` returns the clean latent."""
+  if t_small == 0:
+    return x0
+  t = jnp.full(x0.shape[:1], t_small, jnp.int32)
+  return parameterization.q_sample(schedule, x0, t, noise.astype(x0.dtype),
+                                   dynamic_rescale=schedule.dynamic_rescale)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Window state and one generated frame (shared by the scan, the environment and the CLI).
+
+class WindowState(NamedTuple):
+  clean: jax.Array       # [B, W, h, w, c] clean latents of the window's frames (zeros after ``count``)
+  noisy: jax.Array       # [B, W, h, w, c] the same at t_small, noise drawn once per frame
+  actions: jax.Array     # [B, W, A] raw action taken at each window frame (leading to the next frame)
+  count: jax.Array       # [] int32 frames in the window
+  frame: jax.Array       # [] int32 global index of the next frame to generate
+  keys: jax.Array        # [B] per-rollout PRNG keys
+
+
+def init_window(model: RolloutModel, cfg: SamplerConfig, context: jax.Array, context_actions: jax.Array,
+                keys: jax.Array) -> WindowState:
+  """Window from ``k`` context latents ``[B, k, h, w, c]`` and the ``k - 1`` actions between them.
+
+  Only the last ``window - 1`` context frames are kept (the window needs room for the new frame)."""
+  b, k = context.shape[:2]
+  w = cfg.window
+  m = min(k, w - 1)
+  _, _, t_small = timestep_plan(cfg, model.schedule.num_timesteps)
+  frame_shape = context.shape[2:]
+  clean = jnp.zeros((b, w) + frame_shape, context.dtype)
+  noisy = jnp.zeros_like(clean)
+  acts = jnp.zeros((b, w, context_actions.shape[-1]), jnp.float32)
+  for j in range(m):
+    g = k - m + j
+    _, hist_noise, _ = frame_noise(keys, g, frame_shape)
+    x = context[:, g]
+    clean = clean.at[:, j].set(x)
+    noisy = noisy.at[:, j].set(noise_history(model.schedule, x, t_small, hist_noise))
+    if j < m - 1:
+      acts = acts.at[:, j].set(context_actions[:, g].astype(jnp.float32))
+  return WindowState(clean, noisy, acts, jnp.asarray(m, jnp.int32), jnp.asarray(k, jnp.int32), keys)
+
+
+def push_action(state: WindowState, action: jax.Array) -> WindowState:
+  """Sets the action taken at the newest window frame (``[B, A]``): it leads to the next generated frame."""
+  idx = state.count - 1
+  acts = jax.lax.dynamic_update_slice_in_dim(state.actions, action[:, None].astype(jnp.float32), idx, axis=1)
+  return state._replace(actions=acts)
+
+
+def _shift_if_full(state: WindowState, w: int) -> WindowState:
+  full = state.count >= w
+  roll = lambda x: jnp.where(full, jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], axis=1), x)
+  return state._replace(clean=roll(state.clean), noisy=roll(state.noisy), actions=roll(state.actions),
+                        count=jnp.where(full, w - 1, state.count))
+
+
+def generate_frame(model: RolloutModel, cfg: SamplerConfig, params: Params, state: WindowState
+                   ) -> tuple[jax.Array, WindowState]:
+  """Generates the next frame (its action must have been pushed). Returns ``(latent [B, h, w, c], new state)``.
+
+  jit-able; the window position of the new frame is dynamic, so one compilation serves growing and sliding."""
+  w = cfg.window
+  taus, prevs, t_small = timestep_plan(cfg, model.schedule.num_timesteps)
+  state = _shift_if_full(state, w)
+  p = state.count
+  b = state.clean.shape[0]
+  frame_shape = state.clean.shape[2:]
+  x_init, hist_noise, step_noise = frame_noise(state.keys, state.frame, frame_shape)
+  pos = jnp.arange(w)
+  is_new = (pos == p)
+  hist = (pos < p)
+  aligned = actions_lib.align_actions(state.actions)
+  mask = jnp.broadcast_to(hist | is_new, (b, w)).astype(jnp.float32)
+  cond = model.cond_fn(params, state.clean[:, 0])
+  sel = lambda m: m.reshape((1, w) + (1,) * len(frame_shape))
+
+  def inputs_for(x, tau):
+    lat = jnp.where(sel(is_new), x[:, None].astype(state.noisy.dtype),
+                    jnp.where(sel(hist), state.noisy, 0.0))
+    t = jnp.broadcast_to(jnp.where(hist, t_small, tau), (b, w)).astype(jnp.int32)
+    return WindowInputs(lat, t, cond, aligned, mask, p)
+
+  dstate = model.denoiser.init_state(params, branch_inputs(inputs_for(x_init, taus[0]))
+                                     if cfg.guidance_scale is not None else inputs_for(x_init, taus[0]))
+
+  def step(carry, xs):
+    x, ds = carry
+    i, tau, tau_prev = xs
+    pred, ds = guided_prediction(model.denoiser, params, ds, inputs_for(x, tau), cfg.guidance_scale,
+                                 cfg.guidance_rescale)
+    v = jax.lax.dynamic_index_in_dim(pred, p, axis=1, keepdims=False).astype(jnp.float32)
+    tb = jnp.full((b,), tau, jnp.int32)
+    tpb = jnp.full((b,), tau_prev, jnp.int32)
+    noise = step_noise(i) if cfg.eta != 0.0 else None
+    x, _ = ddim.ddim_step(model.schedule, x, v, tb, tpb, cfg.eta, noise)
+    return (x, ds), None
+
+  xs = (jnp.arange(len(taus), dtype=jnp.int32), jnp.asarray(taus), jnp.asarray(prevs))
+  (x, _), _ = jax.lax.scan(step, (x_init, dstate), xs)
+  x = x.astype(state.clean.dtype)
+  clean = jax.lax.dynamic_update_slice_in_dim(state.clean, x[:, None], p, axis=1)
+  noisy = jax.lax.dynamic_update_slice_in_dim(
+      state.noisy, noise_history(model.schedule, x, t_small, hist_noise)[:, None], p, axis=1)
+  new = state._replace(clean=clean, noisy=noisy, count=p + 1, frame=state.frame + 1)
+  return x, new
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Rollouts.
+
+def _check_inputs(context, actions, keys, horizon, window_actions_dim=None):
+  if context.ndim != 5:
+    raise ValueError(f"context latents must be [B, k, h, w, c], got shape {context.shape}")
+  if actions.ndim != 3 or actions.shape[0] != context.shape[0]:
+    raise ValueError(f"actions must be [B, N, A] with B={context.shape[0]}, got shape {actions.shape}")
+  k = context.shape[1]
+  if k < 1:
+    raise ValueError("at least one context frame is required")
+  if horizon < 1:
+    raise ValueError(f"horizon must be >= 1, got {horizon}")
+  need = k + horizon - 1
+  if actions.shape[1] < need:
+    raise ValueError(f"{k} context frames + horizon {horizon} need {need} actions (one per frame before the "
+                     f"last), got {actions.shape[1]}")
+  if window_actions_dim is not None and actions.shape[2] != window_actions_dim:
+    raise ValueError(f"action dimension {actions.shape[2]} != model action_dim {window_actions_dim}")
+  if keys.shape != (context.shape[0],):
+    raise ValueError(f"keys must be one PRNG key per rollout, shape ({context.shape[0]},), got {keys.shape}")
+
+
+def rollout_keys(seed_or_key, batch: int) -> jax.Array:
+  """``[B]`` typed PRNG keys, one per rollout."""
+  key = jax.random.key(seed_or_key) if isinstance(seed_or_key, (int, np.integer)) else seed_or_key
+  return jax.random.split(key, batch)
+
+
+def _rollout_impl(model: RolloutModel, cfg: SamplerConfig, horizon: int, params: Params, context: jax.Array,
+                  actions: jax.Array, keys: jax.Array, progress: Callable[[Any], None] | None = None) -> jax.Array:
+  k = context.shape[1]
+  state = init_window(model, cfg, context, actions[:, :max(k - 1, 0)], keys)
+  new_actions = jnp.swapaxes(actions[:, k - 1:k - 1 + horizon], 0, 1).astype(jnp.float32)  # [H, B, A]
+
+  def body(st, a):
+    st = push_action(st, a)
+    x, st = generate_frame(model, cfg, params, st)
+    if progress is not None:
+      jax.debug.callback(progress, st.frame, ordered=True)
+    return st, x
+
+  _, xs = jax.lax.scan(body, state, new_actions)
+  return jnp.concatenate([context, jnp.swapaxes(xs, 0, 1).astype(context.dtype)], axis=1)
+
+
+_JIT_CACHE: dict = {}
+
+
+def rollout(model: RolloutModel, cfg: SamplerConfig, params: Params, context: jax.Array, actions: jax.Array,
+            keys: jax.Array, *, horizon: int | None = None, progress: Callable[[Any], None] | None = None
+            ) -> jax.Array:
+  """Autoregressive rollout (jit: one compilation per (model, cfg, horizon, shapes)).
+
+  Args:
+    context: ``[B, k, h, w, c]`` context latents. actions: ``[B, N, A]``, ``actions[:, f]`` taken at frame f.
+    keys: ``[B]`` PRNG keys (``rollout_keys``). horizon: new frames (default ``N - k + 1``).
+    progress: optional host callback, called with the number of frames produced so far after each frame.
+  Returns:
+    ``[B, k + horizon, h, w, c]``: the context followed by the generated latents.
+  """
+  context = jnp.asarray(context)
+  actions = jnp.asarray(actions)
+  if horizon is None:
+    horizon = int(actions.shape[1]) - int(context.shape[1]) + 1 if actions.ndim == 3 and context.ndim == 5 else 0
+  _check_inputs(context, actions, keys, horizon)
+  actions = actions[:, :context.shape[1] + horizon - 1]
+  key = (id(model), cfg, horizon, progress)
+  fn = _JIT_CACHE.get(key)
+  if fn is None:
+    fn = jax.jit(lambda p, c, a, kk: _rollout_impl(model, cfg, horizon, p, c, a, kk, progress))
+    _JIT_CACHE[key] = fn
+  return fn(params, context, actions, keys)
+
+
+def rollout_reference(model: RolloutModel, cfg: SamplerConfig, params: Params, context, actions, keys, *,
+                      horizon: int) -> jax.Array:
+  """Plain Python-loop reference: exactly sized windows (no padding), Python loops over frames and DDIM steps.
+
+  Same RNG derivation as ``rollout``; used to test the scan implementation."""
+  context = jnp.asarray(context)
+  actions = jnp.asarray(actions, jnp.float32)
+  _check_inputs(context, actions, keys, horizon)
+  b, k = context.shape[:2]
+  w = cfg.window
+  frame_shape = context.shape[2:]
+  taus, prevs, t_small = timestep_plan(cfg, model.schedule.num_timesteps)
+  clean = [context[:, j] for j in range(k)]
+  noisy = [noise_history(model.schedule, clean[j], t_small, frame_noise(keys, j, frame_shape)[1])
+           for j in range(k)]
+  for f in range(k, k + horizon):
+    s = max(0, f - (w - 1))                       # window = frames s .. f
+    n = f - s + 1
+    x, hist_noise, step_noise = frame_noise(keys, f, frame_shape)
+    win_actions = actions_lib.align_actions(jnp.stack(
+        [actions[:, g] if g < f else jnp.zeros_like(actions[:, 0]) for g in range(s, f + 1)], axis=1))
+    cond = model.cond_fn(params, clean[s])
+    mask = jnp.ones((b, n), jnp.float32)
+    hist = jnp.stack(noisy[s:f], axis=1) if n > 1 else None
+    for i, (tau, tau_prev) in enumerate(zip(taus, prevs)):
+      lat = x[:, None] if hist is None else jnp.concatenate([hist, x[:, None]], axis=1)
+      t = jnp.asarray([[t_small] * (n - 1) + [int(tau)]] * b, jnp.int32)
+      if cfg.guidance_scale is None:
+        pred = model.denoiser.fn(params, lat, t, cond, win_actions, mask)
+      else:
+        pc = model.denoiser.fn(params, lat, t, cond, win_actions, mask)
+        pu = model.denoiser.fn(params, lat, t, cond, win_actions, mask.at[:, -1].set(0.0))
+        pred = guidance_lib.causal_action_guidance(pc, pu, cfg.guidance_scale, cfg.guidance_rescale)
+      noise = step_noise(i) if cfg.eta != 0.0 else None
+      x, _ = ddim.ddim_step(model.schedule, x, pred[:, -1], jnp.full((b,), tau, jnp.int32),
+                            jnp.full((b,), tau_prev, jnp.int32), cfg.eta, noise)
+    clean.append(x.astype(context.dtype))
+    noisy.append(noise_history(model.schedule, clean[-1], t_small, hist_noise))
+  return jnp.stack(clean, axis=1)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Adapter for the trained world model (vid2world_jax.world_model).
+
+def check_causal_unet(ucfg) -> None:
+  """Raises ValueError if the UNet config is not strictly causal in time (padded windows would then leak)."""
+  problems = []
+  if ucfg.get("use_causal_attention", True) is False or ucfg.get("causal_temporal_attention", True) is False:
+    problems.append("temporal attention is not causal")
+  if ucfg.get("addition_attention", False) and ucfg.get("causal_init_attn", True) is False:
+    problems.append("init_attn is not causal")
+  if ucfg.get("temporal_conv", False) and ucfg.get("temporal_conv_padding", "causal") != "causal":
+    problems.append(f"temporal_conv_padding={ucfg.get('temporal_conv_padding')!r}")
+  if ucfg.get("temporal_norm", "per_frame") == "joint":
+    problems.append("temporal_norm='joint' pools GroupNorm statistics over time")
+  if problems:
+    raise ValueError("the rollout needs a strictly causal UNet (fixed-size windows are zero-padded while they "
+                     "grow): " + "; ".join(problems) + ". Pass allow_noncausal=True to run anyway.")
+
+
+def world_model_rollout_model(model_cfg, graphdef, frozen_graphdef, schedule: Schedule | None = None, *,
+                              allow_noncausal: bool = False) -> RolloutModel:
+  """``RolloutModel`` for ``world_model.build``'s (WorldModel, FrozenStage), split with ``nnx.split``.
+
+  ``params`` of the rollout is then ``(world_model_state, frozen_state)``. The concat latent is the window's first
+  frame; the context comes from ``WorldModel.context`` on that frame decoded to pixels (only computed for a
+  CLIP/resampler context; the learned null context ignores it).
+  """
+  from flax import nnx  # local: keep the pure pieces importable without flax
+  from vid2world_jax.diffusion import schedules as schedules_lib
+
+  if model_cfg.get("arch", "unet") == "unet" and not allow_noncausal:
+    check_causal_unet(model_cfg.unet)
+  if schedule is None:
+    schedule = schedules_lib.make_schedule(**dict(model_cfg.schedule))
+  decode_for_context = model_cfg.get("context", "learned_null") != "learned_null"
+
+  def denoise(params, lat, t, cond, acts, mask):
+    wm = nnx.merge(graphdef, params[0])
+    return wm.denoise(lat, t, cond, acts, mask)
+
+  def cond_fn(params, first_latent):
+    wm = nnx.merge(graphdef, params[0])
+    fs = nnx.merge(frozen_graphdef, params[1])
+    if decode_for_context:
+      pixels = fs.decode(first_latent[:, None])[:, 0]
+    else:
+      pixels = None
+    if pixels is None:
+      ctx = wm.context(fs, first_latent)  # learned null context: the frame is not used
+    else:
+      ctx = wm.context(fs, pixels)
+    return {"concat": first_latent, "context": ctx}
+
+  return RolloutModel(denoiser=FnDenoiser(denoise), cond_fn=cond_fn, schedule=schedule)
