@@ -1,0 +1,56 @@
+"""The data config block (ml_collections) shared by the trainer, evaluation and benchmarks."""
+
+from __future__ import annotations
+
+import ml_collections
+
+SOURCES = ("rt1", "csgo", "episodes", "embedded")
+DEFAULT_RESIZE_MODE = {"rt1": "crop", "csgo": "csgo", "episodes": "crop", "embedded": "crop"}
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """Defaults: the embedded Meta-World dataset at 64x64 (the default CPU run). Paper settings: RT-1 / CS:GO with
+  clip_length 16, resolution (320, 512), action_dim 13 / 51."""
+  c = ml_collections.ConfigDict()
+  c.source = "embedded"  # "rt1" | "csgo" | "episodes" | "embedded" (Meta-World drawer-close, recorded on first use)
+  c.path = ""  # rt1: .../fractal20220817_data/0.1.0; csgo: DIAMOND full_res dir; episodes: dir of .npz;
+  #              embedded: "" = embedded_dataset_dir() (cache, $V2W_CACHE)
+  c.clip_length = 16  # T frames per clip
+  c.frame_stride = 1  # take every k-th source frame (clip spans (T-1)*k+1 source frames)
+  c.resolution = (64, 64)  # (H, W) of the output frames; the paper uses (320, 512)
+  c.resize_mode = ""  # "" = per-source default (rt1/episodes: "crop" resize+centre-crop; csgo: "csgo"
+  #                     resize to width then centre crop/pad); or "crop" | "pad" (letterbox) | "none"
+  c.action_dim = 4  # rt1 13, csgo 51, embedded Meta-World 4; mismatches are bad data
+  c.batch_size = 8  # GLOBAL batch; each of process_count hosts gets batch_size / process_count
+  c.seed = 0  # shuffling, window starts and augmentation
+  c.worker_count = 0  # grain worker processes (0 = in-process); >0 needs `if __name__ == "__main__":`
+  c.num_threads = 2  # grain read threads per process (element loading)
+  c.prefetch_buffer_size = 8  # elements prefetched by the read threads
+  c.augment = False  # spec §3.3 clip-consistent augmentation (reflect-pad 2 px + crop, colour jitter)
+  c.on_bad_data = "raise"  # "raise": error naming file/episode; "skip": skip and count in a log line
+  c.split = "train"  # "train" | "test" (rt1: seeded hold-out; csgo: test_split.txt; episodes: splits.json)
+  c.split_file = ""  # csgo: test file list (default <path>/test_split.txt)
+  c.eval_episodes = 1024  # rt1 evaluation: fixed seeded subset of hold-out episodes (spec §7.1)
+  c.eval_seed = 0  # seed of the eval subset and eval start indices ("same as AVID", seed 0)
+  # Embedded dataset recording (used when source == "embedded" and path == "").
+  c.embedded = ml_collections.ConfigDict()
+  c.embedded.episodes_per_policy = 8  # x 5 policy qualities
+  c.embedded.steps = 50  # recorded frames after the initial one (=> 51 frames per episode)
+  c.embedded.resolution = 64  # square frame size of the recording
+  return c
+
+
+def resolved_resize_mode(cfg) -> str:
+  return cfg.resize_mode or DEFAULT_RESIZE_MODE[cfg.source]
+
+
+def check_config(cfg) -> None:
+  """ValueError on inconsistent settings."""
+  if cfg.source not in SOURCES:
+    raise ValueError(f"data.source must be one of {SOURCES}, got {cfg.source!r}")
+  if len(tuple(cfg.resolution)) != 2:
+    raise ValueError(f"data.resolution must be (H, W), got {cfg.resolution}")
+  if cfg.on_bad_data not in ("raise", "skip"):
+    raise ValueError(f"data.on_bad_data must be 'raise' or 'skip', got {cfg.on_bad_data!r}")
+  if cfg.batch_size < 1 or cfg.clip_length < 1 or cfg.frame_stride < 1 or cfg.action_dim < 1:
+    raise ValueError("data.batch_size, clip_length, frame_stride and action_dim must be >= 1")

@@ -1,0 +1,189 @@
+"""The embedded simulator dataset: Meta-World drawer-close-v3 episodes recorded with policies of several qualities.
+
+Real simulator (MuJoCo via `metaworld`, rendered offscreen with MUJOCO_GL=egl), nothing synthetic. Used as the
+default training/evaluation data of the CPU run and, through `run_policy`, for policy evaluation in the real
+simulator (the analogue of the paper's Real2Sim "close drawer" evaluation, spec §8.4).
+
+Episode protocol (`run_policy`): the initial state is fixed by `seed` (drawer position sampled from the task's
+reset space with np.random.default_rng(seed)); frame t is rendered, the policy picks a_t from the state
+observation, a_t is held for `action_repeat` physics steps; after `steps` actions one more frame is rendered and
+the policy's action for it is recorded but not executed, so frames [steps+1, H, W, 3] and actions [steps+1, 4]
+(Meta-World's 4-dim action: end-effector dx, dy, dz in [-1, 1] and gripper effort). `success` = Meta-World's
+success flag after the last executed step (drawer closed), `success_step` = first frame index at which it held.
+
+Policies (quality levels, best to worst): "expert" (metaworld's scripted SawyerDrawerCloseV3Policy),
+"expert_noise0.5", "expert_noise1.0", "expert_noise2.0" (expert + Gaussian action noise of that std, clipped to
+[-1, 1]) and "random" (uniform in [-1, 1]^4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
+
+import numpy as np  # noqa: E402
+
+from vid2world_jax.data import episodes as episodes_lib  # noqa: E402
+
+ENV_NAME = "drawer-close-v3"
+ACTION_DIM = 4
+ACTION_REPEAT = 2
+POLICIES = {"expert": 0.0, "expert_noise0.5": 0.5, "expert_noise1.0": 1.0, "expert_noise2.0": 2.0, "random": None}
+FORMAT_VERSION = 1
+
+
+def make_env(resolution: int = 64, camera_name: str = "corner2"):
+  """The raw (unwrapped) Meta-World drawer-close env rendering `resolution`^2 RGB frames."""
+  import gymnasium as gym  # pylint: disable=import-outside-toplevel
+  import metaworld  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  env = gym.make("Meta-World/MT1", env_name=ENV_NAME, render_mode="rgb_array", width=int(resolution),
+                 height=int(resolution), camera_name=camera_name)
+  return env.unwrapped
+
+
+def close_env(env) -> None:
+  try:
+    env.close()
+  except Exception:  # noqa: BLE001 - EGL teardown noise at exit
+    pass
+
+
+class ScriptedPolicy:
+  """Meta-World's scripted expert with optional Gaussian action noise, or uniform random (noise_std=None)."""
+
+  def __init__(self, noise_std: float | None):
+    from metaworld.policies import SawyerDrawerCloseV3Policy  # pylint: disable=import-outside-toplevel
+    self.noise_std = noise_std
+    self.expert = SawyerDrawerCloseV3Policy()
+
+  def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if self.noise_std is None:
+      return rng.uniform(-1.0, 1.0, ACTION_DIM).astype(np.float32)
+    a = np.asarray(self.expert.get_action(obs), np.float32)
+    if self.noise_std > 0:
+      a = a + rng.normal(0.0, self.noise_std, ACTION_DIM).astype(np.float32)
+    return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+
+def make_policy(name: str) -> ScriptedPolicy:
+  if name not in POLICIES:
+    raise ValueError(f"unknown policy {name!r}; known: {list(POLICIES)}")
+  return ScriptedPolicy(POLICIES[name])
+
+
+def reset_to_seed(env, seed: int) -> np.ndarray:
+  """Reset to the initial state fixed by `seed` (drawer position from the task's reset space); returns obs."""
+  space = env._random_reset_space  # pylint: disable=protected-access
+  vec = np.random.default_rng(seed).uniform(space.low, space.high).astype(np.float64)
+  env._last_rand_vec = vec  # pylint: disable=protected-access
+  env._freeze_rand_vec = True  # pylint: disable=protected-access
+  env._set_task_called = True  # pylint: disable=protected-access
+  obs, _ = env.reset(seed=int(seed))
+  return np.asarray(obs)
+
+
+def run_policy(policy, seed: int, *, steps: int = 50, resolution: int = 64, action_repeat: int = ACTION_REPEAT,
+               env=None, policy_seed: int | None = None) -> dict:
+  """Run `policy` (a name in POLICIES or a callable (state_obs, rng) -> action[4]) in the real simulator from the
+  initial state fixed by `seed`. Returns {"frames": uint8 [steps+1, R, R, 3], "actions": float32 [steps+1, 4],
+  "success": bool, "success_step": int (-1 if never)}. Pass `env` (make_env) to reuse a renderer."""
+  pol = make_policy(policy) if isinstance(policy, str) else policy
+  own = env is None
+  env = make_env(resolution) if own else env
+  rng = np.random.default_rng(seed if policy_seed is None else policy_seed)
+  try:
+    obs = reset_to_seed(env, seed)
+    frames, actions = [], []
+    success, success_step = False, -1
+    for t in range(steps + 1):
+      frames.append(np.asarray(env.render(), np.uint8).copy())
+      a = np.asarray(pol(obs, rng), np.float32)
+      if a.shape != (ACTION_DIM,):
+        raise ValueError(f"policy returned action of shape {a.shape}, expected ({ACTION_DIM},)")
+      actions.append(a)
+      if t == steps:
+        break
+      for _ in range(action_repeat):
+        obs, _, _, _, info = env.step(a)
+      success = bool(info["success"])
+      if success and success_step < 0:
+        success_step = t + 1
+  finally:
+    if own:
+      close_env(env)
+  return {"frames": np.stack(frames), "actions": np.stack(actions), "success": success,
+          "success_step": success_step}
+
+
+def record_dataset(out_dir: str, *, episodes_per_policy: int = 8, steps: int = 50, resolution: int = 64,
+                   policies=tuple(POLICIES), base_seed: int = 1000, progress: bool = True) -> dict:
+  """Record episodes_per_policy episodes per policy into out_dir (generic episode format + meta.json +
+  splits.json: the last episode of each policy is "test" when episodes_per_policy >= 2). Episode k of every
+  policy starts from the same initial state (seed base_seed + k). Returns the meta dict."""
+  import metaworld  # pylint: disable=import-outside-toplevel
+  import mujoco  # pylint: disable=import-outside-toplevel
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  os.makedirs(out_dir, exist_ok=True)
+  t0 = time.time()
+  env = make_env(resolution)
+  eps, train, test = [], [], []
+  try:
+    with tqdm(total=len(policies) * episodes_per_policy, desc=f"recording Meta-World {ENV_NAME}",
+              unit="episode", disable=not progress) as bar:
+      for pi, pname in enumerate(policies):
+        for k in range(episodes_per_policy):
+          seed = base_seed + k
+          r = run_policy(pname, seed, steps=steps, resolution=resolution, env=env,
+                         policy_seed=seed * 1000 + pi)
+          name = f"{pname}_{k:03d}"
+          episodes_lib.write_episode(os.path.join(out_dir, name + ".npz"), r["frames"], r["actions"],
+                                     r["success"])
+          eps.append({"name": name, "policy": pname, "seed": seed, "success": r["success"],
+                      "success_step": r["success_step"]})
+          (test if (episodes_per_policy >= 2 and k == episodes_per_policy - 1) else train).append(name)
+          bar.update(1)
+          bar.set_postfix(policy=pname, success=r["success"])
+  finally:
+    close_env(env)
+  meta = {
+      "format_version": FORMAT_VERSION, "simulator": "metaworld", "env": ENV_NAME,
+      "metaworld_version": getattr(metaworld, "__version__", "unknown"), "mujoco_version": mujoco.__version__,
+      "resolution": [resolution, resolution], "action_dim": ACTION_DIM, "action_repeat": ACTION_REPEAT,
+      "frames_per_episode": steps + 1, "policies": {p: POLICIES[p] for p in policies},
+      "policy_success_rate": {p: float(np.mean([e["success"] for e in eps if e["policy"] == p])) for p in policies},
+      "episodes": eps, "recording_seconds": round(time.time() - t0, 2),
+  }
+  with open(os.path.join(out_dir, "meta.json"), "w") as f:
+    json.dump(meta, f, indent=1)
+  with open(os.path.join(out_dir, "splits.json"), "w") as f:
+    json.dump({"train": train, "test": test, "all": train + test}, f, indent=1)
+  return meta
+
+
+def default_cache_dir() -> str:
+  return os.path.join(os.environ.get("V2W_CACHE", os.path.expanduser("~/.cache/vid2world_jax")), "embedded")
+
+
+def embedded_dataset_dir(cache_dir: str | None = None, *, episodes_per_policy: int = 8, steps: int = 50,
+                         resolution: int = 64, progress: bool = True) -> str:
+  """Path of the recorded embedded dataset; records it on first use (tqdm bar) and caches it on disk.
+
+  cache_dir default: $V2W_CACHE/embedded or ~/.cache/vid2world_jax/embedded. One sub-directory per recording
+  setting; a recording is written to a temporary directory and renamed into place when complete."""
+  root = cache_dir or default_cache_dir()
+  d = os.path.join(root, f"{ENV_NAME}_r{resolution}_s{steps}_e{episodes_per_policy}_v{FORMAT_VERSION}")
+  if os.path.exists(os.path.join(d, "meta.json")):
+    return d
+  tmp = f"{d}.tmp{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  record_dataset(tmp, episodes_per_policy=episodes_per_policy, steps=steps, resolution=resolution,
+                 progress=progress)
+  try:
+    os.replace(tmp, d)
+  except OSError:  # another process finished first
+    shutil.rmtree(tmp, ignore_errors=True)
+  return d
