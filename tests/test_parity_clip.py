@@ -5,10 +5,12 @@ Keywords: ``parity`` (fixtures, kornia), ``manifest`` (real key lists), ``clip``
 """
 
 import fnmatch
+import functools
+import json
 import os
 
-import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -28,7 +30,7 @@ def _ids(paths):
 
 def _convert(mod, fixture):
   cfg = mod.config_from_torch_params(fixture.config)
-  model = mod.build(cfg, rngs=nnx.Rngs(0))
+  model = _abstract(mod, cfg)  # every parameter is overwritten by load_into below
   ckpt = fixture.weights()
   shapes = core.param_shapes(nnx.state(model, nnx.Param))
   params, report = core.convert(ckpt, mod.torch_name_table(model), shapes, aliases=mod.TORCH_ALIASES,
@@ -40,6 +42,21 @@ def _convert(mod, fixture):
   assert sorted(report.ignored) == want_ignored and want_ignored
   core.load_into(model, params)
   return cfg, model, ckpt
+
+
+def _abstract(mod, cfg):
+  """Shape-only model (eager random init costs seconds of per-op compiles on CPU); fill with load_into."""
+  return nnx.eval_shape(lambda: mod.build(cfg, rngs=nnx.Rngs(0)))
+
+
+@nnx.jit(static_argnames=("layer",))
+def _text_forward(model, tokens, layer=None):
+  return model(tokens, layer=layer, return_intermediates=True)
+
+
+@nnx.jit
+def _image_forward(model, image):
+  return model(image, return_intermediates=True)
 
 
 def _check(name, ours, ref, errors):
@@ -61,7 +78,7 @@ def test_parity_clip_text(path):
   tokens = jnp.asarray(f.io["tokens"].astype(np.int32))
   errors = {}
   print(f"\n{f.name}:")
-  out, inter = model(tokens, return_intermediates=True)
+  out, inter = _text_forward(model, tokens)
   _check("out", out, f.io["out"], errors)
   inter_keys = [k for k in f.io if k.startswith("inter/")]
   assert inter_keys
@@ -69,7 +86,7 @@ def test_parity_clip_text(path):
     _check(k, inter[k[len("inter/"):]], f.io[k], errors)
   for layer in clip_text.LAYERS:
     if f"out_layer_{layer}" in f.io:
-      _check(f"out_layer_{layer}", model(tokens, layer=layer), f.io[f"out_layer_{layer}"], errors)
+      _check(f"out_layer_{layer}", _text_forward(model, tokens, layer=layer)[0], f.io[f"out_layer_{layer}"], errors)
   assert "out_layer_last" in errors
   if "attn_mask" in f.io:  # our causal mask equals the stored one (-inf above the diagonal)
     np.testing.assert_array_equal(np.asarray(clip_common.causal_mask(cfg.context_length)), f.io["attn_mask"])
@@ -94,7 +111,7 @@ def test_parity_clip_image(path):
   image = jnp.asarray(fx.nchw_to_nhwc(f.io["image"]))
   errors = {}
   print(f"\n{f.name}:")
-  out, inter = model(image, return_intermediates=True)
+  out, inter = _image_forward(model, image)
   _check("out", out, f.io["out"], errors)
   _check("preprocessed", inter["preprocessed"], fx.nchw_to_nhwc(f.io["preprocessed"]), errors)
   inter_keys = [k for k in f.io if k.startswith("inter/")]
@@ -146,19 +163,29 @@ def test_clip_text_rejects_bad_tokens():
   cfg = clip_text.config_from_torch_params(
       {"open_clip_model_cfg": {"text_cfg": {"context_length": 77, "vocab_size": 50, "width": 16, "heads": 2,
                                             "layers": 2}}})
-  model = clip_text.build(cfg, rngs=nnx.Rngs(0))
+  model = _abstract(clip_text, cfg)  # the checks run before any parameter is read
   with pytest.raises(ValueError):
     model(jnp.zeros((2, 76), jnp.int32))
   with pytest.raises(ValueError):
     model(jnp.zeros((2, 77), jnp.float32))
   with pytest.raises(ValueError):
     model(jnp.zeros((2, 77), jnp.int32), layer="first")
-  assert model(jnp.zeros((2, 77), jnp.int32)).shape == (2, 77, 16)
+  out = nnx.eval_shape(lambda m, t: m(t), model, jnp.zeros((2, 77), jnp.int32))
+  assert out.shape == (2, 77, 16) and out.dtype == jnp.float32
 
 
 # ---------------------------------------------------------------------------------------------- manifests
 
 MANIFEST_DIR = os.path.join(fx.shared_dir(), "reference", "manifests")
+
+
+@functools.lru_cache(maxsize=None)
+def _real_abstract(mod_name, cfg_json):
+  """Shape-only full-size model, shared by the variants whose real_config is identical (tracing ViT-H takes
+  seconds on the shared CPU)."""
+  mod = {m.__name__: m for m in (clip_text, clip_image)}[mod_name]
+  cfg = ml_collections.ConfigDict(json.loads(cfg_json))
+  return _abstract(mod, cfg)
 
 
 @pytest.mark.parametrize("variant", ["256", "512", "1024"])
@@ -169,7 +196,7 @@ def test_manifest_clip_real_keys(mod, variant):
   sub = checkpoint_io.strip_prefix(manifest, mod.WEIGHTS_PREFIX)
   assert len(sub) > 0
   cfg = mod.real_config(variant)
-  abstract = nnx.eval_shape(lambda: mod.build(cfg, rngs=nnx.Rngs(0)))
+  abstract = _real_abstract(mod.__name__, cfg.to_json())
   shapes = core.param_shapes(nnx.state(abstract, nnx.Param))
   table = mod.torch_name_table(abstract)
   _, report = core.convert(sub, table, shapes, aliases=mod.TORCH_ALIASES, ignore=mod.TORCH_IGNORE,
