@@ -348,6 +348,14 @@ def _per_frame(model: AutoencoderKL, fn, *arrays):
   return jax.lax.map(one, arrays, batch_size=chunk)
 
 
+def _encoded_hw(model: AutoencoderKL, h: int, w: int) -> tuple[int, int]:
+  """Latent (h, w): each Downsample (pad right/bottom by 1, 3x3 stride-2 conv) maps a size s to s // 2."""
+  steps = model.downscale.bit_length() - 1
+  for _ in range(steps):
+    h, w = h // 2, w // 2
+  return h, w
+
+
 def _is_prng_key(x) -> bool:
   """New-style typed keys, or legacy ``uint32[2]`` keys (noise arrays are floating point)."""
   dtype = getattr(x, "dtype", None)
@@ -365,15 +373,15 @@ def encode_video(model: AutoencoderKL, frames: jax.Array, rng_or_noise) -> jax.A
   if frames.ndim != 5 or frames.shape[-1] != model.in_channels:
     raise ValueError(f"frames: expected [B, T, H, W, {model.in_channels}], got shape {frames.shape}")
   b, t, h, w, c = frames.shape
-  flat = frames.reshape(b * t, h, w, c)
-  mean, logvar = _per_frame(model, lambda x: encode_moments(model, x), flat)
-  lat_shape = (b, t) + mean.shape[1:]
-  if _is_prng_key(rng_or_noise):
-    noise = jax.random.normal(rng_or_noise, lat_shape, mean.dtype)
-  else:
+  lat_shape = (b, t) + _encoded_hw(model, h, w) + (model.embed_dim,)
+  if not _is_prng_key(rng_or_noise):
     noise = jnp.asarray(rng_or_noise)
     if noise.shape != lat_shape:
       raise ValueError(f"noise: expected shape {lat_shape} (the latent shape), got {noise.shape}")
+  flat = frames.reshape(b * t, h, w, c)
+  mean, logvar = _per_frame(model, lambda x: encode_moments(model, x), flat)
+  if _is_prng_key(rng_or_noise):
+    noise = jax.random.normal(rng_or_noise, lat_shape, mean.dtype)
   z = sample_posterior(mean, logvar, noise.reshape(mean.shape))
   return (model.scale_factor * z).reshape(lat_shape)
 
