@@ -14,46 +14,36 @@ from __future__ import annotations
 import ml_collections
 
 
-def tiny_unet_config(*, channels: int = 16, in_channels: int = 8, out_channels: int = 4, frames: int = 8,
+def tiny_unet_config(*, channels: int = 32, in_channels: int = 24, out_channels: int = 12, frames: int = 8,
                      action_dim: int = 4, context_dim: int = 16, action_encoder: str = "mlp",
-                     attention_resolutions=(2,), channel_mult=(1, 2), num_head_channels: int = 8,
+                     attention_resolutions=(2,), channel_mult=(1, 2), num_head_channels: int = 16,
                      ) -> ml_collections.ConfigDict:
-  """A UNet config with DynamiCrafter's structure at toy width (field names = torch UNetModel kwargs).
+  """DynamiCrafter's UNet structure at toy width, causal as in Vid2World (fields of ``unet.default_config``).
 
-  Used by demo/test configs. The full-size numbers come from ``vid2world_jax.models.unet.real_config``.
+  Default channels fit the patchify first stage with p=2 (latent 12 = 3*2*2 channels; input = latent + concat
+  latent). GroupNorm uses 32 groups, so widths are multiples of 32.
   """
-  return ml_collections.ConfigDict(dict(
-      in_channels=in_channels,              # noisy latent + concat-conditioning latent channels
-      out_channels=out_channels,            # predicted v (same channels as the latent)
-      model_channels=channels,              # width of level 0
-      attention_resolutions=list(attention_resolutions),  # downsample factors that get transformers
-      num_res_blocks=1,                     # ResBlocks per level
-      channel_mult=list(channel_mult),      # width multiplier per level
-      num_head_channels=num_head_channels,  # attention head width
-      transformer_depth=1,                  # BasicTransformerBlocks per transformer
-      context_dim=context_dim,              # cross-attention context width
-      use_linear=True,                      # linear proj_in/out in transformers
-      dropout=0.0,                          # dropout in ResBlocks / temporal convs
-      temporal_conv=True,                   # TemporalConvBlock after each ResBlock
-      temporal_attention=True,              # TemporalTransformer after each SpatialTransformer
-      temporal_selfatt_only=True,           # both temporal attentions are self-attention
-      use_relative_position=False,          # no relative position bias over time
-      use_causal_attention=True,            # causal temporal attention (Vid2World)
-      causal_temporal_attention=True,       # same, as the NNX UNet's own switch
-      causal_init_attn=True,                # also make init_attn causal
-      temporal_conv_padding="causal",       # "symmetric" (DynamiCrafter) | "causal" (Vid2World)
-      temporal_norm="per_frame",            # "joint" (original) | "per_frame" | "cumulative"
-      temporal_length=frames,               # clip length the causal mask is built for
-      addition_attention=True,              # init_attn after the first conv
-      image_cross_attention=False,          # dual (text + image) cross-attention
-      image_cross_attention_scale_learnable=False,
-      default_fs=3,                         # fps condition passed by the Vid2World loaders
-      fs_condition=False,                   # fps embedding added to the time embedding
-      action_dim=action_dim,                # action vector width (0 = no action conditioning)
-      action_encoder=action_encoder,        # "mlp" (continuous) | "embedding" (multi-hot)
-      dtype="float32",                      # compute dtype inside the UNet (set from config.precision)
-      remat=False,                          # rematerialise each block (set from config.remat)
-  ))
+  from vid2world_jax.models import unet
+  c = unet.default_config()
+  c.update(dict(
+      in_channels=in_channels, out_channels=out_channels, model_channels=channels,
+      attention_resolutions=list(attention_resolutions), num_res_blocks=1, channel_mult=list(channel_mult),
+      num_head_channels=num_head_channels, transformer_depth=1, context_dim=context_dim, use_linear=True,
+      dropout=0.0, temporal_conv=True, temporal_attention=True, temporal_selfatt_only=True,
+      use_relative_position=False, temporal_length=frames, addition_attention=True,
+      image_cross_attention=False, fs_condition=False, action_dim=action_dim, action_encoder=action_encoder))
+  causalize(c)
+  return c
+
+
+def causalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Vid2World's causal UNet (spec §2): causal temporal attention incl. init_attn, causal temporal convs,
+  per-frame temporal norms (strictly causal; the original pools GroupNorm statistics over time)."""
+  c.use_causal_attention = True          # tril mask in every temporal transformer
+  c.causal_init_attn = True              # ... including init_attn
+  c.temporal_conv_padding = "causal"     # 2 frames left, 0 right
+  c.temporal_norm = "per_frame"          # "joint" reproduces the original (leaks the future)
+  return c
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -64,38 +54,47 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # ---- model ------------------------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()
-  c.model.variant = "tiny"                  # "tiny" (uses model.unet below) | "256" | "512" | "1024" (real_config)
-  c.model.unet = tiny_unet_config()         # UNet fields; replaced by real_config(variant) unless variant == "tiny"
+  c.model.arch = "unet"                     # "unet" (models.unet) | "toy" (tiny causal conv net for trainer tests)
+  c.model.variant = "tiny"                  # "256" | "512" | "1024": real configs of the VAE / resampler / CLIP
+  c.model.unet = tiny_unet_config()         # UNet fields (rt1/csgo: models.unet.real_config(variant) + causal)
   c.model.first_stage = "patchify"          # "vae" (frozen AutoencoderKL, x0.18215) | "patchify" (space-to-depth)
   c.model.patch_size = 2                    # patchify factor p: [H,W,3] -> [H/p,W/p,3p^2] (latent channels)
   c.model.latent_scale = 1.0                # multiplies patchified pixels (vae uses its own 0.18215)
   c.model.context = "learned_null"          # "learned_null" ([L,D] trainable) | "resampler" (CLIP image tokens)
   c.model.context_len = 4                   # L of the learned null context
-  c.model.parameterization = "v"            # "v" | "eps": what the UNet predicts
-  c.model.schedule = "zero_snr_linear"      # "zero_snr_linear" (512/1024) | "linear" (256)
-  c.model.num_timesteps = 1000              # DDPM steps
-  c.model.dynamic_rescale = True            # DynamiCrafter-512 scale_arr (base 0.7, turning step 400)
+  # Noise schedule (arguments of vid2world_jax.diffusion.schedules.make_schedule; defaults = DynamiCrafter-512).
+  c.model.schedule = ml_collections.ConfigDict(dict(
+      num_timesteps=1000,                   # DDPM steps
+      linear_start=0.00085,                 # betas: linspace(sqrt(start), sqrt(end), N)^2
+      linear_end=0.012,
+      schedule="linear",
+      zero_terminal_snr=True,               # 512/1024: rescale to zero terminal SNR; 256: False
+      parameterization="v",                 # "v" (512/1024) | "eps" (256): what the UNet predicts
+      dynamic_rescale=True,                 # scale_arr on the clean latent (512: base 0.7; 1024: 0.3)
+      base_scale=0.7,
+      turning_step=400,
+  ))
   c.model.fps = 3                           # fps condition (when the UNet has fs_condition)
 
-  # ---- data ------------------------------------------------------------------------------------------------
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic"               # "synthetic" | any source of vid2world_jax.data ("embedded", "rt1", ...)
-  c.data.global_batch_size = 8              # clips per optimizer step, over all hosts (before grad accumulation)
-  c.data.clip_length = 8                    # T frames per clip
-  c.data.resolution = [32, 32]              # [H, W] pixels
-  c.data.action_dim = 4                     # A
-  c.data.kwargs = ml_collections.ConfigDict()  # extra fields passed to vid2world_jax.data (paths, splits, ...)
+  # ---- data (fields of vid2world_jax.data.config.default_data_config, plus source "synthetic") ----------------
+  from vid2world_jax.data import config as data_config
+  c.data = data_config.default_data_config()  # batch_size is GLOBAL (all hosts), before grad accumulation
+  c.data.source = "synthetic"               # "synthetic" (moving squares, no files) | "embedded" | "rt1" | "csgo" ...
+  c.data.clip_length = 8
+  c.data.resolution = (32, 32)
+  c.data.action_dim = 4
 
   # ---- diffusion forcing -------------------------------------------------------------------------------------
   c.train = ml_collections.ConfigDict()
   c.train.action_dropout_prob = 0.2         # per-frame action dropout (spec §4); 0 = the "NAG" ablation
-  c.train.num_loss_buckets = 4              # noise-level buckets for the per-bucket loss scalars
   c.train.log_every = 50                    # steps between TensorBoard scalars
   c.train.ckpt_every = 1000                 # steps between async checkpoints (also saved on SIGTERM and at end)
   c.train.keep_checkpoints = 3              # keep the last K checkpoints
   c.train.sample_every = 0                  # steps between sample rollouts written as videos (0 = never)
   c.train.sample_ddim_steps = 10            # DDIM steps per frame in the periodic rollouts
   c.train.progress_bar = True               # tqdm on process 0
+  c.train.stop_after = 0                    # debug/tests: act as if preempted after this step (0 = never)
+  c.train.peak_flops_per_device = 0.0       # MFU denominator where the device kind is unknown (0 = auto/none)
 
   # ---- optimisation -------------------------------------------------------------------------------------------
   c.optim = ml_collections.ConfigDict()

@@ -39,7 +39,7 @@ def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
   def loss_fn(params, frozen, rest, batch, keys):
     if compute_dtype != jnp.float32:
       params = optim.cast_floats(params, compute_dtype)   # fp32 master weights -> bf16 compute copy
-    model = nnx.merge(graphdef, nnx.State(params), rest)
+    model = nnx.merge(graphdef, nnx.State(params), rest, copy=True)  # fresh Variables: reseed may mutate
     nnx.reseed(model, dropout=keys["dropout"])
     fs = nnx.merge(frozen_graphdef, frozen)
     frames = batch["frames"]
@@ -56,7 +56,9 @@ def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
       return out.astype(jnp.float32)
 
     # Every frame (frame 0 included) gets its own noise level: context frames are not kept clean (spec §3.1).
-    return diffusion_forcing.diffusion_forcing_loss(denoise_fn, schedule, x0, keys["noise"])
+    loss, aux = diffusion_forcing.diffusion_forcing_loss(denoise_fn, schedule, x0, keys["noise"])
+    # Per-noise-level bucket sums / counts: summed over micro-batches and log intervals, divided on the host.
+    return loss, {"bucket_loss_sum": aux["bucket_loss_sum"], "bucket_count": aux["bucket_count"]}
 
   return loss_fn
 
@@ -69,19 +71,6 @@ def _split_micro(batch: dict, k: int) -> dict:
       raise ValueError(f"batch {b} not divisible by grad_accum_steps {k}")
     return jnp.swapaxes(x.reshape((b // k, k) + x.shape[1:]), 0, 1)
   return jax.tree.map(one, batch)
-
-
-def _scalar_metrics(aux) -> dict:
-  """Flattens the loss aux into ``{name: scalar}`` (vectors become name_0, name_1, ...)."""
-  out = {}
-  for k, v in aux.items():
-    v = jnp.asarray(v, jnp.float32)
-    if v.ndim == 0:
-      out[k] = v
-    elif v.ndim == 1:
-      for i in range(v.shape[0]):
-        out[f"{k}_{i}"] = v[i]
-  return out
 
 
 def make_train_step(graphdef, frozen_graphdef, cfg, tx: optax.GradientTransformation,
@@ -114,15 +103,13 @@ def make_train_step(graphdef, frozen_graphdef, cfg, tx: optax.GradientTransforma
                                            (micro, jnp.arange(accum)))
       grads = jax.tree.map(lambda g: g / accum, grads)
       loss = loss / accum
-      aux = jax.tree.map(lambda a: a / accum, aux)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
     new_state = dict(state, step=state["step"] + 1, params=new_params, opt_state=opt_state)
     if "ema" in state:
       new_state["ema"] = optim.ema_update(state["ema"], new_params, ema_decay)
-    metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr_schedule(state["step"]),
-               **_scalar_metrics(aux)}
+    metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr_schedule(state["step"]), **aux}
     return new_state, metrics
 
   return train_step

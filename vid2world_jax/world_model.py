@@ -178,13 +178,15 @@ class WorldModel(nnx.Module):
     return jnp.concatenate([txt, img], axis=1)
 
   def denoise(self, x_t, t, cond, actions, action_mask):
-    """``x_t [B,T,h,w,c]``, ``t [B,T]`` int, ``cond`` {"concat" [B,h,w,c], "context" [B,L,D]} -> ``[B,T,h,w,c]``."""
+    """``x_t [B,T,h,w,c]``, ``t [B,T]`` int, ``cond`` {"concat" [B,h,w,c], "context" [B,L,D]},
+    ``actions [B,T,A]`` (already aligned), ``action_mask [B,T]`` -> prediction ``[B,T,h,w,c]`` float32."""
     if self.arch == "toy":
       return self.unet(x_t, t, cond, actions, action_mask)
-    from vid2world_jax.models import api
-    cond = dict(cond)
-    cond.setdefault("fs", None if self.fps is None else jnp.full((x_t.shape[0],), self.fps, jnp.int32))
-    return api.denoise(self.unet, x_t, t, cond, actions, action_mask)
+    b, tt = x_t.shape[:2]
+    concat = jnp.broadcast_to(cond["concat"][:, None], (b, tt) + cond["concat"].shape[1:]).astype(x_t.dtype)
+    x = jnp.concatenate([x_t, concat], axis=-1)       # hybrid conditioning: frame-0 latent on channels
+    fs = None if self.fps is None else jnp.full((b,), self.fps, jnp.int32)
+    return self.unet(x, t, cond["context"], fs, actions, action_mask)
 
 
 def build(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> tuple[WorldModel, FrozenStage]:

@@ -1,0 +1,112 @@
+"""Observability: TensorBoard scalars / images, video files, tqdm progress (process 0 only) and MFU."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+
+class MetricWriter:
+  """TensorBoard (tensorboardX) + ``metrics.jsonl`` in ``workdir``; a no-op on processes other than 0."""
+
+  def __init__(self, workdir: str, *, enabled: bool | None = None):
+    self.enabled = (jax.process_index() == 0) if enabled is None else enabled
+    self.workdir = workdir
+    self._tb = None
+    self._jsonl = None
+    if self.enabled:
+      from tensorboardX import SummaryWriter
+      os.makedirs(workdir, exist_ok=True)
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+  def scalars(self, step: int, values: dict) -> None:
+    if not self.enabled:
+      return
+    clean = {k: float(v) for k, v in values.items()}
+    for k, v in clean.items():
+      self._tb.add_scalar(k, v, step)
+    self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
+    self._jsonl.flush()
+
+  def text(self, tag: str, text: str, step: int = 0) -> None:
+    if self.enabled:
+      self._tb.add_text(tag, text, step)
+
+  def video(self, step: int, tag: str, frames: np.ndarray, fps: int = 4) -> str | None:
+    """``frames [N, T, H, W, 3]`` in [-1, 1] -> ``<workdir>/samples/<tag>_<step>.gif`` (one row of N clips) and
+    a TensorBoard image strip (first clip, frames side by side). Returns the gif path."""
+    if not self.enabled:
+      return None
+    import imageio
+    x = np.clip((np.asarray(frames, np.float32) + 1.0) * 127.5, 0, 255).astype(np.uint8)
+    n, t, h, w, c = x.shape
+    row = np.concatenate(list(x), axis=2)   # [T, H, N*W, 3]: the N clips side by side
+    path = os.path.join(self.workdir, "samples", f"{tag}_{step:08d}.gif")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    imageio.mimsave(path, list(row), duration=1.0 / fps, loop=0)
+    strip = np.concatenate(list(x[0]), axis=1)  # [H, T*W, 3]
+    self._tb.add_image(tag, strip, step, dataformats="HWC")
+    return path
+
+  def flush(self) -> None:
+    if self.enabled:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._tb.close()
+      self._jsonl.close()
+
+
+class Progress:
+  """tqdm bar with loss, steps/s and frames/s (process 0 only)."""
+
+  def __init__(self, start: int, total: int, *, enabled: bool):
+    self.bar = None
+    if enabled and jax.process_index() == 0:
+      from tqdm import tqdm
+      self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+  def update(self, n: int, **postfix) -> None:
+    if self.bar is not None:
+      self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()},
+                           refresh=False)
+      self.bar.update(n)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+
+
+# Dense peak FLOP/s per device (bf16), for the MFU estimate. Unknown kinds (CPU) -> None unless configured.
+PEAK_FLOPS = {
+    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12,
+    "TPU v6 lite": 918e12, "TPU v6e": 918e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12,
+    "NVIDIA A100": 312e12,
+}
+
+
+def peak_flops_per_device(configured: float = 0.0) -> float | None:
+  if configured and configured > 0:
+    return float(configured)
+  kind = jax.devices()[0].device_kind
+  for k, v in PEAK_FLOPS.items():
+    if kind.startswith(k):
+      return v
+  return None
+
+
+def compiled_flops(compiled) -> float | None:
+  """FLOPs of one execution of a compiled (per-device, partitioned) executable, from XLA's cost analysis."""
+  try:
+    ca = compiled.cost_analysis()
+  except Exception:  # some backends do not implement it
+    return None
+  if isinstance(ca, (list, tuple)):
+    ca = ca[0] if ca else {}
+  f = (ca or {}).get("flops")
+  return float(f) if f else None
