@@ -34,7 +34,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.eval_seed = 0  # seed of the eval subset and eval start indices ("same as AVID", seed 0)
   # Embedded dataset recording (used when source == "embedded" and path == "").
   c.embedded = ml_collections.ConfigDict()
-  c.embedded.episodes_per_policy = 8  # x 5 policy qualities
+  c.embedded.episodes_per_policy = 6  # x 5 policy qualities (last one of each -> split 'test')
   c.embedded.steps = 50  # recorded frames after the initial one (=> 51 frames per episode)
   c.embedded.resolution = 64  # square frame size of the recording
   return c

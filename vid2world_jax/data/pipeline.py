@@ -44,7 +44,7 @@ def make_source(cfg, *, split: str | None = None, progress: bool = True):
   if cfg.source == "embedded" and not path:
     from vid2world_jax.data import simulator  # pylint: disable=import-outside-toplevel
     e = cfg.get("embedded", {})
-    path = simulator.embedded_dataset_dir(episodes_per_policy=e.get("episodes_per_policy", 8),
+    path = simulator.embedded_dataset_dir(episodes_per_policy=e.get("episodes_per_policy", 6),
                                           steps=e.get("steps", 50), resolution=e.get("resolution", 64))
   return episodes.EpisodeSource(path, **kw)
 
