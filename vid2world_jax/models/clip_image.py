@@ -43,7 +43,8 @@ TORCH_IGNORE: list[str] = [
 ]
 
 
-def _config(width, head_width, layers_, patch_size, image_size, antialias):
+def _config(width, head_width, layers_, patch_size, image_size, antialias, mlp_ratio=4.0, resize=(224, 224),
+            mean=image_preprocess.CLIP_MEAN, std=image_preprocess.CLIP_STD):
   if width % head_width:
     raise ValueError(f"vision width {width} not divisible by head_width {head_width}")
   if image_size % patch_size:
@@ -54,9 +55,12 @@ def _config(width, head_width, layers_, patch_size, image_size, antialias):
   c.layers = layers_           # number of resblocks (all run)
   c.patch_size = patch_size    # conv1 kernel = stride
   c.image_size = image_size    # images are resized to image_size x image_size before conv1
-  c.mlp_ratio = 4.0            # c_fc width = mlp_ratio * W
+  c.mlp_ratio = float(mlp_ratio)  # c_fc width = mlp_ratio * W
   c.ln_eps = 1e-5              # LayerNorm eps (torch default)
   c.antialias = antialias      # kornia Gaussian antialias before the bicubic resize (DynamiCrafter: True)
+  c.resize = tuple(int(v) for v in resize)  # preprocessing target (H, W); DynamiCrafter hard-codes 224x224
+  c.mean = tuple(float(v) for v in mean)    # per-channel mean after (x + 1) / 2 (OpenAI CLIP)
+  c.std = tuple(float(v) for v in std)      # per-channel std (OpenAI CLIP)
   return c
 
 
@@ -75,12 +79,17 @@ def config_from_torch_params(params: dict) -> ml_collections.ConfigDict:
     raise ValueError("config_from_torch_params: need 'open_clip_model_cfg' (fixture config.json) or an open_clip "
                      f"model config with 'vision_cfg'; got keys {sorted(params)}")
   v = model_cfg["vision_cfg"]
-  extra = set(v) - {"head_width", "image_size", "layers", "patch_size", "width"}
+  extra = set(v) - {"head_width", "image_size", "layers", "patch_size", "width", "mlp_ratio"}
   if extra:
     raise ValueError(f"unsupported open_clip vision_cfg options {sorted(extra)} (not used by DynamiCrafter)")
   antialias = params.get("params", {}).get("antialias", True)
+  pre = params.get("preprocess", {})
+  if pre and (pre.get("interpolation", "bicubic") != "bicubic" or not pre.get("align_corners", True)):
+    raise ValueError(f"only bicubic align_corners=True preprocessing is implemented, fixture says {pre}")
   return _config(width=v["width"], head_width=v.get("head_width", 64), layers_=v["layers"],
-                 patch_size=v["patch_size"], image_size=v["image_size"], antialias=antialias)
+                 patch_size=v["patch_size"], image_size=v["image_size"], mlp_ratio=v.get("mlp_ratio", 4.0),
+                 antialias=pre.get("antialias", antialias), resize=pre.get("resize", (224, 224)),
+                 mean=pre.get("mean", image_preprocess.CLIP_MEAN), std=pre.get("std", image_preprocess.CLIP_STD))
 
 
 class VisionTransformer(nnx.Module):
@@ -89,6 +98,7 @@ class VisionTransformer(nnx.Module):
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     w, p = cfg.width, cfg.patch_size
     self.grid = cfg.image_size // p
+    self.patch = p
     self.conv1 = nnx.Conv(3, w, (p, p), strides=(p, p), padding="VALID", use_bias=False, rngs=rngs)
     scale = w ** -0.5
     self.class_embedding = nnx.Param(scale * jax.random.normal(rngs.params(), (w,), jnp.float32))
@@ -99,6 +109,10 @@ class VisionTransformer(nnx.Module):
 
   def __call__(self, x, intermediates: dict | None = None):
     """``x``: preprocessed ``[B, S, S, 3]`` (S = image_size) -> ``[B, 1 + grid^2, W]``."""
+    n_pos = self.positional_embedding.shape[0]
+    if x.ndim != 4 or (x.shape[1] // self.patch) * (x.shape[2] // self.patch) + 1 != n_pos:
+      raise ValueError(f"VisionTransformer: input {x.shape} gives a patch grid that does not match the "
+                       f"{n_pos} positional embeddings (image_size {self.grid * self.patch})")
     x = self.conv1(x)  # [B, g, g, W]
     if intermediates is not None:
       intermediates["conv1/out"] = x
@@ -127,8 +141,10 @@ class FrozenOpenCLIPImageEmbedderV2(nnx.Module):
     self.model = ImageTower(cfg, rngs=rngs)
 
   def preprocess(self, images: jax.Array, return_resized: bool = False):
-    s = self.cfg.image_size
-    return image_preprocess.preprocess(images, (s, s), self.cfg.antialias, return_resized=return_resized)
+    c = self.cfg
+    resized = image_preprocess.kornia_resize(images, c.resize, c.antialias)
+    out = image_preprocess.clip_normalize(resized, c.mean, c.std)
+    return (out, resized) if return_resized else out
 
   def __call__(self, images: jax.Array, *, return_intermediates: bool = False):
     """With ``return_intermediates`` returns ``(out, dict)`` with ``resized``, ``preprocessed``,

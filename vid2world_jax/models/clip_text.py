@@ -35,14 +35,14 @@ TORCH_IGNORE: list[str] = [
 LAYERS = {"last": 0, "penultimate": 1}  # open_clip embedder's layer_idx: blocks skipped at the end
 
 
-def _config(width, heads, layers_, vocab_size, context_length, layer, embed_dim):
+def _config(width, heads, layers_, vocab_size, context_length, layer, embed_dim, mlp_ratio=4.0):
   c = ml_collections.ConfigDict()
   c.width = width                    # transformer width W
   c.heads = heads                    # attention heads (head dim W/heads)
   c.layers = layers_                 # number of resblocks L (all are built and loaded)
   c.vocab_size = vocab_size          # token embedding rows (49408 for the real BPE vocabulary)
   c.context_length = context_length  # sequence length (77); tokens must be [B, context_length]
-  c.mlp_ratio = 4.0                  # c_fc width = mlp_ratio * W
+  c.mlp_ratio = float(mlp_ratio)     # c_fc width = mlp_ratio * W
   c.ln_eps = 1e-5                    # LayerNorm eps (torch default)
   c.layer = layer                    # "penultimate" (DynamiCrafter: blocks 0..L-2) or "last" (all blocks)
   c.embed_dim = embed_dim            # CLIP joint embedding size (only text_projection, ignored); informative
@@ -65,12 +65,13 @@ def config_from_torch_params(params: dict) -> ml_collections.ConfigDict:
     raise ValueError("config_from_torch_params: need 'open_clip_model_cfg' (fixture config.json) or an open_clip "
                      f"model config with 'text_cfg'; got keys {sorted(params)}")
   t = model_cfg["text_cfg"]
-  extra = set(t) - {"context_length", "vocab_size", "width", "heads", "layers"}
+  extra = set(t) - {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio"}
   if extra:
     raise ValueError(f"unsupported open_clip text_cfg options {sorted(extra)} (not used by DynamiCrafter)")
   layer = params.get("params", {}).get("layer", "penultimate")
   return _config(width=t["width"], heads=t["heads"], layers_=t["layers"], vocab_size=t["vocab_size"],
-                 context_length=t["context_length"], layer=layer, embed_dim=model_cfg.get("embed_dim", t["width"]))
+                 context_length=t["context_length"], layer=layer, embed_dim=model_cfg.get("embed_dim", t["width"]),
+                 mlp_ratio=t.get("mlp_ratio", 4.0))
 
 
 class TextTower(nnx.Module):
