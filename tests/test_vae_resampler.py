@@ -178,3 +178,23 @@ def test_resampler_batch_independence_and_token_permutation():
   perm = np.array([3, 0, 6, 1, 5, 2, 4])
   np.testing.assert_allclose(np.asarray(rs(x[:, perm])), np.asarray(out), rtol=1e-4, atol=1e-5)
   assert not np.allclose(np.asarray(out[:, 0]), np.asarray(out[:, 2]))
+
+
+@pytest.mark.parametrize("hw", [(256, 256), (320, 512), (17, 42)])
+def test_vae_video_latent_shapes_real_config(hw):
+  """Real-size VAE, shapes only: x8 down/up-sampling (320x512 -> 40x64), odd sizes as torch (floor per level)."""
+  model = nnx.eval_shape(lambda: vae.build(vae.real_config("512"), rngs=nnx.Rngs(0)))
+  h, w = hw
+  frames = jax.ShapeDtypeStruct((1, 2, h, w, 3), jnp.float32)
+  mean = nnx.eval_shape(lambda m, x: vae.encode_moments(m, x)[0], model,
+                        jax.ShapeDtypeStruct((2, h, w, 3), jnp.float32))
+  lat = nnx.eval_shape(lambda m, x: vae.encode_video(m, x, jax.random.key(0)), model, frames)
+  assert lat.shape == (1, 2) + mean.shape[1:]
+  if h % 8 == 0 and w % 8 == 0:
+    assert lat.shape == (1, 2, h // 8, w // 8, 4)
+    assert vae.latent_shape(model, hw) == (h // 8, w // 8, 4)
+    dec = nnx.eval_shape(vae.decode_video, model, lat)
+    assert dec.shape == (1, 2, h, w, 3)
+  else:
+    with pytest.raises(ValueError):
+      vae.latent_shape(model, hw)
