@@ -82,8 +82,8 @@ def ddim_step(schedule: Schedule, x_t: jax.Array, model_out: jax.Array, t: jax.A
   t_prev = jnp.asarray(t_prev)
   if t.shape != t_prev.shape:
     raise ValueError(f"t {t.shape} and t_prev {t_prev.shape} must have the same shape")
-  if not isinstance(eta, jax.Array) and eta != 0.0 and noise is None:
-    raise ValueError("noise is required when eta != 0")
+  if noise is None and (isinstance(eta, jax.Array) or eta != 0.0):
+    raise ValueError("noise is required when eta != 0 (or when eta is a traced array)")
   nd = x_t.ndim
   x0_hat, eps_hat = model_output_to_x0_eps(schedule, x_t, model_out, t)
   final = (t_prev < 0)
