@@ -226,3 +226,14 @@ def test_manifest_clip_real_config_matches_fixture_record():
     real = mod.real_config("256")
     for k in keys:
       assert rec[k] == real[k], (mod.__name__, k, rec[k], real[k])
+
+
+def test_manifest_clip_real_forward_shapes():
+  """Full-size ViT-H/14 towers trace end to end: 77x1024 text tokens, 257x1280 image tokens from a
+  320x512 frame (shape-only, no memory)."""
+  text = _real_abstract(clip_text.__name__, clip_text.real_config("256").to_json())
+  out = nnx.eval_shape(lambda m, t: m(t), text, jnp.zeros((2, 77), jnp.int32))
+  assert out.shape == (2, 77, 1024) and out.dtype == jnp.float32
+  image = _real_abstract(clip_image.__name__, clip_image.real_config("512").to_json())
+  out = nnx.eval_shape(lambda m, x: m(x), image, jnp.zeros((2, 320, 512, 3), jnp.float32))
+  assert out.shape == (2, 257, 1280) and out.dtype == jnp.float32
