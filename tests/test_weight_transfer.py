@@ -6,6 +6,7 @@ import pytest
 
 from vid2world_jax.models.weight_transfer import (CONVERTER_TRANSFORMS, canonical_mode, ols_causal_kernel,
                                                   ols_coefficients, register_converter_transforms,
+                                                  transfer_temporal_kernel,
                                                   transfer_flax_kernel, transfer_kernel, transfer_torch_kernel)
 
 # A small kernel written out literally, Flax layout [3, 1, 1, Cin=1, Cout=2]:
@@ -37,6 +38,7 @@ def test_transfer_modes_hand_computed(mode, alias):
   got_t = transfer_torch_kernel(torch_w, alias)
   np.testing.assert_array_equal(got_t.transpose(2, 3, 4, 1, 0), exp)
   assert canonical_mode(alias) == mode
+  np.testing.assert_array_equal(transfer_temporal_kernel(K, alias, axis=0), exp)  # converter's entry point
 
 
 def test_transfer_validation_and_kernel1():

@@ -72,6 +72,9 @@ def transfer_kernel(kernel: Any, mode: str, axis: int) -> Any:
   return xp.stack(taps, axis=axis).astype(kernel.dtype)
 
 
+transfer_temporal_kernel = transfer_kernel  # name used by conversion.dynamicrafter.apply_temporal_conv_transfer
+
+
 def transfer_flax_kernel(kernel: Any, mode: str) -> Any:
   """Flax conv kernel ``[3, (kh, kw,) Cin, Cout]`` (taps axis 0)."""
   return transfer_kernel(kernel, mode, axis=0)
