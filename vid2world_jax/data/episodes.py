@@ -43,7 +43,8 @@ def _npz_array_shape(npz_path: str, key: str):
   """Shape of one array of a .npz without reading its data."""
   with zipfile.ZipFile(npz_path) as zf, zf.open(key + ".npy") as f:
     version = np.lib.format.read_magic(f)
-    shape, _, _ = np.lib.format._read_array_header(f, version)  # pylint: disable=protected-access
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, _ = read(f)
   return shape
 
 
