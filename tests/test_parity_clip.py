@@ -237,3 +237,11 @@ def test_manifest_clip_real_forward_shapes():
   image = _real_abstract(clip_image.__name__, clip_image.real_config("512").to_json())
   out = nnx.eval_shape(lambda m, x: m(x), image, jnp.zeros((2, 320, 512, 3), jnp.float32))
   assert out.shape == (2, 257, 1280) and out.dtype == jnp.float32
+
+
+def test_clip_graphdef_is_jit_static():
+  """Both encoders split into a hashable graphdef, so ``jax.jit(lambda state, x: nnx.merge(g, state)(x))``
+  works (a mutable ConfigDict attribute would break this)."""
+  for mod, cfg in [(clip_text, clip_text.real_config("256")), (clip_image, clip_image.real_config("256"))]:
+    graphdef, _ = nnx.split(_real_abstract(mod.__name__, cfg.to_json()))
+    assert isinstance(hash(graphdef), int)

@@ -137,7 +137,7 @@ class FrozenOpenCLIPImageEmbedderV2(nnx.Module):
   """``embedder``: images ``[B, H, W, 3]`` in [-1, 1] (any H, W) -> tokens ``[B, 257, W]`` float32."""
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
-    self.cfg = cfg
+    self.cfg = ml_collections.FrozenConfigDict(cfg)  # hashable, so graphdefs can be jit-static
     self.model = ImageTower(cfg, rngs=rngs)
 
   def preprocess(self, images: jax.Array, return_resized: bool = False):

@@ -92,7 +92,7 @@ class FrozenOpenCLIPEmbedder(nnx.Module):
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     if cfg.layer not in LAYERS:
       raise ValueError(f"layer must be one of {sorted(LAYERS)}, got {cfg.layer!r}")
-    self.cfg = cfg
+    self.cfg = ml_collections.FrozenConfigDict(cfg)  # hashable, so graphdefs can be jit-static
     self.model = TextTower(cfg, rngs=rngs)
 
   def __call__(self, tokens: jax.Array, *, layer: str | None = None, return_intermediates: bool = False):
