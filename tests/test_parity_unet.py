@@ -1,0 +1,127 @@
+"""[parity] DynamiCrafter UNet vs the PyTorch fixtures (every ``kind == "unet"`` folder), plus measurements of how
+much the Vid2World causal options change the bidirectional model's output.
+
+Runs eagerly (no jit): the fixture model's XLA compile costs more than eager execution on the 2-core CPU, and the
+eager per-op cache is shared by every fixture / variant of the same shapes.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vid2world_jax.conversion import core
+from vid2world_jax.models import unet as U
+from vid2world_jax.testing import fixtures as fx
+
+TOL = 1e-4
+# inter/ keys documented in shared/fixtures/README.md; every one must be checked when present.
+DOCUMENTED_INTER = {
+    "inter/time_embed/out", "inter/fps_embedding/out", "inter/input_blocks.0/out", "inter/init_attn/out",
+    "inter/input_blocks.1.0.temopral_conv/in", "inter/input_blocks.1.0/out", "inter/input_blocks.1.1/out",
+    "inter/input_blocks.1.2/out", "inter/middle_block/out", "inter/output_blocks.0/out",
+}
+UNET_FIXTURES = fx.discover("unet")
+
+
+def _load(path, **overrides):
+  f = fx.load(path)
+  cfg = U.config_from_torch_params(f.config["params"])
+  cfg.update(overrides)
+  model = U.build(cfg, rngs=nnx.Rngs(0))
+  model.eval()
+  params, report = core.convert(f.weights(), U.torch_name_table(model),
+                                core.param_shapes(nnx.state(model, nnx.Param)),
+                                aliases=U.TORCH_ALIASES, ignore=U.TORCH_IGNORE)
+  assert report.ok, report.summary()
+  assert report.mapped == report.total_flax
+  core.load_into(model, params)
+  return f, model
+
+
+def _ref_layout(ref: np.ndarray, batch: int) -> np.ndarray:
+  """torch layouts of the fixture activations -> ours."""
+  if ref.ndim == 5:   # b c t h w
+    return fx.ncthw_to_nthwc(ref)
+  if ref.ndim == 4:   # (b t) c h w
+    return fx.fold_frames_to_nthwc(ref, batch)
+  return ref          # [B, E] embeddings
+
+
+def _run(model, io, context_key="context", fs=True, capture=None):
+  return np.asarray(model(jnp.asarray(fx.ncthw_to_nthwc(io["x"])), jnp.asarray(io["timesteps"]),
+                          jnp.asarray(io[context_key]), jnp.asarray(io["fs"]) if fs else None, capture=capture))
+
+
+def test_parity_unet_fixtures_found():
+  assert UNET_FIXTURES, "no unet fixtures discovered"
+
+
+@pytest.mark.parametrize("path", UNET_FIXTURES, ids=lambda p: p.rstrip("/").split("/")[-1])
+def test_parity_unet(path):
+  f, model = _load(path)
+  io = f.io
+  batch = io["x"].shape[0]
+  errors = {}
+  cap = {}
+  errors["out"] = fx.max_rel_err(_run(model, io, capture=cap), fx.ncthw_to_nthwc(io["out"]))
+  if "out_ctx_shared" in io:
+    errors["out_ctx_shared"] = fx.max_rel_err(_run(model, io, "context_shared"),
+                                              fx.ncthw_to_nthwc(io["out_ctx_shared"]))
+  if "out_fs_default" in io:
+    errors["out_fs_default"] = fx.max_rel_err(_run(model, io, fs=False), fx.ncthw_to_nthwc(io["out_fs_default"]))
+  skipped = []
+  for key in sorted(k for k in io if k.startswith("inter/")):
+    name = key[len("inter/"):]
+    if name not in cap:
+      skipped.append(key)
+      continue
+    errors[key] = fx.max_rel_err(np.asarray(cap[name]), _ref_layout(io[key], batch))
+  print(f"\n{f.name}: " + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()))
+  if skipped:
+    print(f"{f.name}: unknown inter keys skipped: {skipped}")
+  present = DOCUMENTED_INTER & set(io)
+  assert present <= set(errors), f"documented intermediates not checked: {sorted(present - set(errors))}"
+  assert {"out", "out_ctx_shared", "out_fs_default"} <= set(errors)
+  bad = {k: v for k, v in errors.items() if not v <= TOL}
+  assert not bad, f"max_rel_err above {TOL}: {bad}"
+
+
+def _bidirectional_fixture():
+  for p in UNET_FIXTURES:
+    params = fx.load(p).config["params"]
+    if not params.get("use_causal_attention", False) and params.get("temporal_conv") and params.get(
+        "temporal_attention"):
+      return p
+  pytest.fail("no bidirectional unet fixture with temporal conv + attention")
+
+
+def test_parity_unet_causal_options_measure_change():
+  """Measures (prints) the max rel change of ``out`` of the bidirectional fixture when switching the temporal
+  norms / attention masks; also checks that each option really changes the output and that the defaults are
+  the original."""
+  path = _bidirectional_fixture()
+  f, base = _load(path)
+  ref = _run(base, f.io)
+  assert fx.max_rel_err(ref, fx.ncthw_to_nthwc(f.io["out"])) <= TOL
+  variants = {
+      "temporal_norm=per_frame": dict(temporal_norm="per_frame"),
+      "temporal_norm=cumulative": dict(temporal_norm="cumulative"),
+      "causal_temporal_attention": dict(causal_temporal_attention=True),
+      "causal_temporal_attention+causal_init_attn": dict(causal_temporal_attention=True, causal_init_attn=True),
+      "temporal_conv_padding=causal": dict(temporal_conv_padding="causal"),
+  }
+  changes = {}
+  for name, ov in variants.items():
+    _, m = _load(path, **ov)
+    changes[name] = fx.max_rel_err(_run(m, f.io), ref)
+  print("\nmax rel change of out vs original: " + ", ".join(f"{k}={v:.3e}" for k, v in changes.items()))
+  for name, v in changes.items():
+    assert v > 1e-4, f"{name} had no effect ({v})"
+  # making the block temporal attentions causal is exactly what the unet_causal fixture did
+  for p in UNET_FIXTURES:
+    g = fx.load(p)
+    if g.config["params"].get("use_causal_attention") and g.config["params"] == {
+        **f.config["params"], "use_causal_attention": True}:
+      _, m = _load(path, causal_temporal_attention=True)
+      assert fx.max_rel_err(_run(m, f.io), fx.ncthw_to_nthwc(g.io["out"])) <= TOL
