@@ -31,6 +31,7 @@ TORCH_IGNORE = [
     "classifier.*",        # torchvision classifier head (LPIPS uses the conv trunk only)
     "scaling_layer.*",     # constant buffers of the lpips module (SHIFT/SCALE above)
     "*num_batches_tracked",
+    "lins.*",              # lpips module state dicts repeat lin<k> under the ModuleList name lins.<k>
 ]
 
 
