@@ -174,19 +174,21 @@ def default_cache_dir() -> str:
 
 
 def embedded_dataset_dir(cache_dir: str | None = None, *, episodes_per_policy: int = 6, steps: int = 50,
-                         resolution: int = 64, progress: bool = True) -> str:
+                         resolution: int = 64, policies=None, progress: bool = True) -> str:
   """Path of the recorded embedded dataset; records it on first use (tqdm bar) and caches it on disk.
 
   cache_dir default: $V2W_CACHE/embedded or ~/.cache/vid2world_jax/embedded. One sub-directory per recording
   setting; a recording is written to a temporary directory and renamed into place when complete."""
   root = cache_dir or default_cache_dir()
-  d = os.path.join(root, f"{ENV_NAME}_r{resolution}_s{steps}_e{episodes_per_policy}_v{FORMAT_VERSION}")
+  policies = tuple(POLICIES) if policies is None else tuple(policies)
+  tag = "" if policies == tuple(POLICIES) else "_p" + "-".join(policies)
+  d = os.path.join(root, f"{ENV_NAME}_r{resolution}_s{steps}_e{episodes_per_policy}{tag}_v{FORMAT_VERSION}")
   if os.path.exists(os.path.join(d, "meta.json")):
     return d
   tmp = f"{d}.tmp{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   record_dataset(tmp, episodes_per_policy=episodes_per_policy, steps=steps, resolution=resolution,
-                 progress=progress)
+                 policies=policies, progress=progress)
   try:
     os.replace(tmp, d)
   except OSError:  # another process finished first
