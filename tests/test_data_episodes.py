@@ -276,3 +276,21 @@ def test_data_convert_videos_to_episodes(tmp_path):
     assert abs(int(z["frames"][5, 8, 8, 1]) - 50) <= 3  # GIF palette rounding
   src_obj = pipeline.make_source(_cfg(out, action_dim=3))
   assert src_obj.episodes[0].length == 9
+
+
+def test_data_resume_through_orbax_checkpoint(tmp_path):
+  import grain
+  import orbax.checkpoint as ocp
+  d = _write_dir(tmp_path / "eps")
+  cfg = _cfg(d, augment=True)
+  it = pipeline.make_train_iterator(cfg, process_index=0, process_count=1)
+  _take(it, 2)
+  mngr = ocp.CheckpointManager(str(tmp_path / "ckpt"), item_handlers={"data": grain.checkpoint.CheckpointHandler()})
+  mngr.save(7, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+  mngr.wait_until_finished()
+  expected = _take(it, 3)
+  it2 = pipeline.make_train_iterator(cfg, process_index=0, process_count=1)
+  mngr.restore(7, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(it2)))
+  for x, y in zip(expected, _take(it2, 3)):
+    np.testing.assert_array_equal(x["frames"], y["frames"])
+    np.testing.assert_array_equal(x["actions"], y["actions"])
