@@ -109,7 +109,8 @@ def make_train_step(graphdef, frozen_graphdef, cfg, tx: optax.GradientTransforma
     new_state = dict(state, step=state["step"] + 1, params=new_params, opt_state=opt_state)
     if "ema" in state:
       new_state["ema"] = optim.ema_update(state["ema"], new_params, ema_decay)
-    metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr_schedule(state["step"]), **aux}
+    metrics = {"loss": loss, "grad_norm": grad_norm, "param_norm": optax.global_norm(new_params),
+               "lr": lr_schedule(state["step"]), **aux}
     return new_state, metrics
 
   return train_step

@@ -326,14 +326,16 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None) -> dict:
       m = jax.device_get(metrics)
       done = i + 1
       loss = float(m["loss"])
-      if not math.isfinite(loss):
+      # Non-finite loss, gradients or updated parameters: this state is never saved.
+      if not all(math.isfinite(float(m[k])) for k in ("loss", "grad_norm", "param_norm")):
         mngr.wait_until_finished()
         good = mngr.latest_step()
         progress.close()
         writer.close()
-        raise NonFiniteLoss(f"non-finite loss ({loss}) at step {done}: stopping; the last good checkpoint is "
-                            f"step {good} in {mngr.directory}" if good is not None else
-                            f"non-finite loss ({loss}) at step {done}: stopping; no checkpoint was saved yet")
+        vals = ", ".join(f"{k}={float(m[k]):.4g}" for k in ("loss", "grad_norm", "param_norm"))
+        where = (f"the last good checkpoint is step {good} in {mngr.directory}" if good is not None
+                 else "no checkpoint was saved yet")
+        raise NonFiniteLoss(f"non-finite training values ({vals}) at step {done}: stopping; {where}")
       losses[done] = loss
       acc.add(m)
       now = time.time()
@@ -378,7 +380,7 @@ class _Accum:
 
   def add(self, m):
     self.n += 1
-    for k in ("loss", "grad_norm", "lr"):
+    for k in ("loss", "grad_norm", "param_norm", "lr"):
       self.sums[k] = self.sums.get(k, 0.0) + float(m[k])
     bs, bc = np.asarray(m["bucket_loss_sum"]), np.asarray(m["bucket_count"])
     self.bsum = bs if self.bsum is None else self.bsum + bs
