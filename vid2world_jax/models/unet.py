@@ -91,6 +91,9 @@ def _validate(cfg):
     raise ValueError(f"temporal_conv_padding must be one of {PADDING_MODES}, got {cfg.temporal_conv_padding!r}")
   if cfg.temporal_norm not in NORM_MODES:
     raise ValueError(f"temporal_norm must be one of {NORM_MODES}, got {cfg.temporal_norm!r}")
+  if cfg.channel_mult[0] != 1:  # torch's output conv takes model_channels inputs: it fails the same way
+    raise ValueError(f"channel_mult[0] must be 1 (DynamiCrafter's `out` conv has model_channels inputs), "
+                     f"got {list(cfg.channel_mult)}")
   if cfg.num_head_channels == -1 and cfg.num_heads == -1:
     raise ValueError("set num_heads or num_head_channels")
   if cfg.action_dim < 0:
