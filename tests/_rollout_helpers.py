@@ -49,3 +49,41 @@ def random_inputs(batch=2, k=1, horizon=3, action_dim=3, seed=0, latent=(4, 4, 1
   ctx = jnp.asarray(rng.normal(size=(batch, k) + latent).astype(np.float32))
   acts = jnp.asarray(rng.normal(size=(batch, k + horizon - 1, action_dim)).astype(np.float32))
   return ctx, acts
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A cheap causal stand-in network (TEST DOUBLE, not a model): compiles in well under a second, so the rollout
+# machinery (scans, windows, guidance, RNG) is tested quickly. Same signature as WorldModel.denoise.
+
+LATENT = (4, 4, 12)
+
+
+def standin_params(action_dim: int = 3, c: int = LATENT[-1], seed: int = 0, ctx_dim: int = 8):
+  r = np.random.default_rng(seed)
+  f = lambda *s: jnp.asarray(r.normal(size=s).astype(np.float32) / np.sqrt(s[0]))
+  return {"w_in": f(c, 16), "w_cat": f(c, 16), "w_t": f(8, 16), "w_a": f(action_dim, 16), "b_a": f(1, 16)[0],
+          "w_ctx": f(ctx_dim, 16), "w_out": f(16, c), "null_ctx": f(2, ctx_dim)}
+
+
+def standin_denoise(params, lat, t, cond, actions, mask):
+  """Causal in time: per-frame features plus a running (cumulative) mean over earlier frames."""
+  freqs = jnp.exp(-jnp.arange(4, dtype=jnp.float32))
+  ang = t.astype(jnp.float32)[..., None] / 100.0 * freqs
+  temb = jnp.concatenate([jnp.cos(ang), jnp.sin(ang)], -1) @ params["w_t"]                 # [N, T, 16]
+  aemb = (actions @ params["w_a"] + params["b_a"]) * mask[..., None]                        # [N, T, 16]
+  ctx = cond["context"].mean(axis=1) @ params["w_ctx"]                                     # [N, 16]
+  h = lat @ params["w_in"] + (cond["concat"] @ params["w_cat"])[:, None]
+  h = h + (temb + aemb + ctx[:, None])[:, :, None, None]
+  run = jnp.cumsum(h, axis=1) / jnp.arange(1, h.shape[1] + 1, dtype=h.dtype)[None, :, None, None, None]
+  return jnp.tanh(h + run) @ params["w_out"]
+
+
+def standin_cond(params, first_latent):
+  b = first_latent.shape[0]
+  return {"concat": first_latent, "context": jnp.broadcast_to(params["null_ctx"][None], (b, 2, 8))}
+
+
+def standin_model():
+  from vid2world_jax.diffusion import schedules
+  sched = schedules.schedule_for_variant("512")
+  return rl.RolloutModel(denoiser=rl.FnDenoiser(standin_denoise), cond_fn=standin_cond, schedule=sched)

@@ -1,6 +1,7 @@
-"""Autoregressive rollout: scan == Python-loop reference, sliding window, causality, per-rollout RNG, errors."""
+"""Autoregressive rollout: scan == Python-loop reference, sliding window, causality, per-rollout RNG, errors.
 
-import jax
+Compilations are shared between tests (same config / horizon / shapes) to keep the file fast on CPU."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,10 +10,25 @@ import _rollout_helpers as h
 from vid2world_jax import rollout as rl
 from vid2world_jax.diffusion import ddim
 
+WINDOW = 4
+CFG_GUIDED = rl.SamplerConfig(ddim_steps=3, eta=1.0, guidance_scale=2.5, guidance_rescale=0.7, window=WINDOW)
+CFG_PLAIN = rl.SamplerConfig(ddim_steps=2, eta=1.0, guidance_scale=None, window=WINDOW)
+
 
 @pytest.fixture(scope="module")
 def toy():
-  return h.build_world_model("toy", window=4)
+  """The cheap causal stand-in network (test double); the real world model is exercised below."""
+  return h.standin_model(), h.standin_params(), None
+
+
+@pytest.fixture(scope="module")
+def long_rollout(toy):
+  """k = 1 context frame, horizon 7 > window 4 (the window slides from frame 4 on), batch 2, guidance on."""
+  model, params, _ = toy
+  ctx, acts = h.random_inputs(batch=2, k=1, horizon=7)
+  keys = rl.rollout_keys(0, 2)
+  out = rl.rollout(model, CFG_GUIDED, params, ctx, acts, keys, horizon=7)
+  return ctx, acts, keys, out
 
 
 def test_rollout_timestep_plan_second_last():
@@ -22,76 +38,78 @@ def test_rollout_timestep_plan_second_last():
   assert rl.timestep_plan(rl.SamplerConfig(ddim_steps=3, history_noise=0), 1000)[2] == 0
 
 
-@pytest.mark.parametrize("k,horizon,scale", [(1, 3, 2.5), (2, 6, None)])
-def test_rollout_scan_matches_python_loop_reference(toy, k, horizon, scale):
+def test_rollout_scan_matches_python_loop_reference(toy, long_rollout):
   model, params, _ = toy
-  cfg = rl.SamplerConfig(ddim_steps=3, eta=1.0, guidance_scale=scale, guidance_rescale=0.7, window=4)
-  ctx, acts = h.random_inputs(batch=2, k=k, horizon=horizon)
-  keys = rl.rollout_keys(0, 2)
-  out = rl.rollout(model, cfg, params, ctx, acts, keys, horizon=horizon)
-  ref = rl.rollout_reference(model, cfg, params, ctx, acts, keys, horizon=horizon)
-  assert out.shape == (2, k + horizon, 4, 4, 12)
-  np.testing.assert_array_equal(np.asarray(out[:, :k]), np.asarray(ctx))
+  ctx, acts, keys, out = long_rollout
+  assert out.shape == (2, 8, 4, 4, 12)
+  np.testing.assert_array_equal(np.asarray(out[:, :1]), np.asarray(ctx))
+  ref = rl.rollout_reference(model, CFG_GUIDED, params, ctx, acts, keys, horizon=7)
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-4)
   assert np.all(np.isfinite(np.asarray(out)))
-  # generated frames differ from each other (the model really ran)
-  assert float(jnp.abs(out[:, -1] - out[:, -2]).max()) > 1e-3
+  assert float(jnp.abs(out[:, -1] - out[:, -2]).max()) > 1e-3  # the model really produced new frames
 
 
-def test_rollout_longer_than_window_is_causal(toy):
-  """Horizon 7 > window 4 slides the window; the first frames equal a shorter rollout's (never change)."""
+def test_rollout_longer_than_window_stays_causal(toy, long_rollout):
+  """Changing the action taken at frame 5 leaves frames 0..5 bit-identical and changes frame 6; a shorter
+  rollout (python-loop reference, exact windows) reproduces the first frames of the long one."""
   model, params, _ = toy
-  cfg = rl.SamplerConfig(ddim_steps=3, guidance_scale=2.5, window=4)
-  ctx, acts = h.random_inputs(batch=2, k=1, horizon=7)
-  keys = rl.rollout_keys(3, 2)
-  long = rl.rollout(model, cfg, params, ctx, acts, keys, horizon=7)
-  short = rl.rollout(model, cfg, params, ctx, acts[:, :3], keys, horizon=3)
-  assert long.shape[1] == 8
-  np.testing.assert_allclose(np.asarray(long[:, :4]), np.asarray(short), rtol=1e-5, atol=1e-5)
-  # changing a late action changes only later frames
-  acts2 = acts.at[:, 5].set(acts[:, 5] + 3.0)   # action taken at frame 5 -> affects frames >= 6
-  long2 = rl.rollout(model, cfg, params, ctx, acts2, keys, horizon=7)
-  np.testing.assert_allclose(np.asarray(long2[:, :6]), np.asarray(long[:, :6]), rtol=1e-5, atol=1e-5)
-  assert float(jnp.abs(long2[:, 6] - long[:, 6]).max()) > 1e-4
-  ref = rl.rollout_reference(model, cfg, params, ctx, acts, keys, horizon=7)
-  np.testing.assert_allclose(np.asarray(long), np.asarray(ref), rtol=1e-4, atol=1e-4)
+  ctx, acts, keys, out = long_rollout
+  acts2 = acts.at[:, 5].set(acts[:, 5] + 3.0)
+  out2 = rl.rollout(model, CFG_GUIDED, params, ctx, acts2, keys, horizon=7)
+  np.testing.assert_array_equal(np.asarray(out2[:, :6]), np.asarray(out[:, :6]))
+  assert float(jnp.abs(out2[:, 6] - out[:, 6]).max()) > 1e-4
+  short = rl.rollout_reference(model, CFG_GUIDED, params, ctx, acts[:, :2], keys, horizon=2)
+  np.testing.assert_allclose(np.asarray(out[:, :3]), np.asarray(short), rtol=1e-4, atol=1e-4)
 
 
-def test_rollout_batched_equals_individual_rollouts(toy):
+def test_rollout_batched_rollouts_are_independent(toy, long_rollout):
+  """Permuting the batch permutes the outputs (per-rollout RNG; no cross-talk); other keys give other frames."""
   model, params, _ = toy
-  cfg = rl.SamplerConfig(ddim_steps=3, guidance_scale=2.5, window=4)
-  ctx, acts = h.random_inputs(batch=2, k=1, horizon=3)
-  keys = rl.rollout_keys(5, 2)
-  both = rl.rollout(model, cfg, params, ctx, acts, keys, horizon=3)
-  one = rl.rollout(model, cfg, params, ctx[1:], acts[1:], keys[1:], horizon=3)
-  np.testing.assert_allclose(np.asarray(both[1:]), np.asarray(one), rtol=1e-5, atol=1e-5)
-  other = rl.rollout(model, cfg, params, ctx, acts, rl.rollout_keys(6, 2), horizon=3)
-  assert float(jnp.abs(other[:, -1] - both[:, -1]).max()) > 1e-3  # per-rollout RNG matters (eta = 1)
+  ctx, acts, keys, out = long_rollout
+  perm = np.array([1, 0])
+  swapped = rl.rollout(model, CFG_GUIDED, params, ctx[perm], acts[perm], keys[perm], horizon=7)
+  np.testing.assert_allclose(np.asarray(swapped), np.asarray(out[perm]), rtol=1e-5, atol=1e-5)
+  other = rl.rollout(model, CFG_GUIDED, params, ctx, acts, rl.rollout_keys(6, 2), horizon=7)
+  assert float(jnp.abs(other[:, -1] - out[:, -1]).max()) > 1e-3  # eta = 1: the noise matters
 
 
-def test_rollout_context_longer_than_window(toy):
+def test_rollout_many_context_frames_matches_reference(toy):
+  """k = 5 context frames (more than the window holds) + 3 new frames, conditional pass only."""
   model, params, _ = toy
-  cfg = rl.SamplerConfig(ddim_steps=2, guidance_scale=None, window=4)
-  ctx, acts = h.random_inputs(batch=1, k=5, horizon=2)
+  ctx, acts = h.random_inputs(batch=1, k=5, horizon=3, seed=1)
   keys = rl.rollout_keys(1, 1)
-  out = rl.rollout(model, cfg, params, ctx, acts, keys, horizon=2)
-  ref = rl.rollout_reference(model, cfg, params, ctx, acts, keys, horizon=2)
+  out = rl.rollout(model, CFG_PLAIN, params, ctx, acts, keys, horizon=3)
+  ref = rl.rollout_reference(model, CFG_PLAIN, params, ctx, acts, keys, horizon=3)
+  assert out.shape == (1, 8, 4, 4, 12)
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-4)
 
 
 def test_rollout_clear_errors(toy):
   model, params, _ = toy
-  cfg = rl.SamplerConfig(ddim_steps=2, window=4)
   ctx, acts = h.random_inputs(batch=2, k=2, horizon=3)
   keys = rl.rollout_keys(0, 2)
   with pytest.raises(ValueError, match="need 4 actions"):
-    rl.rollout(model, cfg, params, ctx, acts[:, :3], keys, horizon=3)
+    rl.rollout(model, CFG_GUIDED, params, ctx, acts[:, :3], keys, horizon=3)
   with pytest.raises(ValueError, match="context latents"):
-    rl.rollout(model, cfg, params, ctx[0], acts, keys, horizon=3)
+    rl.rollout(model, CFG_GUIDED, params, ctx[0], acts, keys, horizon=3)
   with pytest.raises(ValueError, match="one PRNG key per rollout"):
-    rl.rollout(model, cfg, params, ctx, acts, keys[:1], horizon=3)
+    rl.rollout(model, CFG_GUIDED, params, ctx, acts, keys[:1], horizon=3)
   with pytest.raises(ValueError, match="window"):
     rl.SamplerConfig(window=1)
+  with pytest.raises(ValueError, match="history_noise"):
+    rl.SamplerConfig(history_noise="first")
+
+
+def test_rollout_world_model_adapter_matches_reference():
+  """The trained world model bundle (world_model.build, causal toy arch) through world_model_rollout_model."""
+  model, params, _ = h.build_world_model("toy", window=WINDOW)
+  cfg = rl.SamplerConfig(ddim_steps=2, eta=1.0, guidance_scale=2.5, window=WINDOW)
+  ctx, acts = h.random_inputs(batch=1, k=2, horizon=4, seed=3)
+  keys = rl.rollout_keys(2, 1)
+  out = rl.rollout(model, cfg, params, ctx, acts, keys, horizon=4)
+  ref = rl.rollout_reference(model, cfg, params, ctx, acts, keys, horizon=4)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-4)
+  assert float(jnp.abs(out[:, -1] - out[:, 1]).max()) > 1e-3
 
 
 def test_rollout_refuses_noncausal_unet_config():

@@ -40,6 +40,7 @@ taken at frame f (it leads to frame f+1). A rollout from ``k`` context frames ov
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -203,16 +204,15 @@ def branch_inputs(inputs: WindowInputs) -> WindowInputs:
                       action_mask=guidance_lib.stack_branches(cond_mask, uncond_mask), new_index=inputs.new_index)
 
 
-def frame_noise(keys: jax.Array, frame: jax.Array | int, shape: tuple[int, ...]
-                ) -> tuple[jax.Array, jax.Array, Callable[[jax.Array], jax.Array]]:
-  """Noise of global frame ``frame`` for each rollout: ``(init [B, *shape], history [B, *shape], step_noise(i))``.
-
-  Derived from ``fold_in(keys[b], frame)`` only (order-independent, per rollout)."""
-  kf = jax.vmap(lambda k: jax.random.fold_in(k, frame))(keys)
-  sub = jax.vmap(lambda k: jax.random.split(k, 3))(kf)  # [B, 3]
-  normal = lambda ks: jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(ks)
-  step = lambda i: normal(jax.vmap(lambda k: jax.random.fold_in(k, i))(sub[:, 2]))
-  return normal(sub[:, 0]), normal(sub[:, 1]), step
+def frame_noise(keys: jax.Array, frame: jax.Array | int, shape: tuple[int, ...], num_steps: int
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Noise of global frame ``frame`` for each rollout: ``(init [B, *shape], history [B, *shape],
+  steps [S, B, *shape])`` (``S = num_steps`` DDIM steps), all drawn in one call from ``fold_in(keys[b], frame)``
+  (order-independent and per rollout: a batched rollout equals the rollouts run one by one)."""
+  def one(k):
+    return jax.random.normal(jax.random.fold_in(k, frame), (num_steps + 2,) + tuple(shape), jnp.float32)
+  z = jax.vmap(one)(keys)  # [B, S + 2, *shape]
+  return z[:, 0], z[:, 1], jnp.swapaxes(z[:, 2:], 0, 1)
 
 
 def noise_history(schedule: Schedule, x0: jax.Array, t_small: int, noise: jax.Array) -> jax.Array:
@@ -250,14 +250,15 @@ def init_window(model: RolloutModel, cfg: SamplerConfig, context: jax.Array, con
   clean = jnp.zeros((b, w) + frame_shape, context.dtype)
   noisy = jnp.zeros_like(clean)
   acts = jnp.zeros((b, w, context_actions.shape[-1]), jnp.float32)
-  for j in range(m):
-    g = k - m + j
-    _, hist_noise, _ = frame_noise(keys, g, frame_shape)
-    x = context[:, g]
-    clean = clean.at[:, j].set(x)
-    noisy = noisy.at[:, j].set(noise_history(model.schedule, x, t_small, hist_noise))
-    if j < m - 1:
-      acts = acts.at[:, j].set(context_actions[:, g].astype(jnp.float32))
+  kept = context[:, k - m:]                                             # [B, m, ...]
+  hist_noise = jax.vmap(lambda g: frame_noise(keys, g, frame_shape, cfg.ddim_steps)[1], out_axes=1)(
+      jnp.arange(k - m, k, dtype=jnp.int32))                             # [B, m, ...]
+  flat = lambda x: x.reshape((b * m,) + frame_shape)
+  noisy_kept = noise_history(model.schedule, flat(kept), t_small, flat(hist_noise)).reshape(kept.shape)
+  clean = clean.at[:, :m].set(kept)
+  noisy = noisy.at[:, :m].set(noisy_kept)
+  if m > 1:
+    acts = acts.at[:, :m - 1].set(context_actions[:, k - m:k - 1].astype(jnp.float32))
   return WindowState(clean, noisy, acts, jnp.asarray(m, jnp.int32), jnp.asarray(k, jnp.int32), keys)
 
 
@@ -286,7 +287,7 @@ def generate_frame(model: RolloutModel, cfg: SamplerConfig, params: Params, stat
   p = state.count
   b = state.clean.shape[0]
   frame_shape = state.clean.shape[2:]
-  x_init, hist_noise, step_noise = frame_noise(state.keys, state.frame, frame_shape)
+  x_init, hist_noise, step_noises = frame_noise(state.keys, state.frame, frame_shape, len(taus))
   pos = jnp.arange(w)
   is_new = (pos == p)
   hist = (pos < p)
@@ -306,17 +307,16 @@ def generate_frame(model: RolloutModel, cfg: SamplerConfig, params: Params, stat
 
   def step(carry, xs):
     x, ds = carry
-    i, tau, tau_prev = xs
+    tau, tau_prev, z = xs
     pred, ds = guided_prediction(model.denoiser, params, ds, inputs_for(x, tau), cfg.guidance_scale,
                                  cfg.guidance_rescale)
     v = jax.lax.dynamic_index_in_dim(pred, p, axis=1, keepdims=False).astype(jnp.float32)
     tb = jnp.full((b,), tau, jnp.int32)
     tpb = jnp.full((b,), tau_prev, jnp.int32)
-    noise = step_noise(i) if cfg.eta != 0.0 else None
-    x, _ = ddim.ddim_step(model.schedule, x, v, tb, tpb, cfg.eta, noise)
+    x, _ = ddim.ddim_step(model.schedule, x, v, tb, tpb, cfg.eta, z if cfg.eta != 0.0 else None)
     return (x, ds), None
 
-  xs = (jnp.arange(len(taus), dtype=jnp.int32), jnp.asarray(taus), jnp.asarray(prevs))
+  xs = (jnp.asarray(taus), jnp.asarray(prevs), step_noises)
   (x, _), _ = jax.lax.scan(step, (x_init, dstate), xs)
   x = x.astype(state.clean.dtype)
   clean = jax.lax.dynamic_update_slice_in_dim(state.clean, x[:, None], p, axis=1)
@@ -350,9 +350,19 @@ def _check_inputs(context, actions, keys, horizon, window_actions_dim=None):
 
 
 def rollout_keys(seed_or_key, batch: int) -> jax.Array:
-  """``[B]`` typed PRNG keys, one per rollout."""
-  key = jax.random.key(seed_or_key) if isinstance(seed_or_key, (int, np.integer)) else seed_or_key
+  """``[B]`` typed (threefry) PRNG keys, one per rollout."""
+  key = jax.random.key(int(seed_or_key)) if isinstance(seed_or_key, (int, np.integer)) else seed_or_key
   return jax.random.split(key, batch)
+
+
+def noise_mode():
+  """Context in which every rollout function is traced and run: non-partitionable threefry.
+
+  jax's default (partitionable) threefry sampler takes ~10x longer to compile on CPU (measured here under load:
+  15 s vs 1.5 s for one ``normal`` call) and a rollout draws noise per frame. The values differ between the two
+  modes, so every entry point (``rollout``, ``rollout_reference``, ``make_frame_generator``) uses this one.
+  (``rbg`` keys are not an option: vmapped over a batch of keys they do not reproduce the unbatched draws.)"""
+  return jax.threefry_partitionable(False)
 
 
 def _rollout_impl(model: RolloutModel, cfg: SamplerConfig, horizon: int, params: Params, context: jax.Array,
@@ -372,7 +382,8 @@ def _rollout_impl(model: RolloutModel, cfg: SamplerConfig, horizon: int, params:
   return jnp.concatenate([context, jnp.swapaxes(xs, 0, 1).astype(context.dtype)], axis=1)
 
 
-_JIT_CACHE: dict = {}
+_JIT_CACHE = weakref.WeakKeyDictionary()   # model -> {(cfg, horizon, progress): jitted fn}
+_REF_JIT = weakref.WeakKeyDictionary()     # denoiser -> jitted fn
 
 
 def rollout(model: RolloutModel, cfg: SamplerConfig, params: Params, context: jax.Array, actions: jax.Array,
@@ -393,12 +404,14 @@ def rollout(model: RolloutModel, cfg: SamplerConfig, params: Params, context: ja
     horizon = int(actions.shape[1]) - int(context.shape[1]) + 1 if actions.ndim == 3 and context.ndim == 5 else 0
   _check_inputs(context, actions, keys, horizon)
   actions = actions[:, :context.shape[1] + horizon - 1]
-  key = (id(model), cfg, horizon, progress)
-  fn = _JIT_CACHE.get(key)
+  cache = _JIT_CACHE.setdefault(model, {})
+  key = (cfg, horizon, progress)
+  fn = cache.get(key)
   if fn is None:
     fn = jax.jit(lambda p, c, a, kk: _rollout_impl(model, cfg, horizon, p, c, a, kk, progress))
-    _JIT_CACHE[key] = fn
-  return fn(params, context, actions, keys)
+    cache[key] = fn
+  with noise_mode():
+    return fn(params, context, actions, keys)
 
 
 def rollout_reference(model: RolloutModel, cfg: SamplerConfig, params: Params, context, actions, keys, *,
@@ -406,6 +419,11 @@ def rollout_reference(model: RolloutModel, cfg: SamplerConfig, params: Params, c
   """Plain Python-loop reference: exactly sized windows (no padding), Python loops over frames and DDIM steps.
 
   Same RNG derivation as ``rollout``; used to test the scan implementation."""
+  with noise_mode():
+    return _rollout_reference(model, cfg, params, context, actions, keys, horizon)
+
+
+def _rollout_reference(model, cfg, params, context, actions, keys, horizon):
   context = jnp.asarray(context)
   actions = jnp.asarray(actions, jnp.float32)
   _check_inputs(context, actions, keys, horizon)
@@ -413,13 +431,16 @@ def rollout_reference(model: RolloutModel, cfg: SamplerConfig, params: Params, c
   w = cfg.window
   frame_shape = context.shape[2:]
   taus, prevs, t_small = timestep_plan(cfg, model.schedule.num_timesteps)
+  net = _REF_JIT.get(model.denoiser)
+  if net is None:
+    net = _REF_JIT[model.denoiser] = jax.jit(model.denoiser.fn)  # one compile per window length
   clean = [context[:, j] for j in range(k)]
-  noisy = [noise_history(model.schedule, clean[j], t_small, frame_noise(keys, j, frame_shape)[1])
+  noisy = [noise_history(model.schedule, clean[j], t_small, frame_noise(keys, j, frame_shape, len(taus))[1])
            for j in range(k)]
   for f in range(k, k + horizon):
     s = max(0, f - (w - 1))                       # window = frames s .. f
     n = f - s + 1
-    x, hist_noise, step_noise = frame_noise(keys, f, frame_shape)
+    x, hist_noise, step_noises = frame_noise(keys, f, frame_shape, len(taus))
     win_actions = actions_lib.align_actions(jnp.stack(
         [actions[:, g] if g < f else jnp.zeros_like(actions[:, 0]) for g in range(s, f + 1)], axis=1))
     cond = model.cond_fn(params, clean[s])
@@ -429,12 +450,12 @@ def rollout_reference(model: RolloutModel, cfg: SamplerConfig, params: Params, c
       lat = x[:, None] if hist is None else jnp.concatenate([hist, x[:, None]], axis=1)
       t = jnp.asarray([[t_small] * (n - 1) + [int(tau)]] * b, jnp.int32)
       if cfg.guidance_scale is None:
-        pred = model.denoiser.fn(params, lat, t, cond, win_actions, mask)
+        pred = net(params, lat, t, cond, win_actions, mask)
       else:
-        pc = model.denoiser.fn(params, lat, t, cond, win_actions, mask)
-        pu = model.denoiser.fn(params, lat, t, cond, win_actions, mask.at[:, -1].set(0.0))
+        pc = net(params, lat, t, cond, win_actions, mask)
+        pu = net(params, lat, t, cond, win_actions, mask.at[:, -1].set(0.0))
         pred = guidance_lib.causal_action_guidance(pc, pu, cfg.guidance_scale, cfg.guidance_rescale)
-      noise = step_noise(i) if cfg.eta != 0.0 else None
+      noise = step_noises[i] if cfg.eta != 0.0 else None
       x, _ = ddim.ddim_step(model.schedule, x, pred[:, -1], jnp.full((b,), tau, jnp.int32),
                             jnp.full((b,), tau_prev, jnp.int32), cfg.eta, noise)
     clean.append(x.astype(context.dtype))
