@@ -164,7 +164,7 @@ def combine_guidance(cond: jax.Array, uncond: jax.Array, scale: float, rescale: 
   Equals ``diffusion.guidance.causal_action_guidance`` when every frame is valid; padded frames are excluded from
   the std statistics (and returned as computed, they are never used).
   """
-  guided = uncond + scale * (cond - uncond)
+  guided = scale * cond + (1.0 - scale) * uncond  # == uncond + scale (cond - uncond); exact at scale 0 / 1
   if rescale == 0.0:
     return guided
   if valid is None:
