@@ -87,3 +87,10 @@ def test_embedded_data_expert_succeeds_random_policy_callable():
     return np.zeros(4, np.float32)
   z = simulator.run_policy(lazy, 1003, steps=45, resolution=16)
   assert not z["success"] and len(calls) == 46 and z["frames"].shape == (46, 16, 16, 3)
+
+
+def test_embedded_data_simulator_coexists_with_tensorflow():
+  import tensorflow as tf  # in-process EGL rendering + TF segfaults; the default simulator is process-isolated
+  r = simulator.run_policy("random", 5, steps=2, resolution=16)
+  assert r["frames"].shape == (3, 16, 16, 3) and r["frames"].std() > 1
+  assert int(tf.reduce_sum(tf.constant(r["frames"][0], tf.int32))) == int(r["frames"][0].astype(np.int64).sum())

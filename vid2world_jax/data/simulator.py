@@ -11,6 +11,11 @@ the policy's action for it is recorded but not executed, so frames [steps+1, H, 
 (Meta-World's 4-dim action: end-effector dx, dy, dz in [-1, 1] and gripper effort). `success` = Meta-World's
 success flag after the last executed step (drawer closed), `success_step` = first frame index at which it held.
 
+Process isolation: MuJoCo's EGL rendering (Mesa llvmpipe) and TensorFlow crash (segfault) when both live in
+one process (measured here), so `make_env()` / `run_policy()` / recording run the simulator in a spawned child
+process by default (`RemoteSim`); the policy itself runs in the caller's process. `make_env(isolated=False)`
+gives the in-process `LocalSim` for processes that never import tensorflow.
+
 Policies (quality levels, best to worst): "expert" (metaworld's scripted SawyerDrawerCloseV3Policy),
 "expert_noise1.0", "expert_noise2.0", "expert_noise4.0" (expert + Gaussian action noise of that std, clipped to
 [-1, 1]) and "random" (uniform in [-1, 1]^4).
@@ -36,8 +41,8 @@ POLICIES = {"expert": 0.0, "expert_noise1.0": 1.0, "expert_noise2.0": 2.0, "expe
 FORMAT_VERSION = 1
 
 
-def make_env(resolution: int = 64, camera_name: str = "corner2"):
-  """The raw (unwrapped) Meta-World drawer-close env rendering `resolution`^2 RGB frames."""
+def _make_raw_env(resolution: int = 64, camera_name: str = "corner2"):
+  """The raw (unwrapped) Meta-World drawer-close env rendering `resolution`^2 RGB frames (in THIS process)."""
   import gymnasium as gym  # pylint: disable=import-outside-toplevel
   import metaworld  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   import mujoco  # pylint: disable=import-outside-toplevel
@@ -50,11 +55,99 @@ def make_env(resolution: int = 64, camera_name: str = "corner2"):
   return env
 
 
-def close_env(env) -> None:
+class LocalSim:
+  """The simulator in this process: reset(seed) -> (obs, frame); step(action, repeat) -> (obs, success, frame).
+
+  Frames are uint8 [R, R, 3] RGB, upright. Do NOT use in a process that imports tensorflow: MuJoCo's EGL
+  (Mesa llvmpipe) rendering and TensorFlow segfault in one process (measured here); use RemoteSim there."""
+
+  def __init__(self, resolution: int = 64):
+    self.resolution = int(resolution)
+    self.env = _make_raw_env(self.resolution)
+
+  def _frame(self):
+    return np.ascontiguousarray(np.asarray(self.env.render(), np.uint8)[::-1])  # GL rows are bottom-up
+
+  def reset(self, seed: int):
+    return reset_to_seed(self.env, seed), self._frame()
+
+  def step(self, action, repeat: int = ACTION_REPEAT):
+    for _ in range(repeat):
+      obs, _, _, _, info = self.env.step(np.asarray(action, np.float32))
+    return np.asarray(obs), bool(info["success"]), self._frame()
+
+  def close(self):
+    try:
+      self.env.close()
+    except Exception:  # noqa: BLE001 - EGL teardown noise at exit
+      pass
+
+
+def _sim_server(conn, resolution):
+  sim = LocalSim(resolution)
   try:
-    env.close()
-  except Exception:  # noqa: BLE001 - EGL teardown noise at exit
-    pass
+    while True:
+      cmd, args = conn.recv()
+      if cmd == "close":
+        break
+      try:
+        conn.send(("ok", getattr(sim, cmd)(*args)))
+      except Exception as e:  # noqa: BLE001 - report to the parent
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+  finally:
+    sim.close()
+    conn.close()
+
+
+class RemoteSim:
+  """LocalSim in a spawned child process (same interface), so the caller may import tensorflow/jax freely."""
+
+  def __init__(self, resolution: int = 64):
+    import multiprocessing as mp  # pylint: disable=import-outside-toplevel
+    ctx = mp.get_context("spawn")
+    self._conn, child = ctx.Pipe()
+    self._proc = ctx.Process(target=_sim_server, args=(child, int(resolution)), daemon=True)
+    self._proc.start()
+    child.close()
+    self.resolution = int(resolution)
+
+  def _call(self, cmd, *args):
+    self._conn.send((cmd, args))
+    try:
+      status, value = self._conn.recv()
+    except EOFError as e:
+      raise RuntimeError(f"simulator process died (exit code {self._proc.exitcode})") from e
+    if status == "error":
+      raise RuntimeError(f"simulator process: {value}")
+    return value
+
+  def reset(self, seed: int):
+    return self._call("reset", int(seed))
+
+  def step(self, action, repeat: int = ACTION_REPEAT):
+    return self._call("step", np.asarray(action, np.float32), int(repeat))
+
+  def close(self):
+    if self._proc.is_alive():
+      try:
+        self._conn.send(("close", ()))
+      except OSError:
+        pass
+      self._proc.join(timeout=10)
+      if self._proc.is_alive():
+        self._proc.terminate()
+    self._conn.close()
+
+
+def make_env(resolution: int = 64, *, isolated: bool = True):
+  """A drawer-close simulator (reset/step/close, see LocalSim). isolated=True (default) runs it in a spawned
+  child process (required when tensorflow is or will be imported in this process; scripts need an
+  `if __name__ == "__main__":` guard as with any spawn)."""
+  return RemoteSim(resolution) if isolated else LocalSim(resolution)
+
+
+def close_env(env) -> None:
+  env.close()
 
 
 class ScriptedPolicy:
@@ -95,31 +188,30 @@ def run_policy(policy, seed: int, *, steps: int = 50, resolution: int = 64, acti
                env=None, policy_seed: int | None = None) -> dict:
   """Run `policy` (a name in POLICIES or a callable (state_obs, rng) -> action[4]) in the real simulator from the
   initial state fixed by `seed`. Returns {"frames": uint8 [steps+1, R, R, 3], "actions": float32 [steps+1, 4],
-  "success": bool, "success_step": int (-1 if never)}. Pass `env` (make_env) to reuse a renderer."""
+  "success": bool, "success_step": int (-1 if never)}. Pass `env` (make_env) to reuse a simulator; by default a
+  process-isolated one is started and closed."""
   pol = make_policy(policy) if isinstance(policy, str) else policy
   own = env is None
   env = make_env(resolution) if own else env
   rng = np.random.default_rng(seed if policy_seed is None else policy_seed)
   try:
-    obs = reset_to_seed(env, seed)
-    frames, actions = [], []
+    obs, frame = env.reset(seed)
+    frames, actions = [frame], []
     success, success_step = False, -1
     for t in range(steps + 1):
-      frames.append(np.ascontiguousarray(np.asarray(env.render(), np.uint8)[::-1]))  # GL rows are bottom-up
       a = np.asarray(pol(obs, rng), np.float32)
       if a.shape != (ACTION_DIM,):
         raise ValueError(f"policy returned action of shape {a.shape}, expected ({ACTION_DIM},)")
       actions.append(a)
       if t == steps:
         break
-      for _ in range(action_repeat):
-        obs, _, _, _, info = env.step(a)
-      success = bool(info["success"])
+      obs, success, frame = env.step(a, action_repeat)
+      frames.append(frame)
       if success and success_step < 0:
         success_step = t + 1
   finally:
     if own:
-      close_env(env)
+      env.close()
   return {"frames": np.stack(frames), "actions": np.stack(actions), "success": success,
           "success_step": success_step}
 
@@ -134,7 +226,7 @@ def record_dataset(out_dir: str, *, episodes_per_policy: int = 6, steps: int = 5
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
   os.makedirs(out_dir, exist_ok=True)
   t0 = time.time()
-  env = make_env(resolution)
+  env = make_env(resolution)  # process-isolated renderer (see LocalSim)
   eps, train, test = [], [], []
   try:
     with tqdm(total=len(policies) * episodes_per_policy, desc=f"recording Meta-World {ENV_NAME}",
