@@ -463,6 +463,38 @@ def _rollout_reference(model, cfg, params, context, actions, keys, horizon):
   return jnp.stack(clean, axis=1)
 
 
+class FrameGenerator:
+  """Step-by-step generation with the same semantics (and noise) as ``rollout``: the engine behind the
+  gymnasium environments. Two compiled functions: ``start`` (context -> window state) and ``step`` (push one
+  action per rollout, generate one frame)."""
+
+  def __init__(self, model: RolloutModel, cfg: SamplerConfig):
+    self.model, self.cfg = model, cfg
+    self._init = jax.jit(lambda c, a, k: init_window(model, cfg, c, a, k))
+    self._step = jax.jit(lambda p, s, a: generate_frame(model, cfg, p, push_action(s, a)))
+
+  def start(self, context: jax.Array, context_actions: jax.Array, keys: jax.Array) -> WindowState:
+    """``context [B, k, h, w, c]``, ``context_actions [B, k - 1, A]`` (actions between the context frames)."""
+    context = jnp.asarray(context)
+    if context.ndim != 5 or context.shape[1] < 1:
+      raise ValueError(f"context latents must be [B, k >= 1, h, w, c], got shape {context.shape}")
+    context_actions = jnp.asarray(context_actions, jnp.float32)
+    if context_actions.ndim != 3 or context_actions.shape[:2] != (context.shape[0], context.shape[1] - 1):
+      raise ValueError(f"context_actions must be [B, k - 1, A] = [{context.shape[0]}, {context.shape[1] - 1}, A],"
+                       f" got shape {context_actions.shape}")
+    with noise_mode():
+      return self._init(context, context_actions, keys)
+
+  def step(self, params: Params, state: WindowState, action: jax.Array) -> tuple[jax.Array, WindowState]:
+    """``action [B, A]`` taken at the newest frame -> (next latent ``[B, h, w, c]``, new state)."""
+    action = jnp.asarray(action, jnp.float32)
+    if action.shape != state.actions.shape[:1] + state.actions.shape[2:]:
+      raise ValueError(f"action must be [B, A] = {state.actions.shape[:1] + state.actions.shape[2:]}, "
+                       f"got shape {action.shape}")
+    with noise_mode():
+      return self._step(params, state, action)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Adapter for the trained world model (vid2world_jax.world_model).
 
