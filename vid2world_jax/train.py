@@ -424,6 +424,15 @@ def main(argv):
   logging.info("finished at step %d%s", result["last_step"], " (preempted)" if result["preempted"] else "")
 
 
+def parse_flags(argv):
+  """absl flag parsing with one-line errors (unknown config field, bad override value, missing flag)."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # noqa: BLE001 - any parse failure is a user error, reported on one line
+    msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
+    sys.exit(f"error: bad command line: {msg}")
+
+
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
