@@ -74,8 +74,8 @@ class _Engine:
     latents = self.encode(to_unit(context_u8))
     keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
     self.state = self.gen.start(latents, jnp.asarray(context_actions), keys)
-    self.frames = [context_u8[:, j] for j in range(k)]
-    return context_u8[:, -1]
+    self.frames = [context_u8[:, j].copy() for j in range(k)]
+    return context_u8[:, -1].copy()
 
   def step(self, actions: np.ndarray) -> np.ndarray:
     if self.state is None:
@@ -83,7 +83,7 @@ class _Engine:
     x, self.state = self.gen.step(self.params, self.state, jnp.asarray(actions, jnp.float32))
     frame = to_uint8(self.decode(x[:, None])[:, 0])
     self.frames.append(frame)
-    return frame
+    return frame.copy()
 
   def episode_frames(self, i: int) -> np.ndarray:
     return np.stack([f[i] for f in self.frames])
@@ -150,7 +150,7 @@ class WorldModelEnv(gym.Env):
     rng_seed = int(self.np_random.integers(0, 2**31 - 1))
     obs = self._engine.start(context[None], ca, np.asarray([rng_seed]))[0]
     self._steps = 0
-    self._last = obs
+    self._last = obs.copy()
     return obs, {"frame_index": int(context.shape[0]) - 1}
 
   def step(self, action):
@@ -159,7 +159,7 @@ class WorldModelEnv(gym.Env):
       raise ValueError(f"action must have shape {self.action_space.shape} (action_dim), got {action.shape}")
     obs = self._engine.step(action[None])[0]
     self._steps += 1
-    self._last = obs
+    self._last = obs.copy()
     frames = self._engine.episode_frames(0)
     reward = float(self.reward_fn(frames)) if self.reward_fn is not None else 0.0
     success = bool(self.success_fn(frames)) if self.success_fn is not None else False
