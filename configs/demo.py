@@ -1,0 +1,37 @@
+r"""The embedded default: a tiny causal UNet on the embedded Meta-World drawer-close episodes (64x64), in pixel
+space (patchify p=4 -> 16x16x48 latents), trains in a few CPU minutes.
+
+  python -m vid2world_jax.train --config=configs/demo.py --workdir=/tmp/v2w_demo
+"""
+
+from configs import base
+
+
+def get_config(arg=None):
+  c = base.get_base_config()
+  c.total_steps = 300
+  c.model.arch = "unet"
+  c.model.first_stage = "patchify"
+  c.model.patch_size = 4                    # 64x64x3 -> 16x16x48
+  c.model.context = "learned_null"          # no CLIP: a learned [L, D] context
+  c.model.context_len = 4
+  c.model.unet = base.tiny_unet_config(channels=32, in_channels=96, out_channels=48, frames=8, action_dim=4,
+                                       context_dim=32, attention_resolutions=(2,), channel_mult=(1, 2),
+                                       num_head_channels=16)
+  c.data.source = "embedded"                # Meta-World drawer-close, recorded on first use and cached
+  c.data.resolution = (64, 64)
+  c.data.clip_length = 8
+  c.data.action_dim = 4
+  c.data.batch_size = 8
+  c.optim.lr = 5e-4
+  c.optim.warmup_steps = 20
+  c.optim.schedule = "cosine"
+  c.optim.end_lr_factor = 0.1
+  c.optim.grad_clip_norm = 1.0
+  c.optim.weight_decay = 0.0
+  c.train.log_every = 10
+  c.train.ckpt_every = 100
+  c.train.sample_every = 0
+  if arg == "synthetic":                    # --config=configs/demo.py:synthetic : no Meta-World recording
+    c.data.source = "synthetic"
+  return c
