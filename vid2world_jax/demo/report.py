@@ -1,0 +1,211 @@
+"""The demo's report folder: side-by-side videos, metrics table (markdown + JSON) and plots.
+
+Videos are animated GIFs (imageio) of ``ground truth | prediction [| copy-last-frame]`` strips, upscaled by an
+integer factor. Plots use matplotlib's non-interactive Agg backend. Frames are float arrays in ``[0, 1]``,
+``[B, T, H, W, 3]`` (channels last).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+
+def to_uint8(frames01: np.ndarray) -> np.ndarray:
+  x = np.asarray(frames01, np.float32)
+  return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def side_by_side(columns: list[np.ndarray], scale: int = 2, gap: int = 2) -> np.ndarray:
+  """``[T, H, W, 3]`` videos in [0, 1] -> one uint8 video ``[T, H*scale, n*(W*scale)+gaps, 3]`` (white gaps)."""
+  if not columns:
+    raise ValueError("side_by_side needs at least one video")
+  t = columns[0].shape[0]
+  if any(c.shape != columns[0].shape for c in columns):
+    raise ValueError(f"videos must share one shape, got {[c.shape for c in columns]}")
+  up = [np.repeat(np.repeat(to_uint8(c), scale, axis=1), scale, axis=2) for c in columns]
+  h = up[0].shape[1]
+  sep = np.full((t, h, gap, 3), 255, np.uint8)
+  parts = []
+  for i, u in enumerate(up):
+    if i:
+      parts.append(sep)
+    parts.append(u)
+  return np.concatenate(parts, axis=2)
+
+
+def write_gif(path: str, video_uint8: np.ndarray, fps: float = 4.0) -> str:
+  import imageio.v2 as imageio  # pylint: disable=import-outside-toplevel
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  imageio.mimsave(path, list(video_uint8), duration=1.0 / fps, loop=0)
+  return path
+
+
+def write_videos(out_dir: str, gt: np.ndarray, pred: np.ndarray, names: list[str] | None = None,
+                 baseline: np.ndarray | None = None, max_videos: int = 8, scale: int = 2) -> list[str]:
+  """One GIF per clip: ``ground truth | prediction`` (``| copy-last-frame`` when given). Returns the paths."""
+  gt, pred = np.asarray(gt), np.asarray(pred)
+  if gt.shape != pred.shape or gt.ndim != 5:
+    raise ValueError(f"gt and pred must be equal [B, T, H, W, 3], got {gt.shape} and {pred.shape}")
+  paths = []
+  for i in range(min(gt.shape[0], max_videos)):
+    cols = [gt[i], pred[i]] + ([np.asarray(baseline)[i]] if baseline is not None else [])
+    name = names[i] if names else f"clip{i:02d}"
+    paths.append(write_gif(os.path.join(out_dir, f"{i:02d}_{name}.gif"), side_by_side(cols, scale)))
+  return paths
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tables.
+
+def _fmt(x, nd=3):
+  if x is None:
+    return "-"
+  if isinstance(x, bool):
+    return "yes" if x else "NO"
+  if isinstance(x, (int, np.integer)):
+    return str(int(x))
+  if isinstance(x, (float, np.floating)):
+    return "nan" if math.isnan(float(x)) else f"{float(x):.{nd}f}"
+  return str(x)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def horizon_table(metrics: dict) -> str:
+  """Per-horizon PSNR / SSIM / MSE of every method in ``metrics["per_horizon"]``."""
+  hz = metrics["horizons"]
+  methods = list(metrics["per_horizon"])
+  header = ["horizon"] + [f"{m} {k}" for k in ("PSNR", "SSIM") for m in methods]
+  rows = []
+  for i, h in enumerate(hz):
+    rows.append([h] + [metrics["per_horizon"][m][k.lower()][i] for k in ("PSNR", "SSIM") for m in methods])
+  rows.append(["mean"] + [float(np.mean(metrics["per_horizon"][m][k.lower()])) for k in ("PSNR", "SSIM")
+                          for m in methods])
+  return markdown_table(header, rows)
+
+
+def write_metrics(out_dir: str, metrics: dict, extra_sections: list[tuple[str, str]] = ()) -> tuple[str, str]:
+  """``metrics.json`` (everything) and ``metrics.md`` (tables). Returns both paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  jpath = os.path.join(out_dir, "metrics.json")
+  with open(jpath, "w") as f:
+    json.dump(metrics, f, indent=1, default=_json_default)
+  md = ["# Vid2World demo report", ""]
+  if "setup" in metrics:
+    md += ["## Setup", "", "```", json.dumps(metrics["setup"], indent=1, default=_json_default), "```", ""]
+  md += ["## Prediction quality vs rollout horizon (held-out episodes)", "",
+         "Frames in [0, 1]; PSNR in dB (higher is better), SSIM 11x11 Gaussian (higher is better). "
+         "`copy_last_frame` repeats the given context frame; `shuffled_actions` is the same rollout with the "
+         "actions of another clip.", "", horizon_table(metrics), ""]
+  if metrics.get("guidance_sweep"):
+    rows = [[g["label"], g["psnr"], g["ssim"], g["mse"]] for g in metrics["guidance_sweep"]]
+    md += ["## Guidance scale sweep (mean over horizons)", "",
+           markdown_table(["guidance scale", "PSNR", "SSIM", "MSE"], rows), ""]
+  if metrics.get("quality_bar"):
+    rows = [[k, v["holds"], v["detail"]] for k, v in metrics["quality_bar"].items()]
+    md += ["## Quality bar", "", markdown_table(["check", "holds", "numbers"], rows), ""]
+  if metrics.get("policy_eval"):
+    pe = metrics["policy_eval"]
+    rows = [[p, pe["real"][p], pe["world_model"][p]] for p in pe["policies"]]
+    md += ["## Policy evaluation (real simulator vs world model)", "", pe.get("protocol", ""), "",
+           markdown_table(["policy", "real success", "world-model success"], rows), "",
+           f"Pearson r = {_fmt(pe.get('pearson_r'))}, MMRV = {_fmt(pe.get('mmrv'))}, "
+           f"verifier accuracy on real final frames = {_fmt(pe.get('verifier_accuracy'))}", ""]
+  if metrics.get("unavailable"):
+    md += ["## Not computed", ""] + [f"* {k}: {v}" for k, v in metrics["unavailable"].items()] + [""]
+  for title, body in extra_sections:
+    md += [f"## {title}", "", body, ""]
+  mpath = os.path.join(out_dir, "metrics.md")
+  with open(mpath, "w") as f:
+    f.write("\n".join(md))
+  return mpath, jpath
+
+
+def _json_default(o):
+  if isinstance(o, (np.floating, np.integer)):
+    return o.item()
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  if isinstance(o, np.bool_):
+    return bool(o)
+  return str(o)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Plots.
+
+def _plt():
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def plot_horizon(path: str, metrics: dict) -> str:
+  """PSNR and SSIM vs rollout horizon for every method (one PNG, two panels)."""
+  plt = _plt()
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+  hz = metrics["horizons"]
+  for name, m in metrics["per_horizon"].items():
+    for ax, k in zip(axes, ("psnr", "ssim")):
+      ax.plot(hz, m[k], marker="o", label=name)
+  for ax, k in zip(axes, ("PSNR (dB)", "SSIM")):
+    ax.set_xlabel("rollout horizon (frames after the context frame)")
+    ax.set_ylabel(k)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.suptitle("prediction quality vs horizon (held-out episodes)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_guidance(path: str, sweep: list[dict]) -> str:
+  """Mean PSNR / SSIM vs guidance scale."""
+  plt = _plt()
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+  s = [g["scale"] for g in sweep]
+  for ax, k, lab in zip(axes, ("psnr", "ssim"), ("PSNR (dB)", "SSIM")):
+    ax.plot(s, [g[k] for g in sweep], marker="o")
+    ax.set_xlabel("guidance scale s (1 = no guidance)")
+    ax.set_ylabel(lab)
+    ax.grid(alpha=0.3)
+  fig.suptitle("causal action guidance: metric vs scale")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def summary_text(metrics: dict, report_dir: str) -> str:
+  """One screen of text: headline numbers, quality-bar verdicts, where the report is."""
+  ph = metrics["per_horizon"]
+  lines = ["=" * 78, "Vid2World demo: summary", "=" * 78]
+  for name, m in ph.items():
+    lines.append(f"{name:>20s}: PSNR {np.mean(m['psnr']):6.2f} dB  SSIM {np.mean(m['ssim']):.3f}  "
+                 f"(horizon 1: {m['psnr'][0]:.2f} / {m['ssim'][0]:.3f}; last: {m['psnr'][-1]:.2f} / "
+                 f"{m['ssim'][-1]:.3f})")
+  if metrics.get("guidance_sweep"):
+    lines.append("guidance sweep (PSNR / SSIM): " + ", ".join(
+        f"{g['label']}: {g['psnr']:.2f}/{g['ssim']:.3f}" for g in metrics["guidance_sweep"]))
+  for k, v in (metrics.get("quality_bar") or {}).items():
+    lines.append(f"[{'PASS' if v['holds'] else 'FAIL'}] {k}: {v['detail']}")
+  pe = metrics.get("policy_eval")
+  if pe:
+    lines.append("policy eval (real / world model): " + ", ".join(
+        f"{p}: {pe['real'][p]:.2f}/{pe['world_model'][p]:.2f}" for p in pe["policies"])
+                 + f"; Pearson r {_fmt(pe.get('pearson_r'))}, MMRV {_fmt(pe.get('mmrv'))}")
+  if metrics.get("timing"):
+    lines.append("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in metrics["timing"].items()))
+  lines += [f"report: {os.path.abspath(report_dir)}  (metrics.md, metrics.json, plots/*.png, videos/*.gif)",
+            "=" * 78]
+  return "\n".join(lines)
