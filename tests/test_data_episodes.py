@@ -294,3 +294,19 @@ def test_data_resume_through_orbax_checkpoint(tmp_path):
   for x, y in zip(expected, _take(it2, 3)):
     np.testing.assert_array_equal(x["frames"], y["frames"])
     np.testing.assert_array_equal(x["actions"], y["actions"])
+
+
+def test_episode_memmap_read_matches_full_load(tmp_path):
+  d = str(tmp_path / "eps")
+  os.makedirs(d)
+  fr = np.random.default_rng(0).integers(0, 256, (9, 6, 5, 3), dtype=np.uint8)
+  episodes_lib.write_episode(os.path.join(d, "a.npz"), fr, _actions(0, 9))
+  episodes_lib.write_episode(os.path.join(d, "b.npz"), fr, _actions(1, 9), compress=True)
+  assert episodes_lib.stored_array_location(os.path.join(d, "a.npz"), "frames") is not None
+  assert episodes_lib.stored_array_location(os.path.join(d, "b.npz"), "frames") is None
+  src = episodes_lib.EpisodeSource(d, split="train", action_dim=A, span=3, on_bad_data="raise")
+  idx = np.array([1, 4, 7])
+  for i in range(2):
+    f, a = src.read(i, idx)
+    np.testing.assert_array_equal(f, fr[idx])
+    np.testing.assert_array_equal(a, _actions(i, 9)[idx])

@@ -27,7 +27,8 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.num_threads = 2  # grain read threads per process (element loading)
   c.prefetch_buffer_size = 8  # elements prefetched by the read threads
   c.augment = False  # spec §3.3 clip-consistent augmentation (reflect-pad 2 px + crop, colour jitter)
-  c.on_bad_data = "raise"  # "raise": error naming file/episode; "skip": skip and count in a log line
+  c.on_bad_data = "raise"  # "raise": error naming file/episode; "skip": skip and count in a log line (use
+  #                          "skip" on full RT-1 to drop episodes shorter than the clip, as the paper does)
   c.split = "train"  # "train" | "test" (rt1: seeded hold-out; csgo: test_split.txt; episodes: splits.json)
   c.split_file = ""  # csgo: test file list (default <path>/test_split.txt)
   c.eval_episodes = 1024  # rt1 evaluation: fixed seeded subset of hold-out episodes (spec §7.1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import zipfile
 
 import numpy as np
@@ -46,6 +47,28 @@ def _npz_array_shape(npz_path: str, key: str):
     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, _ = read(f)
   return shape
+
+
+def stored_array_location(npz_path: str, key: str):
+  """(byte offset, shape, dtype) of an UNCOMPRESSED, C-ordered array inside a .npz, or None (compressed /
+  Fortran order). Lets a clip read memory-map only its frames instead of loading the whole episode."""
+  with zipfile.ZipFile(npz_path) as zf:
+    info = zf.getinfo(key + ".npy")
+  if info.compress_type != zipfile.ZIP_STORED:
+    return None
+  with open(npz_path, "rb") as f:
+    f.seek(info.header_offset)
+    head = f.read(30)
+    if head[:4] != b"PK\x03\x04":
+      return None
+    name_len, extra_len = struct.unpack("<HH", head[26:30])
+    f.seek(info.header_offset + 30 + name_len + extra_len)
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    if fortran or dtype.hasobject:
+      return None
+    return f.tell(), tuple(shape), dtype
 
 
 class EpisodeSource:
@@ -110,6 +133,15 @@ class EpisodeSource:
 
   def read(self, i: int, frame_indices: np.ndarray):
     ep = self.episodes[i]
+    loc = stored_array_location(ep.file, "frames")
+    if loc is not None:  # memory-map: read only the clip's frames
+      off, shape, dtype = loc
+      frames = np.memmap(ep.file, dtype=dtype, mode="r", offset=off, shape=shape)
+      with np.load(ep.file) as z:
+        actions = z["actions"]
+      if frames.dtype != np.uint8:
+        raise common.BadDataError(f"{ep.file} episode {ep.name}: frames dtype {frames.dtype}, expected uint8")
+      return np.array(frames[frame_indices]), actions[frame_indices].astype(np.float32)
     with np.load(ep.file) as z:
       frames = z["frames"]
       actions = z["actions"]
