@@ -110,6 +110,12 @@ def test_data_resume_from_state(tmp_path):
       np.testing.assert_array_equal(x[k], y[k])
 
 
+def test_data_default_process_from_jax(tmp_path):
+  d = _write_dir(tmp_path / "eps")
+  b = next(pipeline.make_train_iterator(_cfg(d)))  # jax.process_index()/process_count() = 0/1 here
+  assert b["frames"].shape[0] == 4
+
+
 def test_data_two_hosts_disjoint(tmp_path):
   d = _write_dir(tmp_path / "eps", n=8)
   cfg = _cfg(d)

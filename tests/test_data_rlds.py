@@ -132,8 +132,9 @@ def test_rlds_holdout_split_and_eval_clips(fractal_dir):
 
 def test_rlds_array_record_conversion(fractal_dir, tmp_path):
   out = str(tmp_path / "ar")
-  paths = rt1.convert_to_array_record(fractal_dir, out, progress=False)
-  assert len(paths) == 2 and all(".array_record-" in p for p in paths)
+  rt1.main(["convert", fractal_dir, out])
+  paths = sorted(os.path.join(out, f) for f in os.listdir(out) if ".array_record-" in f)
+  assert len(paths) == 2 and os.path.exists(os.path.join(out, "features.json"))
   a = rt1.Rt1Source(fractal_dir, split="all", action_dim=13, span=1, on_bad_data="raise", progress=False)
   b = rt1.Rt1Source(out, split="all", action_dim=13, span=1, on_bad_data="raise", progress=False)
   assert b.format == "array_record" and len(b.episodes) == 4

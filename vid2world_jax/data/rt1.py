@@ -295,3 +295,28 @@ def convert_to_array_record(path: str, out_dir: str, split: str = "train", progr
       os.replace(dst + ".tmp", dst)
       out.append(dst)
   return out
+
+
+def main(argv=None):
+  """CLI: python -m vid2world_jax.data.rt1 {index,convert} SRC [DST]."""
+  import argparse  # pylint: disable=import-outside-toplevel
+  p = argparse.ArgumentParser(description="RT-1 fractal20220817_data tools")
+  p.add_argument("command", choices=("index", "convert"),
+                 help="index: build/refresh the random-access index; convert: TFRecord -> ArrayRecord")
+  p.add_argument("src", help=f".../{DATASET}/0.1.0 (TFRecord shards)")
+  p.add_argument("dst", nargs="?", help="output directory for convert")
+  p.add_argument("--split", default="train")
+  a = p.parse_args(argv)
+  if a.command == "index":
+    idx = build_index(a.src, a.split)
+    bad = sum(1 for e in idx["episodes"] if "error" in e)
+    print(f"{len(idx['episodes'])} episodes indexed ({bad} bad) in {len(idx['files'])} shards")
+  else:
+    if not a.dst:
+      p.error("convert needs DST")
+    out = convert_to_array_record(a.src, a.dst, a.split)
+    print(f"wrote {len(out)} ArrayRecord shards to {a.dst}")
+
+
+if __name__ == "__main__":
+  main()
