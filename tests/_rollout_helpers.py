@@ -87,3 +87,19 @@ def standin_model():
   from vid2world_jax.diffusion import schedules
   sched = schedules.schedule_for_variant("512")
   return rl.RolloutModel(denoiser=rl.FnDenoiser(standin_denoise), cond_fn=standin_cond, schedule=sched)
+
+
+def write_toy_checkpoint(workdir, step: int = 5, seed: int = 3):
+  """A training-format checkpoint (<workdir>/checkpoints/<step>/state with 'params') of configs/test_tiny.py:toy."""
+  import os
+  import orbax.checkpoint as ocp
+  from configs import test_tiny
+  from vid2world_jax import world_model
+  cfg = test_tiny.get_config("toy")
+  wm, _ = world_model.build(cfg.model, rngs=nnx.Rngs(params=seed, dropout=1))
+  params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(wm, nnx.Param)))
+  path = os.path.join(str(workdir), "checkpoints", str(step), "state")
+  ckpt = ocp.StandardCheckpointer()
+  ckpt.save(path, {"params": params, "step": np.int32(step)})
+  ckpt.wait_until_finished()
+  return cfg

@@ -119,3 +119,60 @@ def test_rollout_refuses_noncausal_unet_config():
     rl.check_causal_unet(c.model.unet)
   c.model.unet.temporal_norm = "per_frame"
   rl.check_causal_unet(c.model.unet)  # no error
+
+
+# ------------------------------------------------------------------------------------------------------------
+# CLI: python -m vid2world_jax.rollout
+
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  return subprocess.run([sys.executable, "-m", "vid2world_jax.rollout", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+  d = tmp_path_factory.mktemp("cli")
+  h.write_toy_checkpoint(d / "work")
+  rng = np.random.default_rng(0)
+  np.savez(d / "ctx.npz", frames=rng.integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8))
+  np.save(d / "acts.npy", rng.uniform(-1, 1, size=(5, 2)).astype(np.float32))     # k=1 -> horizon 5 (> window 4)
+  np.save(d / "acts3.npy", rng.uniform(-1, 1, size=(5, 3)).astype(np.float32))
+  return d
+
+
+def test_rollout_cli_writes_npz_and_gif(cli_files):
+  d = cli_files
+  common = [f"--config={REPO}/configs/test_tiny.py:toy", f"--checkpoint={d / 'work'}", f"--context={d / 'ctx.npz'}",
+            f"--actions={d / 'acts.npy'}", "--guidance=2.5", "--ddim_steps=2", "--context_frames=1"]
+  r = _cli(*common, f"--out={d / 'out.npz'}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  with np.load(d / "out.npz") as z:
+    frames, latents = z["frames"], z["latents"]
+  assert frames.shape == (1, 6, 16, 16, 3) and frames.dtype == np.uint8 and latents.shape == (1, 6, 8, 8, 12)
+  ctx = np.load(d / "ctx.npz")["frames"]
+  np.testing.assert_array_equal(frames[0, 0], ctx[0])
+  assert "frames" in r.stderr  # the progress bar
+  r = _cli(*common, f"--out={d / 'out.gif'}", "--noprogress")
+  assert r.returncode == 0, r.stderr[-3000:]
+  import imageio.v3 as iio
+  assert iio.imread(d / "out.gif").shape[0] == 6
+
+
+def test_rollout_cli_clear_errors(cli_files):
+  d = cli_files
+  base = [f"--config={REPO}/configs/test_tiny.py:toy", f"--context={d / 'ctx.npz'}", f"--out={d / 'x.npz'}",
+          "--ddim_steps=2"]
+  r = _cli(*base, f"--checkpoint={d / 'work'}", f"--actions={d / 'acts3.npy'}", "--context_frames=1")
+  assert r.returncode != 0 and "action dimension mismatch" in r.stderr and "expects 2" in r.stderr
+  r = _cli(*base, f"--checkpoint={d / 'work'}", f"--actions={d / 'acts.npy'}", "--context_frames=3")
+  assert r.returncode != 0 and "too few context frames" in r.stderr
+  r = _cli(*base, f"--checkpoint={d / 'nope'}", f"--actions={d / 'acts.npy'}", "--context_frames=1")
+  assert r.returncode != 0 and "checkpoint not found" in r.stderr

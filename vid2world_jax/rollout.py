@@ -549,3 +549,8 @@ def world_model_rollout_model(model_cfg, graphdef, frozen_graphdef, schedule: Sc
     return {"concat": first_latent, "context": ctx}
 
   return RolloutModel(denoiser=FnDenoiser(denoise), cond_fn=cond_fn, schedule=schedule)
+
+
+if __name__ == "__main__":  # python -m vid2world_jax.rollout --config=... (see rollout_cli)
+  from vid2world_jax import rollout_cli
+  rollout_cli.run()
