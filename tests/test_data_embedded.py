@@ -19,6 +19,13 @@ def tiny_embedded(tmp_path_factory):
   return cache, d
 
 
+@pytest.fixture(scope="module")
+def sim16():
+  env = simulator.make_env(16)  # one simulator process shared by the policy tests
+  yield env
+  env.close()
+
+
 def test_embedded_data_recording_format(tiny_embedded):
   _, d = tiny_embedded
   with open(os.path.join(d, "meta.json")) as f:
@@ -63,14 +70,10 @@ def test_embedded_data_pipeline(tiny_embedded):
   assert {s.name for s in ev.specs} == {"expert_001", "random_001"}
 
 
-def test_embedded_data_run_policy_deterministic():
-  env = simulator.make_env(32)
-  try:
-    a = simulator.run_policy("expert_noise1.0", 11, steps=3, env=env)
-    b = simulator.run_policy("expert_noise1.0", 11, steps=3, env=env)
-    c = simulator.run_policy("expert_noise1.0", 12, steps=3, env=env)
-  finally:
-    simulator.close_env(env)
+def test_embedded_data_run_policy_deterministic(sim16):
+  a = simulator.run_policy("expert_noise1.0", 11, steps=3, env=sim16)
+  b = simulator.run_policy("expert_noise1.0", 11, steps=3, env=sim16)
+  c = simulator.run_policy("expert_noise1.0", 12, steps=3, env=sim16)
   np.testing.assert_array_equal(a["frames"], b["frames"])
   np.testing.assert_array_equal(a["actions"], b["actions"])
   assert not np.array_equal(a["frames"][0], c["frames"][0])  # another seed, another initial drawer position
@@ -78,19 +81,19 @@ def test_embedded_data_run_policy_deterministic():
     simulator.make_policy("oracle")
 
 
-def test_embedded_data_expert_succeeds_random_policy_callable():
-  r = simulator.run_policy("expert", 1003, steps=45, resolution=16)
+def test_embedded_data_expert_succeeds_random_policy_callable(sim16):
+  r = simulator.run_policy("expert", 1003, steps=45, env=sim16)
   assert r["success"] and 0 < r["success_step"] <= 45
   calls = []
   def lazy(obs, rng):
     calls.append(obs.shape)
     return np.zeros(4, np.float32)
-  z = simulator.run_policy(lazy, 1003, steps=45, resolution=16)
+  z = simulator.run_policy(lazy, 1003, steps=45, env=sim16)
   assert not z["success"] and len(calls) == 46 and z["frames"].shape == (46, 16, 16, 3)
 
 
-def test_embedded_data_simulator_coexists_with_tensorflow():
+def test_embedded_data_simulator_coexists_with_tensorflow(sim16):
   import tensorflow as tf  # in-process EGL rendering + TF segfaults; the default simulator is process-isolated
-  r = simulator.run_policy("random", 5, steps=2, resolution=16)
+  r = simulator.run_policy("random", 5, steps=2, env=sim16)
   assert r["frames"].shape == (3, 16, 16, 3) and r["frames"].std() > 1
   assert int(tf.reduce_sum(tf.constant(r["frames"][0], tf.int32))) == int(r["frames"][0].astype(np.int64).sum())
