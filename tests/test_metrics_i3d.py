@@ -63,3 +63,23 @@ def test_i3d_metric_too_small_input_is_clear():
   model = i3d.build(cfg, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="average-pool kernel"):
     model(jnp.zeros((1, 4, 64, 64, 3)))
+
+
+def test_i3d_metric_real_geometry():
+  """16-frame 224x224 clips end in a 2x7x7 map: exactly the real network's final average pool."""
+  assert i3d.final_feature_shape((16, 224, 224)) == (2, 7, 7)
+  assert tuple(i3d.config().avg_pool_kernel) == (2, 7, 7)
+  # the shape rule agrees with the layers themselves (abstract evaluation, nothing is computed)
+  cfg = i3d.config()
+  cfg.avg_pool_kernel = (1, 1, 1)
+  model = i3d.build(cfg, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+  feats = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s).Mixed_5c(
+      _trunk(nnx.merge(graphdef, s), x)), state, jax.ShapeDtypeStruct((1, 12, 70, 90, 3), jnp.float32))
+  assert feats.shape[1:4] == i3d.final_feature_shape((12, 70, 90))
+
+
+def _trunk(model, x):
+  for name in model.ORDER[:-1]:
+    x = getattr(model, name)(x)
+  return x

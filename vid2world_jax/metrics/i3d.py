@@ -118,18 +118,27 @@ class InceptionI3d(nnx.Module):
     """``[B, T, H, W, 3]`` in ``[-1, 1]`` -> ``[B, num_classes]`` logits averaged over time."""
     if x.ndim != 5:
       raise ValueError(f"I3D wants [B, T, H, W, C] videos, got shape {x.shape}")
+    k = self.avg_pool_kernel
+    final = final_feature_shape(x.shape[1:4])
+    if any(final[i] < k[i] for i in range(3)):
+      raise ValueError(f"I3D: final feature map {final} of a {tuple(x.shape[1:4])} clip is smaller than the "
+                       f"average-pool kernel {k}; use longer/larger inputs (224x224, >= 9 frames for the real network)")
     x = x.astype(jnp.float32)
     for name in self.ORDER:
       x = getattr(self, name)(x)
-    k = self.avg_pool_kernel
-    if any(x.shape[1 + i] < k[i] for i in range(3)):
-      raise ValueError(f"I3D: final feature map {x.shape[1:4]} smaller than the average-pool kernel {k}; "
-                       f"use longer/larger inputs (224x224, >= 9 frames for the real network)")
     x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, *k, 1), (1,) * 5, "VALID") / float(np.prod(k))
     x = self.logits(x)
     if x.shape[2:4] != (1, 1):
       raise ValueError(f"I3D: spatial size after pooling is {x.shape[2:4]}, want (1, 1); check the input size")
     return x[:, :, 0, 0, :].mean(axis=1)
+
+
+def final_feature_shape(thw) -> tuple[int, int, int]:
+  """(T, H, W) of the Mixed_5c output for a (T, H, W) input ("same" padding: each stride-s stage gives ceil(n/s))."""
+  out = list(thw)
+  for stride in ((2, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2)):  # Conv3d_1a, pools 2a, 3a, 4a, 5a
+    out = [-(-n // s) for n, s in zip(out, stride)]
+  return tuple(out)
 
 
 def preprocess(videos_uint8, size: int = 224) -> jax.Array:
