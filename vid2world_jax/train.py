@@ -407,8 +407,9 @@ def maybe_initialize_distributed() -> None:
     jax.distributed.initialize(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
                                num_processes=int(env["JAX_NUM_PROCESSES"]),
                                process_id=int(env["JAX_PROCESS_ID"]))
-  elif int(env.get("SLURM_NTASKS", "1")) > 1 or "," in env.get("TPU_WORKER_HOSTNAMES", ""):
-    jax.distributed.initialize()  # SLURM / Cloud TPU cluster auto-detection
+  elif (env.get("V2W_DISTRIBUTED") == "1" or int(env.get("SLURM_NTASKS", "1")) > 1
+        or "," in env.get("TPU_WORKER_HOSTNAMES", "")):
+    jax.distributed.initialize()  # Cloud TPU / SLURM cluster auto-detection
 
 
 def main(argv):
