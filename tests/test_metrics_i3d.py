@@ -83,3 +83,19 @@ def _trunk(model, x):
   for name in model.ORDER[:-1]:
     x = getattr(model, name)(x)
   return x
+
+
+def test_i3d_metric_torchscript_archive(tmp_path):
+  """A TorchScript archive (like StyleGAN-V's i3d_torchscript.pt) with InceptionI3d parameter names converts."""
+  ref = _torch_refs.i3d_reference(seed=3, avg_pool_kernel=SMALL_POOL)
+  x = torch.from_numpy(np.random.default_rng(2).uniform(-1, 1, (1, 3, 5, 33, 33)).astype(np.float32))
+  with torch.no_grad():
+    traced = torch.jit.trace(ref, x)
+  path = tmp_path / "i3d_torchscript.pt"
+  torch.jit.save(traced, str(path))
+  cfg = i3d.config()
+  cfg.avg_pool_kernel = SMALL_POOL
+  model = weights.load_i3d(str(path), cfg)
+  got = nnx.state(model, nnx.Param)["Mixed_5c"]["b1b"]["conv3d"]["kernel"][...]
+  want = ref.Mixed_5c.b1b.conv3d.weight.detach().numpy().transpose(2, 3, 4, 1, 0)
+  np.testing.assert_array_equal(np.asarray(got), want)
