@@ -18,8 +18,12 @@ def tiny_model_config(arch: str = "toy", window: int = 4, action_dim: int = 3, h
   c = base.get_base_config()
   m = c.model
   m.arch = arch
-  m.unet = base.tiny_unet_config(channels=8, in_channels=24, out_channels=12, frames=window,
-                                 action_dim=action_dim, context_dim=8)
+  if arch == "unet":  # GroupNorm(32) needs >= 32 channels
+    m.unet = base.tiny_unet_config(channels=32, in_channels=24, out_channels=12, frames=window,
+                                   action_dim=action_dim, context_dim=8, num_head_channels=16)
+  else:
+    m.unet = base.tiny_unet_config(channels=8, in_channels=24, out_channels=12, frames=window,
+                                   action_dim=action_dim, context_dim=8)
   m.context_len = 2
   m.first_stage = "patchify"
   m.patch_size = 2

@@ -533,6 +533,7 @@ def world_model_rollout_model(model_cfg, graphdef, frozen_graphdef, schedule: Sc
 
   def denoise(params, lat, t, cond, acts, mask):
     wm = nnx.merge(graphdef, params[0])
+    wm.eval()  # inference: dropout off (also keeps RNG streams untouched inside the scans)
     return wm.denoise(lat, t, cond, acts, mask)
 
   def cond_fn(params, first_latent):
