@@ -39,6 +39,17 @@ def _load(path, **overrides):
   return f, model
 
 
+def _variant(base, params: dict, **overrides):
+  """``base``'s parameters in a model built with config overrides (same parameter tree), no re-conversion."""
+  cfg = U.config_from_torch_params(params)
+  cfg.update(overrides)
+  abstract = nnx.eval_shape(lambda: U.build(cfg, rngs=nnx.Rngs(0)))
+  graphdef, _ = nnx.split(abstract)
+  model = nnx.merge(graphdef, nnx.state(base))
+  model.eval()
+  return model
+
+
 def _ref_layout(ref: np.ndarray, batch: int) -> np.ndarray:
   """torch layouts of the fixture activations -> ours."""
   if ref.ndim == 5:   # b c t h w
@@ -113,7 +124,7 @@ def test_parity_unet_causal_options_measure_change():
   }
   changes = {}
   for name, ov in variants.items():
-    _, m = _load(path, **ov)
+    m = _variant(base, f.config["params"], **ov)
     changes[name] = fx.max_rel_err(_run(m, f.io), ref)
   print("\nmax rel change of out vs original: " + ", ".join(f"{k}={v:.3e}" for k, v in changes.items()))
   for name, v in changes.items():
@@ -123,5 +134,23 @@ def test_parity_unet_causal_options_measure_change():
     g = fx.load(p)
     if g.config["params"].get("use_causal_attention") and g.config["params"] == {
         **f.config["params"], "use_causal_attention": True}:
-      _, m = _load(path, causal_temporal_attention=True)
+      m = _variant(base, f.config["params"], causal_temporal_attention=True)
       assert fx.max_rel_err(_run(m, f.io), fx.ncthw_to_nthwc(g.io["out"])) <= TOL
+
+
+@pytest.mark.parametrize("variant", ["256", "512", "1024"])
+def test_parity_unet_real_config_matches_manifest(variant, shared_dir):
+  """``real_config`` builds exactly the parameter set (names and shapes) of the real DynamiCrafter checkpoint."""
+  import json
+  import os
+  with open(os.path.join(shared_dir, "reference", "manifests", f"dynamicrafter_{variant}_state_dict.json")) as fh:
+    manifest = json.load(fh)
+  ckpt = {e["key"]: tuple(e["shape"]) for e in manifest["keys"]
+          if e["key"].startswith(U.WEIGHTS_PREFIX) and e["kind"] == "param"}
+  model = nnx.eval_shape(lambda: U.build(U.real_config(variant), rngs=nnx.Rngs(0)))
+  _, report = core.convert(ckpt, U.torch_name_table(model), core.param_shapes(nnx.state(model, nnx.Param)),
+                           aliases=U.TORCH_ALIASES, ignore=U.TORCH_IGNORE, shapes_only=True)
+  assert report.ok, report.summary()
+  n = sum(int(np.prod(s)) for s in core.param_shapes(nnx.state(model, nnx.Param)).values())
+  print(f"\n{variant}: {report.mapped} tensors, {n:,} parameters")
+  assert n == manifest["param_counts"][U.WEIGHTS_PREFIX.rstrip(".")]

@@ -61,14 +61,23 @@ def get_model(strict: bool, norm: str = "per_frame", action_dim: int = A, encode
   return m
 
 
-@nnx.jit
-def _denoise(model, x, t, concat, context, fs, actions, mask):
-  return api.denoise(model, x, t, {"concat": concat, "context": context, "fs": fs}, actions, mask)
+# Fast-compiling jit (the tiny model's runtime is negligible; XLA's optimisation passes dominate on 2 cores).
+_FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+_JITS = {}
 
 
-@nnx.jit
-def _denoise_nomask(model, x, t, concat, context, fs, actions):
-  return api.denoise(model, x, t, {"concat": concat, "context": context, "fs": fs}, actions)
+def _jitted(model, with_mask: bool):
+  key = (id(model), with_mask)
+  if key not in _JITS:
+    graphdef, state = nnx.split(model)
+
+    def f(state, x, t, concat, context, fs, actions, mask):
+      m = nnx.merge(graphdef, state)
+      return api.denoise(m, x, t, {"concat": concat, "context": context, "fs": fs}, actions,
+                         mask if with_mask else None)
+
+    _JITS[key] = (jax.jit(f, compiler_options=_FAST), state)
+  return _JITS[key]
 
 
 def make_inputs(seed: int, b: int, t: int, action_dim: int = A):
@@ -96,11 +105,9 @@ def perturb_after(inp: dict, k: int, seed: int) -> dict:
 
 
 def run(model, inp, with_mask=True):
-  if with_mask:
-    return np.asarray(_denoise(model, inp["x"], inp["t"], inp["concat"], inp["context"], inp["fs"],
-                               inp["actions"], inp["mask"]))
-  return np.asarray(_denoise_nomask(model, inp["x"], inp["t"], inp["concat"], inp["context"], inp["fs"],
-                                    inp["actions"]))
+  fn, state = _jitted(model, with_mask)
+  return np.asarray(fn(state, inp["x"], inp["t"], inp["concat"], inp["context"], inp["fs"], inp["actions"],
+                       inp["mask"]))
 
 
 def max_prefix_leak(model, inp, with_mask=True, seed=0):
@@ -116,8 +123,8 @@ def max_prefix_leak(model, inp, with_mask=True, seed=0):
   return leak, min_change
 
 
-@pytest.mark.parametrize("norm", ["per_frame", "cumulative"])
-@pytest.mark.parametrize("with_mask", [True, False], ids=["action_dropout", "no_mask"])
+@pytest.mark.parametrize("norm,with_mask", [("per_frame", True), ("cumulative", True), ("per_frame", False)],
+                         ids=["per_frame-action_dropout", "cumulative-action_dropout", "per_frame-no_mask"])
 def test_causal_strict_prefix_independent_of_future(norm, with_mask):
   model = get_model(True, norm)
   leak, min_change = max_prefix_leak(model, make_inputs(0, 2, 6), with_mask)
@@ -150,18 +157,6 @@ def test_causal_original_settings_leak():
   leak = float(np.max(np.abs(out[:, 0] - base[:, 0])))
   print(f"\noriginal settings: change of frame 0 when frames 1.. are perturbed: {leak:.3e}")
   assert leak > 1e-3
-
-
-def test_causal_original_norm_or_conv_alone_leak():
-  """Each non-causal piece alone leaks: measured with the rest strict."""
-  inp = make_inputs(0, 2, 6)
-  for name, norm in [("joint norm", "joint")]:
-    model = get_model(True, norm)
-    base = run(model, inp)
-    out = run(model, perturb_after(inp, 0, 5))
-    leak = float(np.max(np.abs(out[:, 0] - base[:, 0])))
-    print(f"\nstrict except {name}: frame-0 leak {leak:.3e}")
-    assert leak > 1e-3
 
 
 def test_causal_per_frame_timesteps_equal_entries_match_clip_timestep():
@@ -199,16 +194,18 @@ def test_action_locality():
 
 
 def test_action_embedding_encoder_sums_table_rows():
-  model = get_model(True, "per_frame", 5, "embedding")
-  table = np.asarray(model.action_emb[0].kernel[...])
-  assert table.shape == (5, 64) and model.action_emb[0].bias is None
+  from vid2world_jax.models.embeddings import action_encoder
+  enc = action_encoder("embedding", 5, 32, 128, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  table = np.asarray(enc[0].kernel[...])
+  assert table.shape == (5, 32) and enc[0].bias is None
   multi_hot = np.array([[1, 0, 1, 0, 1]], np.float32)
-  first = np.asarray(model.action_emb[0](jnp.asarray(multi_hot)))
-  np.testing.assert_allclose(first[0], table[[0, 2, 4]].sum(0), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(enc[0](jnp.asarray(multi_hot)))[0], table[[0, 2, 4]].sum(0),
+                             rtol=1e-6, atol=1e-6)
+  assert enc(jnp.asarray(multi_hot)).shape == (1, 128)
 
 
 def test_action_required_and_shape_errors():
-  model = get_model(True, "per_frame")
+  model = nnx.eval_shape(lambda: U.build(tiny_config(True), rngs=nnx.Rngs(0)))  # errors come before compute
   inp = make_inputs(0, 1, 2)
   cond = {"concat": inp["concat"], "context": inp["context"], "fs": None}
   with pytest.raises(ValueError, match="actions"):
@@ -221,6 +218,6 @@ def test_action_required_and_shape_errors():
     api.denoise(model, inp["x"], inp["t"][:, :1], cond, inp["actions"])
   with pytest.raises(ValueError, match="concat"):
     api.denoise(model, inp["x"], inp["t"], {**cond, "concat": inp["concat"][:, :2]}, inp["actions"])
-  no_act = get_model(False, action_dim=0)
+  no_act = nnx.eval_shape(lambda: U.build(tiny_config(False, action_dim=0), rngs=nnx.Rngs(0)))
   with pytest.raises(ValueError, match="action_dim=0"):
     api.denoise(no_act, inp["x"], inp["t"], cond, inp["actions"])

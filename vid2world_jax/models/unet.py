@@ -199,21 +199,28 @@ class UNet(nnx.Module):
     if emb.ndim == 2:  # one timestep per clip: same embedding for every frame (torch repeat_interleave)
       emb = jnp.broadcast_to(emb[:, None], (b, t, emb.shape[-1]))
     if cfg["action_dim"]:
-      if actions is None:
-        raise ValueError(f"this UNet has action_dim={cfg['action_dim']}: actions [B, T, A] are required")
-      actions = jnp.asarray(actions)
-      if actions.shape != (b, t, cfg["action_dim"]):
-        raise ValueError(f"actions must be [B, T, A]=({b}, {t}, {cfg['action_dim']}), got {actions.shape}")
       a = self.action_emb(actions.astype(self.dtype))
       if action_mask is not None:
-        action_mask = jnp.asarray(action_mask)
-        if action_mask.shape != (b, t):
-          raise ValueError(f"action_mask must be [B, T]=({b}, {t}), got {action_mask.shape}")
         a = a * action_mask.astype(a.dtype)[..., None]
       emb = emb + a
-    elif actions is not None or action_mask is not None:
-      raise ValueError("actions / action_mask given but the UNet has action_dim=0")
     return emb
+
+  def _check_actions(self, actions, action_mask, b: int, t: int):
+    a_dim = self.cfg["action_dim"]
+    if not a_dim:
+      if actions is not None or action_mask is not None:
+        raise ValueError("actions / action_mask given but the UNet has action_dim=0")
+      return None, None
+    if actions is None:
+      raise ValueError(f"this UNet has action_dim={a_dim}: actions [B, T, A] are required")
+    actions = jnp.asarray(actions)
+    if actions.shape != (b, t, a_dim):
+      raise ValueError(f"actions must be [B, T, A]=({b}, {t}, {a_dim}), got {actions.shape}")
+    if action_mask is not None:
+      action_mask = jnp.asarray(action_mask)
+      if action_mask.shape != (b, t):
+        raise ValueError(f"action_mask must be [B, T]=({b}, {t}), got {action_mask.shape}")
+    return actions, action_mask
 
   def split_context(self, context, t: int):
     """``context [B, L, D]`` -> ``(text [B, 1, Lt, D], image [B, T | 1, Li, D] | None)``.
@@ -249,8 +256,9 @@ class UNet(nnx.Module):
     if capture is not None and cfg["remat"]:
       raise ValueError("capture is not available with remat=True")
     b, t = x.shape[:2]
-    emb = self.embed(timesteps, fs, actions, action_mask, b, t, capture)
+    actions, action_mask = self._check_actions(actions, action_mask, b, t)
     ctx = self.split_context(context, t)
+    emb = self.embed(timesteps, fs, actions, action_mask, b, t, capture)
     h = x.astype(self.dtype)
 
     def run(block, h, emb, ctx, name):
