@@ -107,3 +107,23 @@ def test_policy_eval_cli_reports_rates_pearson_mmrv(tmp_path):
   rep = json.load(open(tmp_path / "rep.json"))
   sims = [rep["success_rates"][k] for k in ("bad", "good", "mid")]
   assert rep["comparison"]["mmrv"] == pytest.approx(pe.mmrv(sims, [0.1, 0.9, 0.5]))
+
+
+def test_policy_eval_set_from_recorded_simulator_dataset(tmp_path):
+  from vid2world_jax.data import episodes as episodes_lib
+  rng = np.random.default_rng(0)
+  eps = []
+  for pi, (pol, succ) in enumerate([("expert", [True, True]), ("random", [False, True])]):
+    for k, s in enumerate(succ):
+      frames = rng.integers(0, 256, size=(6, 8, 8, 3), dtype=np.uint8)
+      frames[0] = 10 * k                      # same initial frame per seed for both policies
+      name = f"{pol}_{k:03d}"
+      episodes_lib.write_episode(str(tmp_path / (name + ".npz")), frames,
+                                 np.full((6, 4), pi + 0.1 * k, np.float32), s)
+      eps.append({"name": name, "policy": pol, "seed": 1000 + k, "success": s})
+  (tmp_path / "meta.json").write_text(json.dumps({"episodes": eps}))
+  es = pe.eval_set_from_recording(str(tmp_path), context_frames=1, steps=4)
+  assert es["contexts"].shape == (2, 1, 8, 8, 3) and (es["contexts"][1] == 10).all()
+  assert es["real"] == {"expert": 1.0, "random": 0.5}
+  np.testing.assert_allclose(es["policies"]["random"].actions[:, :, 0], [[1.0] * 4, [1.1] * 4], rtol=1e-6)
+  assert es["verifier"].frames.shape == (4, 8, 8, 3)

@@ -23,6 +23,9 @@ CLI::
   python -m vid2world_jax.policy_eval --config=configs/test_tiny.py --checkpoint=/tmp/run/checkpoints \\
       --episodes=eval_set.npz --out=report.json [--guidance=2.5 --ddim_steps=50 --success=pkg.mod:fn]
 
+or ``--recording=<dir>`` (a ``data.simulator.record_dataset`` recording: Real2Sim against the real simulator's
+success rates, see ``eval_set_from_recording``); ``--policy=name=pkg.mod:fn`` adds closed-loop policies.
+
 ``eval_set.npz``: ``contexts`` uint8 ``[N, k, H, W, 3]``; per policy P ``actions__P`` float32 ``[N, steps, A]``
 (replayed open loop) and optionally ``real__P`` (scalar real success rate); optionally ``verifier_frames`` uint8
 ``[M, H, W, 3]`` + ``verifier_labels`` bool ``[M]`` (used when no ``--success`` is given). The last printed line
@@ -194,13 +197,66 @@ def load_eval_set(path: str) -> dict:
   return {"contexts": ctx, "policies": policies, "real": real, "verifier": verifier}
 
 
+def eval_set_from_recording(dataset_dir: str, *, context_frames: int = 1, steps: int | None = None,
+                            split: str = "all") -> dict:
+  """Real2Sim eval set from a recorded simulator dataset (``data.simulator.record_dataset`` layout: episode
+  ``.npz`` files with frames / actions / success, ``meta.json`` listing each episode's policy and seed).
+
+  Per policy: the recorded action sequences are replayed open loop in the world model from the episodes' first
+  ``context_frames`` frames; the real success rate is the recorded one; the verifier is
+  ``NearestFrameVerifier`` over the recorded last frames and their success flags. Policies must share the
+  initial states (same seeds, as ``record_dataset`` records them); episodes are matched by seed."""
+  import os
+  with open(os.path.join(dataset_dir, "meta.json")) as f:
+    meta = json.load(f)
+  names = None
+  if split != "all":
+    with open(os.path.join(dataset_dir, "splits.json")) as f:
+      names = set(json.load(f)[split])
+  by_policy: dict[str, dict[int, dict]] = {}
+  for e in meta["episodes"]:
+    if names is not None and e["name"] not in names:
+      continue
+    with np.load(os.path.join(dataset_dir, e["name"] + ".npz")) as z:
+      by_policy.setdefault(e["policy"], {})[int(e["seed"])] = {k: z[k] for k in z.files}
+  if len(by_policy) < 2:
+    raise ValueError(f"{dataset_dir}: need episodes of at least two policies, got {sorted(by_policy)}")
+  seeds = sorted(set.intersection(*(set(v) for v in by_policy.values())))
+  if not seeds:
+    raise ValueError(f"{dataset_dir}: the policies share no initial state (seed)")
+  k = int(context_frames)
+  first = by_policy[sorted(by_policy)[0]]
+  contexts = np.stack([first[s]["frames"][:k] for s in seeds])
+  t_max = min(ep["actions"].shape[0] for eps in by_policy.values() for ep in eps.values())
+  steps = int(steps or (t_max - k))
+  if k - 1 + steps > t_max:
+    raise ValueError(f"{k} context frames + {steps} steps need {k - 1 + steps} recorded actions, have {t_max}")
+  policies, real, last, labels = {}, {}, [], []
+  for p, eps in sorted(by_policy.items()):
+    policies[p] = ReplayPolicy(np.stack([eps[s]["actions"][k - 1:k - 1 + steps] for s in seeds]))
+    real[p] = float(np.mean([bool(eps[s]["success"]) for s in seeds]))
+    for ep in eps.values():
+      last.append(ep["frames"][-1])
+      labels.append(bool(ep["success"]))
+  return {"contexts": contexts, "policies": policies, "real": real,
+          "verifier": NearestFrameVerifier(np.stack(last), np.asarray(labels)), "steps": steps}
+
+
 def main(argv):
   del argv
   from absl import flags
   from vid2world_jax import envs
   from vid2world_jax import rollout_cli
   f = flags.FLAGS
-  es = load_eval_set(f.episodes)
+  if bool(f.episodes) == bool(f.recording):
+    raise SystemExit("give exactly one of --episodes (eval-set .npz) or --recording (simulator dataset dir)")
+  es = load_eval_set(f.episodes) if f.episodes else eval_set_from_recording(
+      f.recording, context_frames=f.context_frames, steps=f.steps or None)
+  for spec in f.policy:  # closed-loop policies: name=package.module:callable
+    if "=" not in spec:
+      raise SystemExit(f"--policy must be name=package.module:callable, got {spec!r}")
+    name, path = spec.split("=", 1)
+    es["policies"][name] = _import(path)
   if f.success:
     success_fn = _import(f.success)
   elif es["verifier"] is not None:
@@ -210,10 +266,13 @@ def main(argv):
                      "in the eval set")
   cfg, wm, frozen, sampler = rollout_cli.load_world_model_from_flags()
   ctx = es["contexts"]
-  steps = f.steps or min(p.actions.shape[1] for p in es["policies"].values())
+  replays = [p.actions.shape[1] for p in es["policies"].values() if isinstance(p, ReplayPolicy)]
+  steps = f.steps or es.get("steps") or (min(replays) if replays else 0)
+  if steps < 1:
+    raise SystemExit("--steps is required when no replayed action sequences fix the episode length")
   action_dim = int(cfg.model.unet.action_dim)
   for name, p in es["policies"].items():
-    if p.actions.shape[2] != action_dim:
+    if isinstance(p, ReplayPolicy) and p.actions.shape[2] != action_dim:
       raise SystemExit(f"actions__{name}: action dimension {p.actions.shape[2]} != model action_dim {action_dim}")
   venv = envs.make_world_model_env(cfg.model, wm, frozen, sampler, frame_shape=ctx.shape[2:],
                                    num_envs=ctx.shape[0], allow_noncausal=f.allow_noncausal)
@@ -235,11 +294,15 @@ def _define_flags():
   from absl import flags
   from vid2world_jax import rollout_cli
   rollout_cli.define_model_flags()
-  flags.DEFINE_string("episodes", None, "eval set .npz (contexts, actions__<policy>, real__<policy>, verifier_*)")
+  flags.DEFINE_string("episodes", "", "eval set .npz (contexts, actions__<policy>, real__<policy>, verifier_*)")
+  flags.DEFINE_string("recording", "", "recorded simulator dataset dir (data.simulator.record_dataset): replay its "
+                      "policies' actions, real rates = recorded success rates")
+  flags.DEFINE_integer("context_frames", 1, "context frames per episode with --recording")
+  flags.DEFINE_multi_string("policy", [], "closed-loop policy name=package.module:callable "
+                            "(frames uint8 [B,H,W,3], step) -> actions [B,A]")
   flags.DEFINE_string("success", "", "success function 'package.module:fn' (frames uint8 [t,H,W,3] -> bool)")
   flags.DEFINE_integer("steps", 0, "steps per episode (0 = the replay sequences' length)")
   flags.DEFINE_string("out", "", "write the full JSON report here")
-  flags.mark_flag_as_required("episodes")
 
 
 if __name__ == "__main__":
