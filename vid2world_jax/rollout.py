@@ -552,6 +552,35 @@ def world_model_rollout_model(model_cfg, graphdef, frozen_graphdef, schedule: Sc
   return RolloutModel(denoiser=FnDenoiser(denoise), cond_fn=cond_fn, schedule=schedule)
 
 
+def rollout_world_model(model_cfg, world_model, frozen, cfg: SamplerConfig, context_frames, actions, *, seed: int = 0,
+                        horizon: int | None = None, allow_noncausal: bool = False,
+                        progress: Callable[[Any], None] | None = None) -> tuple[jax.Array, np.ndarray]:
+  """RGB in, RGB out: ``context_frames`` uint8 ``[B, k, H, W, 3]`` + ``actions [B, N, A]`` ->
+  ``(latents [B, k + horizon, h, w, c], frames uint8 [B, k + horizon, H, W, 3])`` (context frames verbatim).
+
+  ``world_model``/``frozen``: the ``world_model.build`` bundle (trained parameters loaded)."""
+  from flax import nnx
+  ctx = np.asarray(context_frames)
+  if ctx.ndim != 5 or ctx.shape[-1] != 3 or ctx.dtype != np.uint8:
+    raise ValueError(f"context_frames must be uint8 [B, k, H, W, 3], got {ctx.dtype} {ctx.shape}")
+  a_dim = int(model_cfg.unet.action_dim)
+  if np.shape(actions)[-1] != a_dim:
+    raise ValueError(f"action dimension mismatch: actions have {np.shape(actions)[-1]} dims, the model expects "
+                     f"{a_dim}")
+  g, s = nnx.split(world_model)
+  fg, fs_state = nnx.split(frozen)
+  model = world_model_rollout_model(model_cfg, g, fg, allow_noncausal=allow_noncausal)
+  encode = jax.jit(lambda st, x: nnx.merge(fg, st).encode(x, jax.random.key(seed)))
+  decode = jax.jit(lambda st, z: nnx.merge(fg, st).decode(z))
+  latents_ctx = encode(fs_state, jnp.asarray(ctx, jnp.float32) / 127.5 - 1.0)
+  keys = rollout_keys(seed, ctx.shape[0])
+  out = rollout(model, cfg, (s, fs_state), latents_ctx, jnp.asarray(actions, jnp.float32), keys, horizon=horizon,
+                progress=progress)
+  rgb = np.asarray(jnp.clip(jnp.round((decode(fs_state, out) + 1.0) * 127.5), 0, 255)).astype(np.uint8)
+  rgb[:, :ctx.shape[1]] = ctx
+  return out, rgb
+
+
 if __name__ == "__main__":  # python -m vid2world_jax.rollout --config=... (see rollout_cli)
   from vid2world_jax import rollout_cli
   rollout_cli.run()

@@ -176,9 +176,7 @@ def write_output(path: str, frames: np.ndarray, latents: np.ndarray, fps: int = 
 def main(argv):
   del argv
   import jax
-  import jax.numpy as jnp
   from tqdm import tqdm
-  from vid2world_jax import envs
   from vid2world_jax import rollout as rl
   f = flags.FLAGS
   if not f.out.endswith((".mp4", ".gif", ".npz")):
@@ -214,26 +212,16 @@ def main(argv):
   if horizon < 1 or acts.shape[1] < k + horizon - 1:
     raise SystemExit(f"{k} context frames + horizon {horizon} need {k + horizon - 1} actions, "
                      f"{f.actions} has {acts.shape[1]}")
-  from flax import nnx
-  g, s = nnx.split(wm)
-  fg, fs_state = nnx.split(frozen)
-  model = rl.world_model_rollout_model(cfg.model, g, fg, allow_noncausal=f.allow_noncausal)
-  fs = nnx.merge(fg, fs_state)
-  latents_ctx = jax.jit(lambda x: fs.encode(x, jax.random.key(f.seed)))(envs.to_unit(ctx))
   bar = tqdm(total=horizon, desc="frames", unit="frame", disable=not f.progress)
-  start = k
 
   def progress(frame):
-    bar.n = int(frame) - start
+    bar.n = int(frame) - k
     bar.refresh()
 
-  keys = rl.rollout_keys(f.seed, ctx.shape[0])
-  out = rl.rollout(model, sampler, (s, fs_state), latents_ctx, jnp.asarray(acts), keys, horizon=horizon,
-                   progress=progress)
+  out, frames = rl.rollout_world_model(cfg.model, wm, frozen, sampler, ctx, acts, seed=f.seed, horizon=horizon,
+                                       allow_noncausal=f.allow_noncausal, progress=progress)
   out = jax.block_until_ready(out)
   bar.close()
-  frames = envs.to_uint8(jax.jit(fs.decode)(out))
-  frames[:, :k] = ctx  # the given context frames verbatim
   write_output(f.out, frames, np.asarray(out))
   print(f"wrote {f.out}: {frames.shape[0]} rollout(s) of {frames.shape[1]} frames "
         f"({k} context + {horizon} generated), guidance {sampler.guidance_scale}", file=sys.stderr)
