@@ -234,8 +234,8 @@ def transfer_params(target: dict, source: dict, mode: str) -> tuple[dict, dict]:
   """Copies ``source`` (bidirectional VDM) into ``target`` (causal world model) pure dicts.
 
   Same path and shape -> copied; temporal-conv kernels (``is_temporal_conv_kernel``) -> weight transfer
-  ``mode`` on the taps axis; target-only parameters (the action encoder) keep their fresh init. Returns
-  ``(new target, report counts)``; a shape mismatch on a shared path raises ValueError.
+  ``mode`` on the taps axis; target-only parameters (the action encoder) and shape mismatches keep their fresh init.
+  Returns ``(new target, report)``.
   """
   from vid2world_jax.conversion.dynamicrafter import is_temporal_conv_kernel
   from vid2world_jax.models import weight_transfer
@@ -249,8 +249,10 @@ def transfer_params(target: dict, source: dict, mode: str) -> tuple[dict, dict]:
       rep["new"].append(".".join(map(str, path)))
       continue
     w = np.asarray(fs[path])
-    if w.shape != tuple(v.shape):
-      raise ValueError(f"pretrained {'.'.join(map(str, path))} has shape {w.shape}, world model wants {v.shape}")
+    if w.shape != tuple(v.shape):  # e.g. an input layer that gained action inputs: keeps its fresh init
+      out[path] = np.asarray(v)
+      rep["new"].append(".".join(map(str, path)) + f" (shape {w.shape} -> {tuple(v.shape)})")
+      continue
     if is_temporal_conv_kernel(path) and w.ndim >= 3 and w.shape[0] == 3:
       w = np.asarray(weight_transfer.transfer_kernel(w, mode, axis=0))
       rep["transferred"] += 1
@@ -441,9 +443,12 @@ def load_eval_clips(cfg) -> dict:
 def frame_metrics(pred01: np.ndarray, gt01: np.ndarray) -> dict:
   """Per-clip, per-frame PSNR / SSIM / MSE ``[N, T]`` of videos in [0, 1]."""
   from vid2world_jax.metrics import image_metrics
-  p, g = jnp.asarray(pred01, jnp.float32), jnp.asarray(gt01, jnp.float32)
-  return {"psnr": np.asarray(image_metrics.psnr(p, g)), "ssim": np.asarray(image_metrics.ssim(p, g)),
-          "mse": np.asarray(jnp.mean((p - g) ** 2, axis=(-3, -2, -1)))}
+  n, t = pred01.shape[:2]
+  p = jnp.asarray(pred01, jnp.float32).reshape((n * t,) + pred01.shape[2:])  # dm-pix wants [N, H, W, C]
+  g = jnp.asarray(gt01, jnp.float32).reshape((n * t,) + gt01.shape[2:])
+  out = {"psnr": image_metrics.psnr(p, g), "ssim": image_metrics.ssim(p, g),
+         "mse": jnp.mean((p - g) ** 2, axis=(-3, -2, -1))}
+  return {k: np.asarray(v).reshape(n, t) for k, v in out.items()}
 
 
 def per_horizon(m: dict) -> dict:
@@ -522,6 +527,16 @@ def evaluate(cfg, params: dict, *, clips: dict | None = None, sweep: bool = True
   return out
 
 
+def nar_metrics(cfg, params: dict, clips: dict, progress: bool | None = None) -> dict:
+  """Per-horizon metrics of non-autoregressive sampling (ablation iv) at the main guidance scale."""
+  d = cfg.demo
+  progress = bool(d.progress) if progress is None else progress
+  runner = WorldModelRunner(cfg, params)
+  v = sample_videos(runner, clips, float(d.guidance_scale), seed=int(d.seed), mode="nar", progress=progress,
+                    desc="(c) non-AR sampling")
+  return per_horizon(frame_metrics(v, (clips["frames"] + 1.0) / 2.0))
+
+
 def quality_bar(ph: dict, *, scratch: dict | None = None, pretrained: dict | None = None) -> dict:
   """The README's quality bar, measured: model > copy-last-frame at EVERY horizon (PSNR and SSIM); true >
   shuffled actions (mean PSNR); pretrained > scratch (mean PSNR and SSIM) when both are given."""
@@ -596,24 +611,6 @@ class SuccessVerifier:
     return xn @ self.w > 0.0
 
 
-def mmrv(real: np.ndarray, sim: np.ndarray) -> float:
-  """Mean Maximum Rank Violation (SIMPLER): mean_i max_j |r_i - r_j| * 1[(s_i < s_j) != (r_i < r_j)]."""
-  real, sim = np.asarray(real, float), np.asarray(sim, float)
-  n = len(real)
-  tot = 0.0
-  for i in range(n):
-    v = [abs(real[i] - real[j]) * float((sim[i] < sim[j]) != (real[i] < real[j])) for j in range(n)]
-    tot += max(v) if v else 0.0
-  return tot / max(n, 1)
-
-
-def pearson(a, b) -> float:
-  a, b = np.asarray(a, float), np.asarray(b, float)
-  if a.std() == 0 or b.std() == 0:
-    return float("nan")
-  return float(np.corrcoef(a, b)[0, 1])
-
-
 def policy_evaluation(cfg, params: dict, workdir: str) -> dict:
   """Scripted policies in the real simulator and inside the world model, from the same initial frames.
 
@@ -621,6 +618,7 @@ def policy_evaluation(cfg, params: dict, workdir: str) -> dict:
   the world model replays each real episode's actions open-loop from the real initial frame (the paper's
   closed-loop protocol needs an image policy). Success in both worlds is judged by the same frame verifier on
   the final frame; the real simulator's own success flag is reported as the ground truth."""
+  from vid2world_jax import policy_eval  # Pearson r and MMRV (SIMPLER)
   from vid2world_jax.data import simulator, video_ops
   path = os.path.join(workdir, "eval", "policy_eval.json")
   if os.path.exists(path):
@@ -663,8 +661,8 @@ def policy_evaluation(cfg, params: dict, workdir: str) -> dict:
   wm_rates = {p: rate(wm_success, p) for p in pols}
   out = {"policies": pols, "real": real_rates, "world_model": wm_rates,
          "real_verifier": {p: rate(real_verified, p) for p in pols},
-         "pearson_r": pearson([real_rates[p] for p in pols], [wm_rates[p] for p in pols]),
-         "mmrv": mmrv([real_rates[p] for p in pols], [wm_rates[p] for p in pols]),
+         "pearson_r": policy_eval.pearson([wm_rates[p] for p in pols], [real_rates[p] for p in pols]),
+         "mmrv": policy_eval.mmrv([wm_rates[p] for p in pols], [real_rates[p] for p in pols]),
          "verifier_accuracy": float(np.mean(real_verified == real_flag)),
          "verifier_train_accuracy": verifier.train_accuracy,
          "episodes_per_policy": int(pe.episodes), "horizon": h,

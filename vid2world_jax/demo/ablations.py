@@ -1,0 +1,164 @@
+r"""The paper's ablations on the embedded data, written as one table.
+
+  python -m vid2world_jax.demo.ablations --config=configs/demo.py --workdir=/tmp/v2w_demo
+
+Runs in the demo's workdir and reuses its cached stages (the pretrained model, the default fine-tune and its
+evaluation). Variants (``config.demo.ablations``), all fine-tuned for the same number of steps on the same data
+and scored on the same held-out clips from their first frame:
+
+  (i)   from scratch vs from the pretrained tiny VDM;
+  (ii)  temporal-conv weight transfer shift vs mask vs mixed (extrapolative);
+  (iii) guidance-scale sweep including no guidance (s = 1);
+  (iv)  autoregressive vs non-autoregressive sampling;
+  plus the action-sensitivity check (same rollouts with the actions of another clip) and copy-last-frame.
+
+Writes ``<workdir>/report/ablations.md`` and ``ablations.json`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from vid2world_jax.demo import pipeline, report
+
+
+def _row(name, init, transfer, sampler, guidance, ph):
+  return {"variant": name, "init": init, "transfer": transfer, "sampler": sampler, "guidance": guidance,
+          "psnr_mean": float(np.mean(ph["psnr"])), "ssim_mean": float(np.mean(ph["ssim"])),
+          "psnr_h1": float(ph["psnr"][0]), "psnr_last": float(ph["psnr"][-1]),
+          "ssim_h1": float(ph["ssim"][0]), "ssim_last": float(ph["ssim"][-1]),
+          "per_horizon": ph}
+
+
+def run_ablations(config, workdir: str) -> dict:
+  """Runs (or loads) every variant; returns ``{"rows": [...], "quality_bar": {...}}`` and writes the table."""
+  cfg = pipeline.with_demo(config)
+  pipeline.check_demo_config(cfg)
+  d = cfg.demo
+  a = d.ablations
+  steps = int(a.finetune_steps or d.finetune_steps)
+  t0 = time.time()
+  pre = pipeline.pretrain(cfg, workdir)
+  clips = pipeline.load_eval_clips(cfg)
+  s_main = float(d.guidance_scale)
+  rows = []
+  results = {}
+
+  def variant(init, transfer):
+    if init == "pretrained" and transfer == d.weight_transfer and steps == int(d.finetune_steps) \
+        and d.init == "pretrained":
+      name = "finetune"  # the default run's model
+    else:
+      name = f"ablation_{init}" + (f"_{transfer}" if init == "pretrained" else "")
+    ft = pipeline.finetune(cfg, workdir, name=name, init=init, transfer=transfer, steps=steps, pretrained=pre)
+    return name, ft
+
+  def scored(name, params, **kw):
+    path = os.path.join(workdir, "ablations", name + ".json")
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+    ev = pipeline.evaluate(cfg, params, clips=clips, tag=f" [{name}]", **kw)
+    out = {"per_horizon": ev["per_horizon"], "guidance_sweep": ev.get("guidance_sweep"), "horizons": ev["horizons"]}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(out, f)
+    return out
+
+  # The reference model: pretrained + configured transfer, with every sampler-side ablation.
+  ref_name, ref = variant("pretrained", d.weight_transfer)
+  main_eval = os.path.join(workdir, "eval", "rollouts.pkl")
+  if ref_name == "finetune" and os.path.exists(main_eval):  # the default run's evaluation (same clips/settings)
+    ev0 = pipeline._load(main_eval)  # pylint: disable=protected-access
+    ev = {"per_horizon": dict(ev0["per_horizon"]), "guidance_sweep": ev0.get("guidance_sweep"),
+          "horizons": ev0["horizons"]}
+  else:
+    ev = scored(ref_name + "_full", ref["params"], sweep=True, shuffled=True)
+  ph = ev["per_horizon"]
+  if a.nar:
+    path = os.path.join(workdir, "ablations", ref_name + "_nar.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        ph["non_autoregressive"] = json.load(f)
+    else:
+      ph["non_autoregressive"] = pipeline.nar_metrics(cfg, ref["params"], clips)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "w") as f:
+        json.dump(ph["non_autoregressive"], f)
+  rows.append(_row("copy-last-frame baseline", "-", "-", "-", "-", ph["copy_last_frame"]))
+  rows.append(_row(f"pretrained + {d.weight_transfer} (default)", "pretrained", d.weight_transfer, "AR",
+                   f"{s_main:g}", ph["world_model"]))
+  rows.append(_row("  shuffled actions (action sensitivity)", "pretrained", d.weight_transfer, "AR", f"{s_main:g}",
+                   ph["shuffled_actions"]))
+  if "non_autoregressive" in ph:
+    rows.append(_row("  non-autoregressive sampling (NAR)", "pretrained", d.weight_transfer, "NAR", f"{s_main:g}",
+                     ph["non_autoregressive"]))
+  for g in ev["guidance_sweep"] or []:
+    if g["scale"] != s_main:
+      rows.append({"variant": f"  guidance s={g['label']}", "init": "pretrained", "transfer": d.weight_transfer,
+                   "sampler": "AR", "guidance": f"{g['scale']:g}", "psnr_mean": g["psnr"], "ssim_mean": g["ssim"],
+                   "psnr_h1": None, "psnr_last": None, "ssim_h1": None, "ssim_last": None})
+  results[ref_name] = ph["world_model"]
+  for tr in a.transfers:
+    if tr == d.weight_transfer:
+      continue
+    name, ft = variant("pretrained", tr)
+    e = scored(name, ft["params"], sweep=False, shuffled=False)
+    rows.append(_row(f"pretrained + {tr}", "pretrained", tr, "AR", f"{s_main:g}", e["per_horizon"]["world_model"]))
+  scratch = None
+  if a.scratch:
+    name, ft = variant("scratch", d.weight_transfer)
+    e = scored(name, ft["params"], sweep=False, shuffled=False)
+    scratch = e["per_horizon"]["world_model"]
+    rows.append(_row("from scratch (no pretraining)", "scratch", "-", "AR", f"{s_main:g}", scratch))
+  bar = pipeline.quality_bar(ph, scratch=scratch, pretrained=ph["world_model"])
+  out = {"rows": rows, "quality_bar": bar, "finetune_steps": steps, "pretrain_steps": int(d.pretrain_steps),
+         "eval_clips": len(clips["names"]), "horizons": ev["horizons"], "seconds": time.time() - t0}
+  write_table(os.path.join(workdir, "report"), out)
+  return out
+
+
+def table_markdown(out: dict) -> str:
+  header = ["variant", "init", "transfer", "sampler", "guidance s", "PSNR mean", "SSIM mean", "PSNR h=1",
+            f"PSNR h={out['horizons'][-1]}", "SSIM h=1", f"SSIM h={out['horizons'][-1]}"]
+  rows = [[r["variant"], r["init"], r["transfer"], r["sampler"], r["guidance"], r["psnr_mean"], r["ssim_mean"],
+           r["psnr_h1"], r["psnr_last"], r["ssim_h1"], r["ssim_last"]] for r in out["rows"]]
+  bar = [[k, v["holds"], v["detail"]] for k, v in out["quality_bar"].items()]
+  return "\n".join([
+      f"# Ablations ({out['pretrain_steps']} pretrain steps, {out['finetune_steps']} fine-tune steps per variant, "
+      f"{out['eval_clips']} held-out clips, horizons 1..{out['horizons'][-1]})", "",
+      report.markdown_table(header, rows), "", "## Quality bar", "",
+      report.markdown_table(["check", "holds", "numbers"], bar), ""])
+
+
+def write_table(out_dir: str, out: dict) -> str:
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "ablations.json"), "w") as f:
+    json.dump(out, f, indent=1, default=report._json_default)  # pylint: disable=protected-access
+  path = os.path.join(out_dir, "ablations.md")
+  with open(path, "w") as f:
+    f.write(table_markdown(out))
+  return path
+
+
+def main(argv):
+  del argv
+  from vid2world_jax import train  # defines --config / --workdir (shared flags)
+  cfg = train._CONFIG.value  # pylint: disable=protected-access
+  workdir = train._WORKDIR.value  # pylint: disable=protected-access
+  if not workdir:
+    sys.exit("error: --workdir is required")
+  out = run_ablations(cfg, workdir)
+  print(table_markdown(out), flush=True)
+  print(f"table: {os.path.abspath(os.path.join(workdir, 'report', 'ablations.md'))}", flush=True)
+
+
+if __name__ == "__main__":
+  from absl import app
+  from vid2world_jax import train as _train  # noqa: F401  (flags)
+  app.run(main)
