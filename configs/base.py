@@ -50,6 +50,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0                                # one seed: init, data order, noise levels, dropout
   c.init_from = ""                          # converted checkpoint dir (convert_torch_weights.py); "" = scratch
+  c.init_transfer = "mixed"                 # causal temporal-conv weight transfer when the checkpoint is not yet
+                                            # causal: "shift" | "mask" | "mixed" (paper's extrapolative)
+  c.init_fresh = []                         # extra parameter-name fragments allowed to keep fresh init
   c.total_steps = 100_000                   # optimizer steps
 
   # ---- model ------------------------------------------------------------------------------------------------

@@ -1,0 +1,149 @@
+"""Initialisation from a converted DynamiCrafter / Vid2World checkpoint (``convert_torch_weights.py`` output).
+
+``load(cfg, mcfg, params, frozen, params_sh, frozen_sh) -> (params, frozen)``:
+  * reads ``<init_from>/params`` (orbax) straight onto sharded device arrays: every leaf is restored with a
+    NamedSharding from the same fsdp rules as the training state, so no parameter is gathered on one device;
+  * UNet: every converted weight is copied; when the checkpoint is still bidirectional (converted without
+    ``--causal``) and the config's temporal convs are causal, the temporal-conv kernels get the causal weight
+    transfer ``config.init_transfer`` (shift | mask | mixed = the paper's extrapolative transfer, spec §2.2);
+  * parameters the checkpoint lacks keep their fresh initialisation only if they are new by design (the action
+    encoder ``action_emb``; also any name in ``config.init_fresh``); anything else missing, or any shape
+    mismatch, is an error listing every problem;
+  * resampler (trainable, resampler context), VAE and CLIP image encoder (frozen) are loaded the same way; the
+    frozen empty-prompt text context is computed once with the converted CLIP text encoder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from vid2world_jax import sharding as shd
+
+NEW_BY_DESIGN = ("action_emb",)   # Vid2World's action encoder: fresh init (spec §4), absent from DynamiCrafter
+
+
+def _restore_sharded(path: str, mesh, rules, min_size):
+  ckptr = ocp.StandardCheckpointer()
+  md = ckptr.metadata(path)
+  meta_tree = md.item_metadata.tree if hasattr(md.item_metadata, "tree") else md.item_metadata
+
+  def target(p, m):
+    spec = shd.param_spec(shd.path_str(p), tuple(m.shape), mesh, rules, min_size) if len(m.shape) else \
+        jax.sharding.PartitionSpec()
+    return jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=jax.sharding.NamedSharding(mesh, spec))
+
+  abstract = jax.tree_util.tree_map_with_path(target, meta_tree)
+  return ckptr.restore(path, abstract)
+
+
+def _flat(tree, prefix=()):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, prefix + (str(k),)))
+    else:
+      out[prefix + (str(k),)] = v
+  return out
+
+
+def _merge(name, ours: dict, theirs: dict, *, fresh=(), transfer=None, problems: list):
+  """Returns ``ours`` with every leaf replaced by the checkpoint's (flat str-key lookup)."""
+  flat_theirs = _flat(theirs)
+  used = set()
+
+  def one(path, leaf):
+    key = tuple(shd.path_str(path).split("/"))
+    if key not in flat_theirs:
+      if any(f in key for f in fresh):
+        return leaf
+      problems.append(f"{name}: missing in checkpoint: {'/'.join(key)}")
+      return leaf
+    used.add(key)
+    val = flat_theirs[key]
+    if transfer is not None:
+      val = transfer(key, val)
+    if tuple(val.shape) != tuple(leaf.shape):
+      problems.append(f"{name}: shape mismatch {'/'.join(key)}: checkpoint {tuple(val.shape)} vs model "
+                      f"{tuple(leaf.shape)}")
+      return leaf
+    return jax.device_put(val.astype(leaf.dtype), leaf.sharding)
+
+  out = jax.tree_util.tree_map_with_path(one, ours)
+  unused = sorted("/".join(k) for k in flat_theirs if k not in used)
+  if unused:
+    problems.append(f"{name}: {len(unused)} checkpoint weights unused, e.g. {unused[:3]}")
+  return out
+
+
+def load(cfg, mcfg, params, frozen, params_sh, frozen_sh):
+  """See module docstring. ``params`` may be None (resume: only the frozen parts are reloaded)."""
+  from vid2world_jax.conversion import dynamicrafter
+  from vid2world_jax.models import weight_transfer
+
+  path = cfg.init_from
+  cfg_path = os.path.join(path, "config.json")
+  if not os.path.exists(cfg_path):
+    raise FileNotFoundError(f"init_from {path} is not a converted checkpoint (no config.json)")
+  import json
+  with open(cfg_path) as f:
+    meta = json.load(f)
+  mesh = jax.tree.leaves(frozen_sh or params_sh)[0].mesh if jax.tree.leaves(frozen_sh or params_sh) else None
+  rules = [tuple(r) for r in cfg.mesh.rules]
+  tree = _restore_sharded(os.path.join(os.path.abspath(path), "params"), mesh, rules, int(cfg.mesh.fsdp_min_size))
+  problems: list[str] = []
+
+  already_causal = bool(meta.get("causal"))   # convert_torch_weights.py --causal records its options here
+  needs_transfer = mcfg.unet.temporal_conv_padding == "causal" and not already_causal
+  mode = cfg.get("init_transfer", "mixed")
+
+  def unet_transfer(key, val):
+    if needs_transfer and dynamicrafter.is_temporal_conv_kernel(key):
+      return weight_transfer.transfer_flax_kernel(val, mode)
+    return val
+
+  if params is not None:
+    if "unet" not in tree:
+      raise ValueError(f"init_from {path}: no 'unet' component in the checkpoint")
+    fresh = tuple(NEW_BY_DESIGN) + tuple(cfg.get("init_fresh", ()))
+    params = dict(params)
+    params["unet"] = _merge("unet", params["unet"], tree["unet"], fresh=fresh, transfer=unet_transfer,
+                            problems=problems)
+    if "resampler" in params:
+      params["resampler"] = _merge("resampler", params["resampler"], tree.get("resampler", {}), problems=problems)
+
+  fstate = nnx.to_pure_dict(frozen)
+  for comp, attr in (("vae", "vae"), ("clip_image", "clip_image")):
+    if attr in fstate:
+      fstate[attr] = _merge(comp, fstate[attr], tree.get(comp, {}), problems=problems)
+  if "text_context" in fstate:
+    fstate["text_context"] = _empty_prompt_context(meta, tree, fstate["text_context"])
+  if problems:
+    raise ValueError(f"init_from {path}: {len(problems)} problem(s): " + "; ".join(problems[:20]))
+  nnx.replace_by_pure_dict(frozen, fstate)
+  return params, frozen
+
+
+def _empty_prompt_context(meta, tree, like):
+  """OpenCLIP text features of the empty prompt "" ([77, D], penultimate layer), Vid2World's constant text."""
+  from ml_collections import ConfigDict
+
+  from vid2world_jax.models import clip_text, tokenizer
+  if "clip_text" not in tree:
+    raise ValueError("init_from: the resampler context needs the 'clip_text' component for the empty prompt")
+  ccfg = ConfigDict(meta["components"]["clip_text"])
+  model = clip_text.build(ccfg, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+  pure = nnx.to_pure_dict(state)
+  pure = _merge("clip_text", pure, tree["clip_text"], problems=[])
+  nnx.replace_by_pure_dict(state, pure)
+  model = nnx.merge(graphdef, state)
+  ids = jnp.asarray(tokenizer.ClipTokenizer(context_length=int(ccfg.context_length))([""]))
+  out = model(ids)[0].astype(jnp.float32)
+  return jax.device_put(out, like.sharding)
