@@ -47,7 +47,6 @@ def run_ablations(config, workdir: str) -> dict:
   clips = pipeline.load_eval_clips(cfg)
   s_main = float(d.guidance_scale)
   rows = []
-  results = {}
 
   def variant(init, transfer):
     if init == "pretrained" and transfer == d.weight_transfer and steps == int(d.finetune_steps) \
@@ -70,6 +69,20 @@ def run_ablations(config, workdir: str) -> dict:
       json.dump(out, f)
     return out
 
+  # Variants first (the reference may still be training in the default run sharing this workdir).
+  later = []
+  for tr in a.transfers:
+    if tr == d.weight_transfer:
+      continue
+    name, ft = variant("pretrained", tr)
+    e = scored(name, ft["params"], sweep=False, shuffled=False)
+    later.append(_row(f"pretrained + {tr}", "pretrained", tr, "AR", f"{s_main:g}", e["per_horizon"]["world_model"]))
+  scratch = None
+  if a.scratch:
+    name, ft = variant("scratch", d.weight_transfer)
+    e = scored(name, ft["params"], sweep=False, shuffled=False)
+    scratch = e["per_horizon"]["world_model"]
+    later.append(_row("from scratch (no pretraining)", "scratch", "-", "AR", f"{s_main:g}", scratch))
   # The reference model: pretrained + configured transfer, with every sampler-side ablation.
   ref_name, ref = variant("pretrained", d.weight_transfer)
   main_eval = os.path.join(workdir, "eval", "rollouts.pkl")
@@ -103,19 +116,7 @@ def run_ablations(config, workdir: str) -> dict:
       rows.append({"variant": f"  guidance s={g['label']}", "init": "pretrained", "transfer": d.weight_transfer,
                    "sampler": "AR", "guidance": f"{g['scale']:g}", "psnr_mean": g["psnr"], "ssim_mean": g["ssim"],
                    "psnr_h1": None, "psnr_last": None, "ssim_h1": None, "ssim_last": None})
-  results[ref_name] = ph["world_model"]
-  for tr in a.transfers:
-    if tr == d.weight_transfer:
-      continue
-    name, ft = variant("pretrained", tr)
-    e = scored(name, ft["params"], sweep=False, shuffled=False)
-    rows.append(_row(f"pretrained + {tr}", "pretrained", tr, "AR", f"{s_main:g}", e["per_horizon"]["world_model"]))
-  scratch = None
-  if a.scratch:
-    name, ft = variant("scratch", d.weight_transfer)
-    e = scored(name, ft["params"], sweep=False, shuffled=False)
-    scratch = e["per_horizon"]["world_model"]
-    rows.append(_row("from scratch (no pretraining)", "scratch", "-", "AR", f"{s_main:g}", scratch))
+  rows += later
   bar = pipeline.quality_bar(ph, scratch=scratch, pretrained=ph["world_model"])
   out = {"rows": rows, "quality_bar": bar, "finetune_steps": steps, "pretrain_steps": int(d.pretrain_steps),
          "eval_clips": len(clips["names"]), "horizons": ev["horizons"], "seconds": time.time() - t0}

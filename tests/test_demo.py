@@ -1,0 +1,185 @@
+"""The default run (vid2world_jax.demo): a shortened end-to-end run (toy denoiser, 16x16 frames, a few steps),
+stage caching, the ablation table, the weight transfer of the pretrained model and the report pieces."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+
+def demo_test_config(arch="toy", policy_eval=True):
+  from configs import base
+  from vid2world_jax.demo import pipeline
+  c = base.get_base_config()
+  c.model.arch = arch
+  c.model.patch_size = 2
+  c.model.context_len = 2
+  c.model.unet = base.tiny_unet_config(channels=32, in_channels=24, out_channels=12, frames=4, action_dim=4,
+                                       context_dim=16)
+  c.data.source = "embedded"
+  c.data.resolution = (16, 16)
+  c.data.clip_length = 4
+  c.data.batch_size = 8            # divisible by the 8 fake test devices
+  c.data.action_dim = 4
+  c.optim.lr = 1e-3
+  c.demo = pipeline.default_demo_config()
+  d = c.demo
+  d.pretrain_steps = 2
+  d.finetune_steps = 2
+  d.eval_clips = 3
+  d.eval_batch = 2
+  d.ddim_steps = 2
+  d.guidance_sweep = [1.0, 2.5]
+  d.num_videos = 2
+  d.progress = False
+  d.policy_eval.enabled = policy_eval
+  d.policy_eval.policies = ["expert", "random"]
+  d.policy_eval.episodes = 1
+  d.policy_eval.horizon = 4
+  d.policy_eval.ddim_steps = 2
+  d.policy_eval.verifier_size = 8
+  d.ablations.transfers = ["mask", "mixed"]
+  return c
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+  from vid2world_jax.demo import pipeline
+  wd = str(tmp_path_factory.mktemp("demo"))
+  metrics = pipeline.run(demo_test_config(), wd)
+  return wd, metrics
+
+
+def test_demo_end_to_end_report(demo_run):
+  wd, m = demo_run
+  rdir = os.path.join(wd, "report")
+  for f in ("metrics.md", "metrics.json", "plots/error_vs_horizon.png", "plots/metric_vs_guidance.png"):
+    assert os.path.getsize(os.path.join(rdir, f)) > 0, f
+  gifs = [f for f in os.listdir(os.path.join(rdir, "videos")) if f.endswith(".gif")]
+  assert len(gifs) >= 2
+  with open(os.path.join(rdir, "metrics.json")) as f:
+    js = json.load(f)
+  assert js["horizons"] == [1, 2, 3]
+  for name in ("world_model", "copy_last_frame", "shuffled_actions"):
+    ph = js["per_horizon"][name]
+    assert len(ph["psnr"]) == 3 and len(ph["ssim"]) == 3
+    assert all(np.isfinite(ph["psnr"])) and all(-1.0 <= s <= 1.0 for s in ph["ssim"])
+  # copy-last-frame is scored against the same clips: frame 1 of a slowly moving scene is close to frame 0
+  assert js["per_horizon"]["copy_last_frame"]["psnr"][0] > 20.0
+  assert [g["scale"] for g in js["guidance_sweep"]] == [1.0, 2.5]
+  assert set(js["quality_bar"]) >= {"true actions > shuffled actions (mean PSNR)"}
+  pe = js["policy_eval"]
+  assert pe["policies"] == ["expert", "random"]
+  assert all(0.0 <= pe["real"][p] <= 1.0 and 0.0 <= pe["world_model"][p] <= 1.0 for p in pe["policies"])
+  assert "mmrv" in pe and "pearson_r" in pe
+  assert m["timing"]["total"] > 0
+
+
+def test_demo_stages_are_cached(demo_run, capsys):
+  from vid2world_jax.demo import pipeline
+  wd, m = demo_run
+  before = os.path.getmtime(os.path.join(wd, "finetune", "params.pkl"))
+  m2 = pipeline.run(demo_test_config(), wd)
+  out = capsys.readouterr().out
+  assert "stage (a) pretrain: cached" in out and "stage (b) finetune: cached" in out
+  assert "stage (c) evaluation: cached" in out
+  assert os.path.getmtime(os.path.join(wd, "finetune", "params.pkl")) == before
+  assert m2["per_horizon"] == m["per_horizon"]
+
+
+def test_demo_ablations_table(demo_run):
+  from vid2world_jax.demo import ablations
+  wd, _ = demo_run
+  out = ablations.run_ablations(demo_test_config(), wd)
+  names = [r["variant"] for r in out["rows"]]
+  assert "copy-last-frame baseline" in names
+  assert "from scratch (no pretraining)" in names
+  assert "pretrained + mask" in names
+  assert any("non-autoregressive" in n for n in names)
+  assert any("shuffled actions" in n for n in names)
+  assert any("no guidance" in n for n in names)
+  assert "pretrained > from-scratch fine-tune (mean PSNR and SSIM)" in out["quality_bar"]
+  text = open(os.path.join(wd, "report", "ablations.md")).read()
+  assert "| from scratch (no pretraining) |" in text
+
+
+def test_demo_transfer_params_real_unet():
+  """The bidirectional VDM -> causal world model: temporal-conv kernels transferred, action encoder new."""
+  from flax import nnx, traverse_util
+  from vid2world_jax import train, world_model
+  from vid2world_jax.conversion.dynamicrafter import is_temporal_conv_kernel
+  from vid2world_jax.demo import pipeline
+  from vid2world_jax.models import weight_transfer
+  c = demo_test_config(arch="unet")
+  mcfg = train.model_config(c)
+  pre_cfg = pipeline.bidirectional_model_config(mcfg)
+  assert pre_cfg.unet.action_dim == 0 and pre_cfg.unet.temporal_conv_padding == "symmetric"
+  src, _ = world_model.build(pre_cfg, rngs=nnx.Rngs(1))
+  dst, _ = world_model.build(mcfg, rngs=nnx.Rngs(2))
+  src_p = pipeline._to_numpy(nnx.to_pure_dict(nnx.state(src, nnx.Param)))
+  dst_p = pipeline._to_numpy(nnx.to_pure_dict(nnx.state(dst, nnx.Param)))
+  new, rep = pipeline.transfer_params(dst_p, src_p, "mixed")
+  fs, fn, fd = (traverse_util.flatten_dict(x) for x in (src_p, new, dst_p))
+  assert rep["transferred"] > 0 and rep["copied"] > 0
+  assert any(n.startswith("unet.action_emb") for n in rep["new"])
+  for path, w in fn.items():
+    if path not in fs:
+      np.testing.assert_array_equal(w, fd[path])     # fresh init kept
+    elif is_temporal_conv_kernel(path):
+      np.testing.assert_allclose(w, weight_transfer.transfer_kernel(fs[path], "mixed", axis=0), rtol=0, atol=0)
+      assert np.all(w[0] == 0)                        # mixed: far-past tap is zero
+    else:
+      np.testing.assert_array_equal(w, fs[path])
+
+
+def test_demo_copy_last_frame_baseline():
+  from vid2world_jax.demo import baselines
+  x = np.random.default_rng(0).uniform(size=(2, 5, 4, 4, 3)).astype(np.float32)
+  y = baselines.copy_last_frame(x, 2)
+  np.testing.assert_array_equal(y[:, :2], x[:, :2])
+  np.testing.assert_array_equal(y[:, 4], x[:, 1])
+  with pytest.raises(ValueError):
+    baselines.copy_last_frame(x[0], 1)
+
+
+def test_demo_report_side_by_side_and_gif(tmp_path):
+  from vid2world_jax.demo import report
+  a = np.zeros((3, 8, 8, 3), np.float32)
+  b = np.ones((3, 8, 8, 3), np.float32)
+  v = report.side_by_side([a, b], scale=2, gap=2)
+  assert v.shape == (3, 16, 34, 3) and v.dtype == np.uint8
+  assert v[0, 0, 0, 0] == 0 and v[0, 0, -1, 0] == 255
+  p = report.write_gif(str(tmp_path / "x.gif"), v)
+  import imageio.v2 as imageio
+  assert len(imageio.mimread(p)) == 3
+
+
+def test_demo_guidance_scale_one_is_no_guidance():
+  """The traced-scale guidance denoiser at s=1 returns the conditional prediction exactly."""
+  import jax.numpy as jnp
+  from vid2world_jax import rollout as rl
+  from vid2world_jax.demo import pipeline
+  import _rollout_helpers as h
+  params = h.standin_params(action_dim=3)
+  fn = lambda p, *a: h.standin_denoise(p[0], *a)
+  b, w = 2, 4
+  rng = np.random.default_rng(0)
+  inputs = rl.WindowInputs(
+      latents=jnp.asarray(rng.normal(size=(b, w) + h.LATENT), jnp.float32),
+      t=jnp.full((b, w), 500, jnp.int32),
+      cond={"concat": jnp.asarray(rng.normal(size=(b,) + h.LATENT), jnp.float32),
+            "context": jnp.asarray(rng.normal(size=(b, 2, 8)), jnp.float32)},
+      actions=jnp.asarray(rng.normal(size=(b, w, 3)), jnp.float32),
+      action_mask=jnp.ones((b, w), jnp.float32), new_index=jnp.asarray(2, jnp.int32))
+  den = pipeline.GuidanceDenoiser(fn, rescale=0.7)
+  out1, _ = den((params, None, jnp.float32(1.0)), (), inputs)
+  ref = fn((params,), inputs.latents, inputs.t, inputs.cond, inputs.actions, inputs.action_mask)
+  np.testing.assert_allclose(np.asarray(out1)[:, :3], np.asarray(ref)[:, :3], rtol=1e-6, atol=1e-6)
+  out3, _ = den((params, None, jnp.float32(3.0)), (), inputs)
+  assert float(jnp.max(jnp.abs(out3[:, 2] - ref[:, 2]))) > 1e-4   # the newest frame's action matters
