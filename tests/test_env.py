@@ -103,3 +103,13 @@ def test_env_vector_version_matches_single_envs():
   assert np.abs(want.astype(int) - vf[1].astype(int)).max() <= 1
   with pytest.raises(ValueError, match="num_envs"):
     venv.step(np.zeros((3, 3), np.float32))
+
+
+def test_env_accepts_discrete_multibinary_action_space():
+  env = _env(action_space=gym.spaces.MultiBinary(3), max_episode_steps=3)
+  check_env(env)
+  env.reset(seed=1)
+  obs, *_ = env.step(np.array([1, 0, 1], np.int8))
+  assert env.observation_space.contains(obs)
+  with pytest.raises(ValueError, match="shape"):
+    _env(action_space=gym.spaces.MultiBinary(4))

@@ -94,6 +94,15 @@ def _action_space(action_dim: int, low, high) -> spaces.Box:
                     high=np.broadcast_to(np.asarray(high, np.float32), (action_dim,)).copy(), dtype=np.float32)
 
 
+def _check_space(space, action_dim):
+  """A user-given action space (e.g. ``MultiBinary(51)`` for CS:GO): its samples must flatten to ``[A]``."""
+  if space is None:
+    return None
+  if not isinstance(space, spaces.Space) or space.shape != (action_dim,):
+    raise ValueError(f"action_space must be a gymnasium Space of shape ({action_dim},), got {space!r}")
+  return space
+
+
 def _check_contexts(initial_contexts, frame_shape):
   if initial_contexts is None:
     return None
@@ -123,12 +132,12 @@ class WorldModelEnv(gym.Env):
                frame_shape: tuple[int, int, int], action_dim: int, action_low=-1.0, action_high=1.0,
                initial_contexts: np.ndarray | None = None, reward_fn: FramesFn | None = None,
                success_fn: FramesFn | None = None, max_episode_steps: int | None = None,
-               render_mode: str | None = None):
+               render_mode: str | None = None, action_space: spaces.Space | None = None):
     if render_mode is not None and render_mode not in self.metadata["render_modes"]:
       raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
     self.render_mode = render_mode
     self.observation_space = spaces.Box(0, 255, tuple(frame_shape), np.uint8)
-    self.action_space = _action_space(action_dim, action_low, action_high)
+    self.action_space = _check_space(action_space, action_dim) or _action_space(action_dim, action_low, action_high)
     self._engine = _Engine(model, params, sampler, encode_fn, decode_fn, frame_shape, action_dim)
     self._contexts = _check_contexts(initial_contexts, frame_shape)
     self.reward_fn, self.success_fn = reward_fn, success_fn
@@ -188,12 +197,14 @@ class WorldModelVectorEnv(VectorEnv):
   def __init__(self, model: rl.RolloutModel, params, sampler: rl.SamplerConfig, *, num_envs: int, encode_fn,
                decode_fn, frame_shape: tuple[int, int, int], action_dim: int, action_low=-1.0, action_high=1.0,
                initial_contexts: np.ndarray | None = None, reward_fn: FramesFn | None = None,
-               success_fn: FramesFn | None = None, max_episode_steps: int | None = None):
+               success_fn: FramesFn | None = None, max_episode_steps: int | None = None,
+               action_space: spaces.Space | None = None):
     if num_envs < 1:
       raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     self.num_envs = int(num_envs)
     self.single_observation_space = spaces.Box(0, 255, tuple(frame_shape), np.uint8)
-    self.single_action_space = _action_space(action_dim, action_low, action_high)
+    self.single_action_space = (_check_space(action_space, action_dim)
+                                or _action_space(action_dim, action_low, action_high))
     self.observation_space = batch_space(self.single_observation_space, self.num_envs)
     self.action_space = batch_space(self.single_action_space, self.num_envs)
     self._engine = _Engine(model, params, sampler, encode_fn, decode_fn, frame_shape, action_dim)
