@@ -221,3 +221,22 @@ def test_action_required_and_shape_errors():
   no_act = nnx.eval_shape(lambda: U.build(tiny_config(False, action_dim=0), rngs=nnx.Rngs(0)))
   with pytest.raises(ValueError, match="action_dim=0"):
     api.denoise(no_act, inp["x"], inp["t"], cond, inp["actions"])
+
+
+def test_causal_remat_and_bfloat16_match_float32():
+  """``remat=True`` gives the same numbers; ``dtype=bfloat16`` (params stay float32) stays close."""
+  ref_model = get_model(True, "per_frame")
+  inp = make_inputs(7, 1, 3)
+  ref = run(ref_model, inp)
+  for overrides, tol in [(dict(remat=True), 1e-5), (dict(dtype="bfloat16"), 0.1)]:
+    cfg = tiny_config(True)
+    cfg.update(overrides)
+    m = U.build(cfg, rngs=nnx.Rngs(0))
+    nnx.update(m, nnx.state(ref_model, nnx.Param))
+    m.eval()
+    assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(nnx.state(m, nnx.Param)))
+    out = run(m, inp)
+    assert out.dtype == np.float32
+    err = float(np.max(np.abs(out - ref)) / np.max(np.abs(ref)))
+    print(f"\n{overrides}: max rel diff vs float32 {err:.2e}")
+    assert err <= tol, (overrides, err)
