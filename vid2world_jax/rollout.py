@@ -500,14 +500,14 @@ class FrameGenerator:
 
 def check_causal_unet(ucfg) -> None:
   """Raises ValueError if the UNet config is not strictly causal in time (padded windows would then leak)."""
-  problems = []
-  if ucfg.get("use_causal_attention", True) is False or ucfg.get("causal_temporal_attention", True) is False:
+  problems = []  # defaults = models.unet's defaults (DynamiCrafter: nothing causal)
+  if not (ucfg.get("causal_temporal_attention", False) or ucfg.get("use_causal_attention", False)):
     problems.append("temporal attention is not causal")
-  if ucfg.get("addition_attention", False) and ucfg.get("causal_init_attn", True) is False:
+  if ucfg.get("addition_attention", True) and not ucfg.get("causal_init_attn", False):
     problems.append("init_attn is not causal")
-  if ucfg.get("temporal_conv", False) and ucfg.get("temporal_conv_padding", "causal") != "causal":
-    problems.append(f"temporal_conv_padding={ucfg.get('temporal_conv_padding')!r}")
-  if ucfg.get("temporal_norm", "per_frame") == "joint":
+  if ucfg.get("temporal_conv", True) and ucfg.get("temporal_conv_padding", "symmetric") != "causal":
+    problems.append(f"temporal_conv_padding={ucfg.get('temporal_conv_padding', 'symmetric')!r}")
+  if ucfg.get("temporal_norm", "joint") == "joint":
     problems.append("temporal_norm='joint' pools GroupNorm statistics over time")
   if problems:
     raise ValueError("the rollout needs a strictly causal UNet (fixed-size windows are zero-padded while they "
