@@ -64,6 +64,16 @@ def test_train_loss_falls_on_tiny_config(tmp_path):
   assert losses[-8:].mean() < 0.7 * losses[:8].mean(), losses
 
 
+def test_train_writes_sample_rollout_video(tmp_path):
+  cfg = tiny_config(**{"total_steps": 2, "train.sample_every": 2, "train.sample_ddim_steps": 2})
+  train.train_and_evaluate(cfg, str(tmp_path))
+  gifs = os.listdir(tmp_path / "samples")
+  assert gifs == ["rollout_gt_vs_generated_00000002.gif"]
+  import imageio
+  frames = imageio.mimread(str(tmp_path / "samples" / gifs[0]))
+  assert len(frames) == 4 and frames[0].shape[:2] == (16, 2 * 16 * 2)   # T frames; 2 clips x (gt | generated)
+
+
 @pytest.mark.slow
 def test_train_real_unet_tiny_bf16_remat_two_steps(tmp_path):
   """The real (tiny) UNet with bf16 compute and per-block remat (slow compile on CPU; toy covers the loop)."""

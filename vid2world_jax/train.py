@@ -351,6 +351,8 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None) -> dict:
             scalars["mfu"] = flops * sps / peak
         writer.scalars(done, scalars)
         acc = _Accum()
+      if int(cfg.train.sample_every) and done % int(cfg.train.sample_every) == 0:
+        write_samples(setup, state, rest, frozen, local, writer, done)
       if step_callback is not None:
         step_callback(done, m)
       if done % int(cfg.train.ckpt_every) == 0 or done == int(cfg.total_steps):
@@ -369,6 +371,29 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None) -> dict:
   return {"losses": losses, "last_step": max(losses) if losses else start, "preempted": preempted,
           "start_step": start, "flops_per_step_per_device": flops, "num_params": setup.num_params,
           "state": state}
+
+
+def write_samples(setup, state, rest, frozen, local, writer, step: int) -> None:
+  """Autoregressive rollout from the first ``eval.context_frames`` frames of two clips of this host's batch,
+  with their actions (EMA parameters when EMA is on); written as a gif (ground truth | generated) and to
+  TensorBoard. Single-process runs only: on a multi-host job each host holds different clips."""
+  if jax.process_count() > 1:
+    logging.log_first_n(logging.WARNING, "sample rollouts are skipped on multi-process runs", 1)
+    return
+  from vid2world_jax import rollout
+  cfg = setup.cfg
+  params = state["ema"] if "ema" in state else state["params"]
+  wm = nnx.merge(setup.graphdef, nnx.State(params), rest)
+  fz = nnx.merge(setup.frozen_graphdef, frozen)
+  k, n = int(cfg.eval.context_frames), min(2, local["frames"].shape[0])
+  gt = np.asarray(local["frames"][:n])
+  ctx = np.clip(np.round((gt[:, :k] + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  scfg = rollout.SamplerConfig(ddim_steps=int(cfg.train.sample_ddim_steps), guidance_scale=cfg.eval.guidance_scale,
+                               guidance_rescale=cfg.eval.guidance_rescale, window=int(setup.mcfg.unet.temporal_length))
+  _, rgb = rollout.rollout_world_model(setup.mcfg, wm, fz, scfg, ctx, np.asarray(local["actions"][:n]), seed=step,
+                                       horizon=gt.shape[1] - k)
+  gen = rgb.astype(np.float32) / 127.5 - 1.0
+  writer.video(step, "rollout_gt_vs_generated", np.concatenate([gt, gen], axis=3))
 
 
 class _Accum:
