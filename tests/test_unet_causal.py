@@ -218,6 +218,8 @@ def test_action_required_and_shape_errors():
     api.denoise(model, inp["x"], inp["t"][:, :1], cond, inp["actions"])
   with pytest.raises(ValueError, match="concat"):
     api.denoise(model, inp["x"], inp["t"], {**cond, "concat": inp["concat"][:, :2]}, inp["actions"])
+  with pytest.raises(ValueError, match="context"):
+    api.denoise(model, inp["x"], inp["t"], {**cond, "context": inp["context"][..., :3]}, inp["actions"])
   no_act = nnx.eval_shape(lambda: U.build(tiny_config(False, action_dim=0), rngs=nnx.Rngs(0)))
   with pytest.raises(ValueError, match="action_dim=0"):
     api.denoise(no_act, inp["x"], inp["t"], cond, inp["actions"])

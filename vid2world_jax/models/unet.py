@@ -222,14 +222,15 @@ class UNet(nnx.Module):
         raise ValueError(f"action_mask must be [B, T]=({b}, {t}), got {action_mask.shape}")
     return actions, action_mask
 
-  def split_context(self, context, t: int):
+  def split_context(self, context, b: int, t: int):
     """``context [B, L, D]`` -> ``(text [B, 1, Lt, D], image [B, T | 1, Li, D] | None)``.
 
     ``L == 77 + 16*T``: frame f gets the 77 text tokens + image tokens ``77+16f .. 77+16f+15``; otherwise the
     whole context is shared by all frames (text = first 77 tokens, image = the rest), as in DynamiCrafter.
     """
-    if context is None or context.ndim != 3 or context.shape[-1] != self.cfg["context_dim"]:
-      raise ValueError(f"context must be [B, L, {self.cfg['context_dim']}], got "
+    if (context is None or context.ndim != 3 or context.shape[0] != b
+        or context.shape[-1] != self.cfg["context_dim"]):
+      raise ValueError(f"context must be [B={b}, L, {self.cfg['context_dim']}], got "
                        f"{None if context is None else context.shape}")
     b, l, d = context.shape
     text = context[:, None, :TEXT_TOKENS].astype(self.dtype)
@@ -257,7 +258,7 @@ class UNet(nnx.Module):
       raise ValueError("capture is not available with remat=True")
     b, t = x.shape[:2]
     actions, action_mask = self._check_actions(actions, action_mask, b, t)
-    ctx = self.split_context(context, t)
+    ctx = self.split_context(context, b, t)
     emb = self.embed(timesteps, fs, actions, action_mask, b, t, capture)
     h = x.astype(self.dtype)
 
