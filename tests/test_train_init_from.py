@@ -12,6 +12,7 @@ from vid2world_jax.conversion import dynamicrafter
 from vid2world_jax.models import unet, weight_transfer
 
 
+@pytest.mark.slow   # builds the real (tiny) UNet's initialiser: minutes on 2 shared cores
 def test_train_init_from_converted_checkpoint(tmp_path):
   cfg = tiny_config("unet", **{"init_transfer": "mixed"})
   src_cfg = cfg.model.unet.copy_and_resolve_references()
@@ -40,8 +41,8 @@ def test_train_init_from_converted_checkpoint(tmp_path):
   # A bad checkpoint (shape mismatch) is an error naming the weight.
   bad = dict(flat)
   k0 = next(k for k in bad if k[-1] == "kernel")
-  bad[k0] = np.zeros((1,) + bad[k0].shape[1:], np.float32)
+  bad[k0] = np.zeros(bad[k0].shape[:-1] + (bad[k0].shape[-1] + 1,), np.float32)
   dynamicrafter.save_converted(str(tmp_path / "bad"), "256", {"unet": src_cfg}, {"unet": bad})
   cfg.init_from = str(tmp_path / "bad")
   with pytest.raises(ValueError, match="shape mismatch " + "/".join(k0)):
-    train.Setup(cfg, mesh).init()
+    setup.init()
