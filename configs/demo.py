@@ -1,15 +1,23 @@
-r"""The embedded default: a tiny causal UNet on the embedded Meta-World drawer-close episodes (64x64), in pixel
-space (patchify p=4 -> 16x16x48 latents), trains in a few CPU minutes.
+r"""The embedded default: the whole Vid2World recipe in miniature on the embedded Meta-World drawer-close episodes
+(64x64), in pixel space (patchify p=4 -> 16x16x48 latents), with a tiny UNet, on CPU.
 
   python -m vid2world_jax.train --config=configs/demo.py --workdir=/tmp/v2w_demo
+  python -m vid2world_jax.demo.ablations --config=configs/demo.py --workdir=/tmp/v2w_demo   # ablation table
+
+``config.job = "demo"`` makes ``train.main`` run ``vid2world_jax.demo.pipeline.run`` (stages a-d: bidirectional
+pretraining, causal transfer + Diffusion-Forcing fine-tune, guided rollouts, report); every knob of the run is in
+``config.demo`` (e.g. ``--config.demo.finetune_steps=100``). ``--config.job=train`` runs the plain trainer
+(``train_and_evaluate``) on the same model and data instead.
 """
 
 from configs import base
+from vid2world_jax.demo import pipeline
 
 
 def get_config(arg=None):
   c = base.get_base_config()
-  c.total_steps = 300
+  c.job = "demo"                            # "demo": train.main runs demo.pipeline.run | "train": plain trainer
+  c.total_steps = 300                       # plain trainer only (job="train"); the demo uses demo.*_steps
   c.model.arch = "unet"
   c.model.first_stage = "patchify"
   c.model.patch_size = 4                    # 64x64x3 -> 16x16x48
@@ -32,6 +40,7 @@ def get_config(arg=None):
   c.train.log_every = 10
   c.train.ckpt_every = 100
   c.train.sample_every = 0
+  c.demo = pipeline.default_demo_config()   # stages (a)-(d), policy evaluation and ablation knobs
   if arg == "synthetic":                    # --config=configs/demo.py:synthetic : no Meta-World recording
     c.data.source = "synthetic"
   return c

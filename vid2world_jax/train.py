@@ -437,11 +437,43 @@ def maybe_initialize_distributed() -> None:
     jax.distributed.initialize()  # Cloud TPU / SLURM cluster auto-detection
 
 
+JOBS = ("train", "demo")  # config.job values (absent = "train")
+
+
+def config_job(cfg) -> str:
+  """``config.job``: "train" (``train_and_evaluate``, the default) or "demo" (``demo.pipeline.run``)."""
+  job = cfg.get("job", "train")
+  if job not in JOBS:
+    raise ConfigError(f"job must be one of {JOBS}, got {job!r}")
+  return job
+
+
+def run_demo(cfg, workdir: str) -> dict:
+  """``config.job == "demo"``: the embedded default run (stages a-d, see vid2world_jax.demo.pipeline)."""
+  from vid2world_jax.demo import pipeline  # pylint: disable=import-outside-toplevel
+  try:
+    pipeline.check_demo_config(pipeline.with_demo(cfg))
+    validate_config(cfg, jax.device_count(), jax.process_count())
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  return pipeline.run(cfg, workdir)
+
+
 def main(argv):
   del argv
   cfg = _CONFIG.value
   if not _WORKDIR.value:
     sys.exit("error: --workdir is required")
+  try:
+    job = config_job(cfg)
+  except ConfigError as e:
+    sys.exit(f"error: {e}")
+  if job == "demo":
+    try:
+      run_demo(cfg, _WORKDIR.value)
+    except (ConfigError, NonFiniteLoss) as e:
+      sys.exit(f"error: {e}")
+    return
   maybe_initialize_distributed()
   try:
     result = train_and_evaluate(cfg, _WORKDIR.value)
@@ -460,5 +492,8 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
+  # `python -m vid2world_jax.train` runs this file as __main__; modules that `import vid2world_jax.train` (the demo
+  # pipeline) must get THIS module, not a second copy that would define --config / --workdir again.
+  sys.modules.setdefault("vid2world_jax.train", sys.modules[__name__])
   flags.mark_flags_as_required(["config"])
   app.run(main, flags_parser=parse_flags)
