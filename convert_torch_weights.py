@@ -30,7 +30,7 @@ flags.DEFINE_list("components", ["unet", "vae", "resampler", "clip_text", "clip_
 flags.DEFINE_bool("causal", False, "causalize the UNet (causal temporal attention, causal temporal convs, norms)")
 flags.DEFINE_enum("temporal_conv_transfer", "mixed", ["shift", "mask", "mixed"],
                   "bidirectional -> causal temporal-conv kernel transfer (mixed = paper's extrapolative)")
-flags.DEFINE_enum("temporal_norm", "per_frame", ["per_frame", "cumulative", "joint"],
+flags.DEFINE_enum("temporal_norm", "cumulative", ["per_frame", "cumulative", "joint"],
                   "norms over time in the causal UNet: per_frame/cumulative are strictly causal; joint = original")
 flags.DEFINE_multi_string("allow_unused", [], "glob of checkpoint keys allowed to stay unused (repeatable)")
 

@@ -53,7 +53,7 @@ class CausalOptions:
   """How to causalize the UNet while converting (see README "Causal options")."""
   enabled: bool = False
   temporal_conv_transfer: str = "mixed"   # shift | mask | mixed (= the paper's extrapolative transfer)
-  temporal_norm: str = "per_frame"        # per_frame | cumulative (strict) | joint (as the original)
+  temporal_norm: str = "cumulative"       # cumulative | per_frame (strict) | joint (as the original)
   causal_init_attn: bool = True           # the original DynamiCrafter init_attn is never causal
 
   def apply_to_unet_config(self, cfg) -> None:
