@@ -28,6 +28,11 @@ The per-step network call is the seam ``WindowDenoiser``: ``init_state`` runs on
 inner scan) and ``__call__`` once per DDIM step, threading a state through the inner scan. The default
 (``FnDenoiser``) is stateless and runs the full window; a KV-cached fast path can keep history keys/values (and
 the history outputs, which are constant across DDIM steps) in that state without touching the scan structure.
+``CachedDenoiser`` is that fast path (``world_model_rollout_model(..., cached=True)``, ``--cached`` in the CLI):
+``init_state`` runs the UNet once on the history (``models.unet_cached.fill``: temporal-conv inputs, temporal
+attention keys/values, cumulative-norm statistics), each DDIM step runs it on the new frame only. The cache is
+rebuilt for every new frame (the window's conditioning frame and action alignment change when it slides), so
+growing and sliding windows share one compiled step.
 
 RNG: one key per rollout (``keys [B]``); the noise of frame f is derived from ``fold_in(key_b, f)`` only, so a
 batched rollout equals the rollouts run one by one, and a longer rollout reproduces a shorter one's frames.
@@ -138,6 +143,44 @@ class FnDenoiser:
   def __call__(self, params, state, inputs):
     out = self.fn(params, inputs.latents, inputs.t, inputs.cond, inputs.actions, inputs.action_mask)
     return out, state
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CachedDenoiser:
+  """Cached fast path (causal models only): the history is run through the network ONCE per new frame, every
+  DDIM step then runs the network on the new frame only (plus cache reads).
+
+  ``fill(params, latents [N, W-1, ...], t [N, W-1], cond, actions [N, W-1, A], mask [N, W-1], new_index, window)
+  -> (out [N, W-1, h, w, c], cache)``: full forward on the window buffer without its last slot (history positions
+  are ``< new_index <= W-1``; later slots are ignored by causality) recording what the new frame reads
+  (``models.unet_cached.fill``). ``step(params, cache, latents [N, 1, ...], t [N, 1], cond, actions [N, 1, A],
+  mask [N, 1], new_index, window) -> [N, 1, h, w, c]`` (``models.unet_cached.step``).
+
+  State = ``(history outputs [N, W-1, ...] (zero at positions >= new_index), cache)``. The history outputs are
+  constant across DDIM steps and are returned with the new frame's output at ``new_index`` (the guidance rescale
+  takes its statistics over all valid window frames); window positions after the new frame are zeros. Cost per
+  frame: one forward on ``W-1`` frames + one single-frame forward per DDIM step (vs a ``W``-frame forward per
+  step), the same at every history length (the window buffer has a fixed size)."""
+  fill: Callable[..., tuple[jax.Array, Any]]
+  step: Callable[..., jax.Array]
+
+  def init_state(self, params, inputs):
+    w = inputs.latents.shape[1]
+    hist = lambda x: x[:, :w - 1]
+    out, cache = self.fill(params, hist(inputs.latents), hist(inputs.t), inputs.cond, hist(inputs.actions),
+                           hist(inputs.action_mask), inputs.new_index, w)
+    valid = (jnp.arange(w - 1) < inputs.new_index).reshape((1, w - 1) + (1,) * (out.ndim - 2))
+    return jnp.where(valid, out, 0.0), cache
+
+  def __call__(self, params, state, inputs):
+    hist_out, cache = state
+    w, p = inputs.latents.shape[1], inputs.new_index
+    at = lambda x: jax.lax.dynamic_slice_in_dim(x, p, 1, axis=1)
+    new = self.step(params, cache, at(inputs.latents), at(inputs.t), inputs.cond, at(inputs.actions),
+                    at(inputs.action_mask), p, w)
+    pred = jnp.concatenate([hist_out, jnp.zeros_like(hist_out[:, :1])], axis=1)
+    pred = jax.lax.dynamic_update_slice_in_dim(pred, new.astype(pred.dtype), p, axis=1)
+    return pred, state
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -515,16 +558,28 @@ def check_causal_unet(ucfg) -> None:
 
 
 def world_model_rollout_model(model_cfg, graphdef, frozen_graphdef, schedule: Schedule | None = None, *,
-                              allow_noncausal: bool = False) -> RolloutModel:
+                              allow_noncausal: bool = False, cached: bool = False) -> RolloutModel:
   """``RolloutModel`` for ``world_model.build``'s (WorldModel, FrozenStage), split with ``nnx.split``.
 
   ``params`` of the rollout is then ``(world_model_state, frozen_state)``. The concat latent is the window's first
   frame; the context comes from ``WorldModel.context`` on that frame decoded to pixels (only computed for a
   CLIP/resampler context; the learned null context ignores it).
+
+  ``cached=True``: the cached fast path (``CachedDenoiser`` over ``models.unet_cached``): same outputs, each DDIM
+  step runs the UNet on the new frame only. Needs ``arch="unet"`` and a strictly causal UNet (ValueError
+  otherwise; ``allow_noncausal`` does not apply: a non-causal model cannot be cached).
   """
   from flax import nnx  # local: keep the pure pieces importable without flax
   from vid2world_jax.diffusion import schedules as schedules_lib
 
+  if cached:
+    if model_cfg.get("arch", "unet") != "unet":
+      raise ValueError(f"cached rollout needs model.arch='unet', got {model_cfg.get('arch')!r}")
+    try:
+      check_causal_unet(model_cfg.unet)
+    except ValueError as e:
+      raise ValueError("cached rollout: " + str(e).split(". Pass allow_noncausal")[0] + " (the cached path "
+                       "cannot run a non-causal model; use cached=False)") from None
   if model_cfg.get("arch", "unet") == "unet" and not allow_noncausal:
     check_causal_unet(model_cfg.unet)
   if schedule is None:
@@ -549,14 +604,39 @@ def world_model_rollout_model(model_cfg, graphdef, frozen_graphdef, schedule: Sc
       ctx = wm.context(fs, pixels)
     return {"concat": first_latent, "context": ctx}
 
-  return RolloutModel(denoiser=FnDenoiser(denoise), cond_fn=cond_fn, schedule=schedule)
+  if not cached:
+    return RolloutModel(denoiser=FnDenoiser(denoise), cond_fn=cond_fn, schedule=schedule)
+
+  from vid2world_jax.models import unet_cached
+
+  def unet_inputs(wm, lat, cond):
+    b, tt = lat.shape[:2]
+    concat = jnp.broadcast_to(cond["concat"][:, None], (b, tt) + cond["concat"].shape[1:]).astype(lat.dtype)
+    fs = None if wm.fps is None else jnp.full((b,), wm.fps, jnp.int32)
+    return jnp.concatenate([lat, concat], axis=-1), fs   # as WorldModel.denoise
+
+  def fill(params, lat, t, cond, acts, mask, new_index, window):
+    wm = nnx.merge(graphdef, params[0])
+    wm.eval()
+    x, fs = unet_inputs(wm, lat, cond)
+    return unet_cached.fill(wm.unet, x, t, cond["context"], fs, acts, mask, new_index=new_index, window=window)
+
+  def step(params, cache, lat, t, cond, acts, mask, new_index, window):
+    wm = nnx.merge(graphdef, params[0])
+    wm.eval()
+    x, fs = unet_inputs(wm, lat, cond)
+    return unet_cached.step(wm.unet, cache, x, t, cond["context"], fs, acts, mask, new_index=new_index,
+                            window=window)
+
+  return RolloutModel(denoiser=CachedDenoiser(fill, step), cond_fn=cond_fn, schedule=schedule)
 
 
 def rollout_world_model(model_cfg, world_model, frozen, cfg: SamplerConfig, context_frames, actions, *, seed: int = 0,
-                        horizon: int | None = None, allow_noncausal: bool = False,
+                        horizon: int | None = None, allow_noncausal: bool = False, cached: bool = False,
                         progress: Callable[[Any], None] | None = None) -> tuple[jax.Array, np.ndarray]:
   """RGB in, RGB out: ``context_frames`` uint8 ``[B, k, H, W, 3]`` + ``actions [B, N, A]`` ->
   ``(latents [B, k + horizon, h, w, c], frames uint8 [B, k + horizon, H, W, 3])`` (context frames verbatim).
+  ``cached``: the cached fast path (see ``world_model_rollout_model``).
 
   ``world_model``/``frozen``: the ``world_model.build`` bundle (trained parameters loaded)."""
   from flax import nnx
@@ -569,7 +649,7 @@ def rollout_world_model(model_cfg, world_model, frozen, cfg: SamplerConfig, cont
                      f"{a_dim}")
   g, s = nnx.split(world_model)
   fg, fs_state = nnx.split(frozen)
-  model = world_model_rollout_model(model_cfg, g, fg, allow_noncausal=allow_noncausal)
+  model = world_model_rollout_model(model_cfg, g, fg, allow_noncausal=allow_noncausal, cached=cached)
   encode = jax.jit(lambda st, x: nnx.merge(fg, st).encode(x, jax.random.key(seed)))
   decode = jax.jit(lambda st, z: nnx.merge(fg, st).decode(z))
   latents_ctx = encode(fs_state, jnp.asarray(ctx, jnp.float32) / 127.5 - 1.0)

@@ -1,0 +1,178 @@
+"""Cached fast path of the rollout (issue 6 item 4): cached == uncached rollout, one cached step == the full-window
+forward, refusal of non-causal models.
+
+Tiny, fully randomised (every parameter re-drawn, also zero-inits / norm scales) causal UNets in float32 with
+``highest`` matmul precision (conftest). Tolerance: max abs diff <= 1e-5."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import _rollout_helpers as h
+from vid2world_jax import rollout as rl
+from vid2world_jax.models import unet as U
+from vid2world_jax.models import unet_cached as UC
+
+TOL = 1e-5
+A, CTX_D, HW = 3, 16, 4
+# Fast-compiling jit for the UNet-level tests (runtime is negligible; XLA passes dominate on 2 cores).
+_FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def randomize(model, seed: int):
+  """Re-draws every parameter (zero-inits included) so every path influences the output."""
+  state = nnx.state(model, nnx.Param)
+  leaves, tree = jax.tree.flatten(state)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  new = []
+  for k, v in zip(keys, leaves):
+    n = jax.random.normal(k, v.shape, v.dtype)
+    new.append(n / np.sqrt(np.prod(v.shape[:-1])) if v.ndim >= 2 else v + 0.1 * n)
+  nnx.update(model, jax.tree.unflatten(tree, new))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# UNet level: fill(history) + step(new frame) == full-window forward.
+
+def unet_config(norm: str, causal: bool = True):
+  """Everything cross-frame on: temporal convs, block temporal attention, init_attn, per-frame image tokens,
+  fs and action conditioning; two levels (down/upsampling) with attention at both resolutions."""
+  c = U.default_config()
+  c.update(dict(in_channels=8, out_channels=4, model_channels=32, channel_mult=[1, 2], num_res_blocks=1,
+                attention_resolutions=[1, 2], num_head_channels=16, context_dim=CTX_D, use_linear=True,
+                temporal_conv=True, temporal_attention=True, use_relative_position=False, temporal_length=16,
+                addition_attention=True, image_cross_attention=True, image_cross_attention_scale_learnable=True,
+                fs_condition=True, default_fs=3, action_dim=A, action_encoder="mlp"))
+  c.causal_temporal_attention = causal
+  c.causal_init_attn = causal
+  c.temporal_conv_padding = "causal" if causal else "symmetric"
+  c.temporal_norm = norm
+  return c
+
+
+@functools.lru_cache(maxsize=None)
+def unet_model(norm: str):
+  m = U.build(unet_config(norm), rngs=nnx.Rngs(0))
+  randomize(m, 1)
+  m.eval()
+  return m
+
+
+def unet_inputs(seed: int, b: int, t: int):
+  r = np.random.default_rng(seed)
+  return dict(
+      x=r.standard_normal((b, t, HW, HW, 8)).astype(np.float32),
+      t=r.integers(0, 1000, (b, t)),
+      context=r.standard_normal((b, 77 + 16 * t, CTX_D)).astype(np.float32),  # per-frame image tokens
+      fs=np.array([3, 10][:b]),
+      actions=r.standard_normal((b, t, A)).astype(np.float32),
+      mask=(r.random((b, t)) > 0.4).astype(np.float32))
+
+
+@pytest.mark.parametrize("norm", ["per_frame", "cumulative"])
+def test_cache_step_equals_full_window_forward(norm):
+  """For every new-frame position p of a 5-frame window: fill on the 4-slot history buffer (slots >= p hold other
+  frames, which must be ignored) + one step on frame p == the full forward's frame p; fill's outputs at the
+  history frames == the full forward's."""
+  w = 5
+  model = unet_model(norm)
+  g, st = nnx.split(model)
+  inp = unet_inputs(0, 2, w)
+  args = (inp["x"], inp["t"], inp["context"], inp["fs"], inp["actions"], inp["mask"])
+  full = np.asarray(jax.jit(lambda s, *a: nnx.merge(g, s)(*a), compiler_options=_FAST)(st, *args))
+
+  def cached(s, x, t, c, fs, a, mk, p):
+    m = nnx.merge(g, s)
+    hist, cache = UC.fill(m, x[:, :w - 1], t[:, :w - 1], c, fs, a[:, :w - 1], mk[:, :w - 1], new_index=p,
+                          window=w)
+    at = lambda z: jax.lax.dynamic_slice_in_dim(z, p, 1, axis=1)
+    return hist, UC.step(m, cache, at(x), at(t), c, fs, at(a), at(mk), new_index=p, window=w)
+
+  fn = jax.jit(cached, compiler_options=_FAST)
+  for p in range(w):
+    hist, new = fn(st, *args, p)
+    assert new.shape == (2, 1, HW, HW, 4)
+    np.testing.assert_allclose(np.asarray(new[:, 0]), full[:, p], rtol=0, atol=TOL)
+    np.testing.assert_allclose(np.asarray(hist[:, :p]), full[:, :p], rtol=0, atol=TOL)
+  assert np.abs(full[:, -1] - full[:, -2]).max() > 1e-2  # frames differ: the comparison is not trivial
+
+
+def test_cache_refuses_noncausal_unet():
+  m = U.build(unet_config("joint", causal=False), rngs=nnx.Rngs(0))
+  reasons = UC.noncausal_reasons(m)
+  assert any("padding" in r for r in reasons) and any("not causal" in r for r in reasons)
+  assert any("joint" in r for r in reasons)
+  inp = unet_inputs(0, 1, 3)
+  with pytest.raises(ValueError, match="strictly causal"):
+    UC.fill(m, inp["x"], inp["t"], inp["context"], inp["fs"], inp["actions"], inp["mask"], new_index=2,
+            window=4)
+  causal = unet_model("per_frame")
+  assert UC.noncausal_reasons(causal) == []
+  with pytest.raises(ValueError, match="one frame"):
+    UC.step(causal, {}, inp["x"], inp["t"], inp["context"], inp["fs"], inp["actions"], inp["mask"],
+            new_index=2, window=4)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Rollout level: cached == uncached (growing window, sliding window, guidance, both causal norms).
+
+WINDOW = 4
+
+
+@functools.lru_cache(maxsize=None)
+def world_models(norm: str):
+  """(uncached RolloutModel, cached RolloutModel, params) of one randomised tiny causal world model (one level,
+  so the nested-scan rollouts compile quickly)."""
+  from vid2world_jax import world_model
+  c = h.tiny_model_config("unet", window=WINDOW)
+  c.model.unet.channel_mult = [1]
+  c.model.unet.attention_resolutions = [1]
+  c.model.unet.temporal_norm = norm
+  wm, fs = world_model.build(c.model, rngs=nnx.Rngs(0))
+  randomize(wm, 2)
+  g, s = nnx.split(wm)
+  fg, fsd = nnx.split(fs)
+  plain = rl.world_model_rollout_model(c.model, g, fg)
+  cached = rl.world_model_rollout_model(c.model, g, fg, cached=True)
+  assert isinstance(cached.denoiser, rl.CachedDenoiser) and isinstance(plain.denoiser, rl.FnDenoiser)
+  return plain, cached, (s, fsd)
+
+
+@pytest.mark.parametrize("norm,k,horizon,guidance", [("per_frame", 1, 6, 2.5), ("cumulative", 2, 5, 2.5),
+                                                       ("per_frame", 1, 4, None)])
+def test_rollout_cached_equals_uncached(norm, k, horizon, guidance):
+  """Window 4: frames grow the window up to 4, later frames slide it (k + horizon > 4 in the guided cases);
+  guidance (both branches batched, rescale 0.7) and the conditional-only pass."""
+  plain, cached, params = world_models(norm)
+  cfg = rl.SamplerConfig(ddim_steps=2, eta=1.0, guidance_scale=guidance, guidance_rescale=0.7, window=WINDOW)
+  ctx, acts = h.random_inputs(batch=2, k=k, horizon=horizon, seed=k)
+  keys = rl.rollout_keys(4, 2)
+  want = np.asarray(rl.rollout(plain, cfg, params, ctx, acts, keys, horizon=horizon))
+  got = np.asarray(rl.rollout(cached, cfg, params, ctx, acts, keys, horizon=horizon))
+  assert got.shape == (2, k + horizon, 4, 4, 12)
+  np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+  assert np.abs(want[:, -1] - want[:, -2]).max() > 1e-3  # the model really produced (different) frames
+
+
+def test_rollout_cached_refuses_noncausal_models():
+  from vid2world_jax import world_model
+  c = h.tiny_model_config("unet", window=WINDOW)
+  c.model.unet.temporal_norm = "joint"
+  wm, fs = world_model.build(c.model, rngs=nnx.Rngs(0))
+  g, _ = nnx.split(wm)
+  fg, _ = nnx.split(fs)
+  with pytest.raises(ValueError, match="cached rollout.*temporal_norm='joint'"):
+    rl.world_model_rollout_model(c.model, g, fg, cached=True)
+  with pytest.raises(ValueError, match="cached rollout"):  # allow_noncausal does not unlock the cached path
+    rl.world_model_rollout_model(c.model, g, fg, cached=True, allow_noncausal=True)
+  c.model.unet.temporal_norm = "per_frame"
+  c.model.unet.temporal_conv_padding = "symmetric"
+  with pytest.raises(ValueError, match="temporal_conv_padding"):
+    rl.world_model_rollout_model(c.model, g, fg, cached=True)
+  t = h.tiny_model_config("toy", window=WINDOW)
+  with pytest.raises(ValueError, match="arch='unet'"):
+    rl.world_model_rollout_model(t.model, g, fg, cached=True)
