@@ -15,7 +15,7 @@ import ml_collections
 from flax import nnx
 
 from vid2world_jax.conversion import core
-from vid2world_jax.models import layers
+from vid2world_jax.models import layers, tracing
 from vid2world_jax.models.attention import SpatialTransformer, TemporalTransformer
 from vid2world_jax.models.embeddings import action_encoder, mlp_embed, timestep_embedding
 from vid2world_jax.models.temporal import NORM_MODES, PADDING_MODES
@@ -283,7 +283,9 @@ class UNet(nnx.Module):
 
 
 def build(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> UNet:
-  return UNet(cfg, rngs=rngs)
+  # cheap_tracer_errors: under nnx.eval_shape/jit, construction is otherwise quadratic (see models/tracing.py)
+  with tracing.cheap_tracer_errors():
+    return UNet(cfg, rngs=rngs)
 
 
 def torch_name_table(model: UNet) -> list[core.Entry]:

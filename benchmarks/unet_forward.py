@@ -1,0 +1,172 @@
+r"""Jitted forward time of the full-size DynamiCrafter UNet (random weights), vs the original PyTorch model.
+
+  python benchmarks/unet_forward.py                          # 256 config, B=1, 16 frames, 32x32 latents, fp32
+  python benchmarks/unet_forward.py --reference-seconds 52   # + ratio to a PyTorch time measured on this machine
+  python benchmarks/unet_forward.py --dtype bfloat16         # accelerators: bf16 compute (params stay fp32)
+
+Inputs are the shapes DynamiCrafter uses at 256x256 (as in /work/shared/reference/timing.md): x [B, T, 32, 32, 8]
+(channels-last), one timestep (500) per clip, context [B, 77 + 16 T, 1024], fs [B] = the variant's default.
+The model is in eval mode (dropout off). Reports construction time (abstract build under nnx.eval_shape, then
+random init in one jitted program), compile time (lower + compile, separately), forward time (median of
+--repeats runs after --warmup runs), parameter count and memory: XLA's buffer assignment of the compiled forward
+(compiled.memory_analysis(): arguments = parameters + inputs, temporaries = activations) and the process peak
+RSS (ru_maxrss, CPU) or the device's peak_bytes_in_use (accelerators). The last printed line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+GIB = 2.0 ** 30
+
+
+def rss_gib() -> float:
+  """Peak resident set size of this process so far (Linux ru_maxrss is in KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--variant", default="256", choices=["256", "512", "1024"], help="models.unet.real_config")
+  ap.add_argument("--batch", type=int, default=1, help="clips per forward")
+  ap.add_argument("--frames", type=int, default=16, help="frames per clip (T)")
+  ap.add_argument("--latent", type=int, default=32, help="latent height = width (256 config: 32)")
+  ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                  help="compute dtype (params stay float32); default float32 on CPU, bfloat16 on accelerators")
+  ap.add_argument("--warmup", type=int, default=1, help="untimed forwards after compilation")
+  ap.add_argument("--repeats", type=int, default=3, help="timed forwards (the median is reported)")
+  ap.add_argument("--seed", type=int, default=0, help="parameter / input RNG seed")
+  ap.add_argument("--reference-seconds", type=float, default=None,
+                  help="PyTorch forward time measured beside this run (same machine, same shapes): prints the ratio")
+  ap.add_argument("--reference-note", default="",
+                  help="where the reference time comes from (copied into the JSON)")
+  args = ap.parse_args()
+  if min(args.batch, args.frames, args.latent, args.repeats) < 1 or args.warmup < 0:
+    raise SystemExit("--batch/--frames/--latent/--repeats must be >= 1 and --warmup >= 0")
+
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+
+  from vid2world_jax.models import unet
+
+  dev = jax.devices()[0]
+  dtype = args.dtype or ("float32" if dev.platform == "cpu" else "bfloat16")
+  cfg = unet.real_config(args.variant)
+  cfg.dtype = dtype
+  b, t, hw = args.batch, args.frames, args.latent
+  if t != cfg.temporal_length:
+    print(f"note: {t} frames but the config's temporal_length is {cfg.temporal_length}")
+  n_cpu = os.cpu_count()
+  load = os.getloadavg()
+  print(f"device: {dev.platform} ({dev.device_kind}), jax {jax.__version__}, {n_cpu} CPUs, "
+        f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")
+  print(f"UNet {args.variant} config, batch {b}, {t} frames, {hw}x{hw} latents, compute {dtype}, params float32")
+
+  # ---- construction: abstract (shapes only), then random init in one compiled program
+  t0 = time.perf_counter()
+  abstract = nnx.eval_shape(lambda: unet.build(cfg, rngs=nnx.Rngs(args.seed)))
+  t_abstract = time.perf_counter() - t0
+  graphdef, abstract_state = nnx.split(abstract)
+  n_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
+  print(f"abstract build (nnx.eval_shape): {t_abstract:.1f} s; {n_params:,} parameters "
+        f"({n_params * 4 / 1e9:.2f} GB float32)")
+
+  t0 = time.perf_counter()
+
+  @jax.jit
+  def init():
+    return nnx.state(unet.build(cfg, rngs=nnx.Rngs(args.seed)))
+
+  state = jax.block_until_ready(init())
+  t_init = time.perf_counter() - t0
+  model = nnx.merge(graphdef, state)
+  model.eval()  # dropout off (inference); eval() only flips flags, no parameter changes
+  graphdef, state = nnx.split(model)
+  del model
+  rss_after_init = rss_gib()
+  print(f"random init (jitted): {t_init:.1f} s; peak RSS so far {rss_after_init:.2f} GiB")
+
+  # ---- inputs
+  rng = np.random.default_rng(args.seed)
+  x = jnp.asarray(rng.standard_normal((b, t, hw, hw, cfg.in_channels), dtype=np.float32))
+  timesteps = jnp.full((b,), 500, jnp.int32)
+  ctx_len = unet.TEXT_TOKENS + unet.IMAGE_TOKENS_PER_FRAME * t
+  context = jnp.asarray(rng.standard_normal((b, ctx_len, cfg.context_dim), dtype=np.float32))
+  fs = jnp.full((b,), cfg.default_fs, jnp.int32)
+
+  @jax.jit
+  def forward(state, x, timesteps, context, fs):
+    return nnx.merge(graphdef, state)(x, timesteps, context, fs)
+
+  t0 = time.perf_counter()
+  lowered = forward.lower(state, x, timesteps, context, fs)
+  t_lower = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  t_compile = time.perf_counter() - t0
+  print(f"trace + lower: {t_lower:.1f} s; XLA compile: {t_compile:.1f} s")
+  ma = compiled.memory_analysis()
+  mem = {}
+  if ma is not None:
+    mem = {"arguments_gib": ma.argument_size_in_bytes / GIB, "outputs_gib": ma.output_size_in_bytes / GIB,
+           "temporaries_gib": ma.temp_size_in_bytes / GIB,
+           "generated_code_gib": ma.generated_code_size_in_bytes / GIB}
+    mem["peak_estimate_gib"] = (ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
+                                + ma.temp_size_in_bytes) / GIB
+    print(f"compiled memory analysis: arguments {mem['arguments_gib']:.2f} GiB (params + inputs), temporaries "
+          f"{mem['temporaries_gib']:.2f} GiB, outputs {mem['outputs_gib'] * 1024:.1f} MiB, "
+          f"peak estimate {mem['peak_estimate_gib']:.2f} GiB")
+
+  # ---- timing
+  for _ in range(args.warmup):
+    out = jax.block_until_ready(compiled(state, x, timesteps, context, fs))
+  times = []
+  for i in range(args.repeats):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(compiled(state, x, timesteps, context, fs))
+    times.append(time.perf_counter() - t0)
+    print(f"forward {i + 1}/{args.repeats}: {times[-1]:.2f} s")
+  med = statistics.median(times)
+  finite = bool(jnp.isfinite(out).all())
+  if out.shape != (b, t, hw, hw, cfg.out_channels) or not finite:
+    raise SystemExit(f"bad output: shape {out.shape}, finite {finite}")
+  peak = {"peak_rss_gib": rss_gib()}
+  try:
+    stats = dev.memory_stats() or {}
+  except Exception:  # noqa: BLE001 - CPU devices may not implement memory_stats
+    stats = {}
+  if "peak_bytes_in_use" in stats:
+    peak["device_peak_gib"] = stats["peak_bytes_in_use"] / GIB
+  print(f"forward median {med:.2f} s (min {min(times):.2f}, max {max(times):.2f}) over {args.repeats} runs; "
+        f"output {tuple(out.shape)} finite; peak RSS {peak['peak_rss_gib']:.2f} GiB"
+        + (f"; device peak {peak['device_peak_gib']:.2f} GiB" if "device_peak_gib" in peak else ""))
+  res = {"variant": args.variant, "device": dev.platform, "device_kind": dev.device_kind, "dtype": dtype,
+         "batch": b, "frames": t, "latent": hw, "params": n_params, "cpus": n_cpu,
+         "load_avg_start": [round(v, 2) for v in load], "load_avg_end": [round(v, 2) for v in os.getloadavg()],
+         "abstract_build_s": round(t_abstract, 2), "init_s": round(t_init, 2), "lower_s": round(t_lower, 2),
+         "compile_s": round(t_compile, 2), "forward_s": [round(v, 3) for v in times],
+         "forward_median_s": round(med, 3), "rss_after_init_gib": round(rss_after_init, 3),
+         **{k: round(v, 3) for k, v in peak.items()}, **{k: round(v, 3) for k, v in mem.items()}}
+  if args.reference_seconds:
+    ratio = args.reference_seconds / med
+    print(f"PyTorch reference {args.reference_seconds:.1f} s per forward -> JAX is {ratio:.2f}x "
+          f"{'faster' if ratio >= 1 else 'slower'} (reference / JAX median)"
+          + (f" [{args.reference_note}]" if args.reference_note else ""))
+    res.update(reference_s=args.reference_seconds, speedup_vs_reference=round(ratio, 3))
+    if args.reference_note:
+      res["reference_note"] = args.reference_note
+  print(json.dumps(res))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,66 @@
+"""Fast UNet construction under tracing (models/tracing.py, used by unet.build and benchmarks/unet_forward.py)."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from jax._src.interpreters import partial_eval as pe
+
+from configs import base
+from vid2world_jax.models import tracing, unet
+
+
+def _tiny():
+  return base.tiny_unet_config(channels=32, frames=4, action_dim=2)
+
+
+def test_unet_forward_cheap_tracer_errors_restores_jax_on_exit_and_error():
+  original = pe.DynamicJaxprTracer._origin_msg
+  with tracing.cheap_tracer_errors():
+    assert pe.DynamicJaxprTracer._origin_msg is not original
+    with tracing.cheap_tracer_errors():  # nested use keeps the patch until the outer block ends
+      pass
+    assert pe.DynamicJaxprTracer._origin_msg is not original
+  assert pe.DynamicJaxprTracer._origin_msg is original
+  with pytest.raises(RuntimeError):
+    with tracing.cheap_tracer_errors():
+      raise RuntimeError("boom")
+  assert pe.DynamicJaxprTracer._origin_msg is original
+
+
+def test_unet_forward_cheap_tracer_errors_keeps_attribute_error_semantics():
+  def f(x):
+    with tracing.cheap_tracer_errors():
+      assert getattr(x, "sharding", None) is None  # still an AttributeError, so getattr's default is used
+      with pytest.raises(AttributeError):
+        x.sharding  # noqa: B018
+    return x
+  jax.jit(f)(np.ones(3, np.float32))
+
+
+def test_unet_forward_build_under_eval_shape_never_walks_the_jaxpr(monkeypatch):
+  calls = []
+  orig = pe.JaxprStackFrame.find_progenitors
+
+  def spy(self, tracer):
+    calls.append(1)
+    return orig(self, tracer)
+
+  monkeypatch.setattr(pe.JaxprStackFrame, "find_progenitors", spy)
+  cfg = _tiny()
+  abstract = nnx.eval_shape(lambda: unet.build(cfg, rngs=nnx.Rngs(0)))
+  assert calls == [], f"{len(calls)} O(#equations) progenitor walks during construction"
+  # without the context manager the same construction does walk the jaxpr once per RNG draw (the quadratic cost)
+  nnx.eval_shape(lambda: unet.UNet(cfg, rngs=nnx.Rngs(0)))
+  assert len(calls) > 10
+  assert len(jax.tree.leaves(nnx.state(abstract, nnx.Param))) > 50
+
+
+def test_unet_forward_build_values_and_paths_unchanged():
+  cfg = _tiny()
+  fast = nnx.state(unet.build(cfg, rngs=nnx.Rngs(3)), nnx.Param)
+  plain = nnx.state(unet.UNet(cfg, rngs=nnx.Rngs(3)), nnx.Param)
+  fast_flat, plain_flat = dict(nnx.to_flat_state(fast)), dict(nnx.to_flat_state(plain))
+  assert fast_flat.keys() == plain_flat.keys()
+  for k in fast_flat:
+    np.testing.assert_array_equal(np.asarray(fast_flat[k][...]), np.asarray(plain_flat[k][...]), err_msg=str(k))
