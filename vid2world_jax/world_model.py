@@ -191,4 +191,6 @@ class WorldModel(nnx.Module):
 
 def build(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> tuple[WorldModel, FrozenStage]:
   """``(trainable WorldModel, FrozenStage)`` from ``config.model``."""
-  return WorldModel(cfg, rngs=rngs), FrozenStage(cfg, rngs=rngs)
+  from vid2world_jax.models import tracing
+  with tracing.cheap_tracer_errors():  # construction under eval_shape/jit is otherwise quadratic (models/tracing.py)
+    return WorldModel(cfg, rngs=rngs), FrozenStage(cfg, rngs=rngs)

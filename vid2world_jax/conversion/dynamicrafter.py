@@ -82,7 +82,9 @@ def is_temporal_conv_kernel(path: tuple) -> bool:
 def abstract_component(name: str, cfg):
   """``(abstract module, {path: shape})`` for a component built from ``cfg`` without allocating."""
   mod = component_module(name)
-  abstract = nnx.eval_shape(lambda: mod.build(cfg, rngs=nnx.Rngs(0)))
+  from vid2world_jax.models import tracing
+  with tracing.cheap_tracer_errors():  # otherwise quadratic in the number of parameters (models/tracing.py)
+    abstract = nnx.eval_shape(lambda: mod.build(cfg, rngs=nnx.Rngs(0)))
   return abstract, core.param_shapes(nnx.state(abstract, nnx.Param))
 
 
