@@ -51,7 +51,11 @@ def main(argv):
     raise app.UsageError("give exactly one of --checkpoint or --manifest")
   src = F.checkpoint or F.manifest
   variant = F.variant or infer_variant(src)
-  ckpt = checkpoint_io.open_checkpoint(src)
+  try:
+    ckpt = checkpoint_io.open_checkpoint(src)
+  except (ImportError, OSError, ValueError) as e:  # missing torch for .ckpt, missing/corrupt file: one clear line
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   if F.manifest and not isinstance(ckpt, checkpoint_io.ManifestCheckpoint):
     raise app.UsageError("--manifest expects a .json or .tsv manifest")
   shapes_only = isinstance(ckpt, checkpoint_io.ManifestCheckpoint)

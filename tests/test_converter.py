@@ -190,3 +190,27 @@ def test_converter_missing_file_is_a_clear_error(tmp_path):
   bad.write_bytes(b"\x00\x01garbage")
   with pytest.raises(ValueError, match="cannot read"):
     checkpoint_io.open_checkpoint(str(bad))
+
+
+def test_converter_torch_is_not_imported_by_the_core_packages():
+  code = ("import sys, vid2world_jax, vid2world_jax.train, vid2world_jax.rollout, vid2world_jax.world_model\n"
+          "import vid2world_jax.conversion.dynamicrafter, vid2world_jax.conversion.checkpoint_io\n"
+          "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_converter_missing_torch_for_ckpt_is_a_clear_error(tmp_path, monkeypatch):
+  ckpt = tmp_path / "model_256.ckpt"
+  ckpt.write_bytes(b"not read: torch is missing")
+  monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+  with pytest.raises(ImportError, match="needs PyTorch"):
+    checkpoint_io.open_checkpoint(str(ckpt))
+  # the CLI prints one line (no traceback) and exits 1
+  code = ("import runpy, sys; sys.modules['torch'] = None; "
+          f"sys.argv = ['convert_torch_weights.py', '--checkpoint', {str(ckpt)!r}, '--out', {str(tmp_path / 'o')!r}]; "
+          "runpy.run_path('convert_torch_weights.py', run_name='__main__')")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1, (out.stdout, out.stderr)
+  assert "needs PyTorch" in out.stderr and "Traceback" not in out.stderr, out.stderr
