@@ -155,6 +155,9 @@ def test_demo_report_side_by_side_and_gif(tmp_path):
   v = report.side_by_side([a, b], scale=2, gap=2)
   assert v.shape == (3, 16, 34, 3) and v.dtype == np.uint8
   assert v[0, 0, 0, 0] == 0 and v[0, 0, -1, 0] == 255
+  # distinct frames (GIF writers merge identical consecutive frames into one longer frame)
+  v = v.copy()
+  v[:, :2, :2] = np.arange(3, dtype=np.uint8)[:, None, None, None] * 80
   p = report.write_gif(str(tmp_path / "x.gif"), v)
   import imageio.v2 as imageio
   assert len(imageio.mimread(p)) == 3
@@ -183,3 +186,77 @@ def test_demo_guidance_scale_one_is_no_guidance():
   np.testing.assert_allclose(np.asarray(out1)[:, :3], np.asarray(ref)[:, :3], rtol=1e-6, atol=1e-6)
   out3, _ = den((params, None, jnp.float32(3.0)), (), inputs)
   assert float(jnp.max(jnp.abs(out3[:, 2] - ref[:, 2]))) > 1e-4   # the newest frame's action matters
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The README's command: `python -m vid2world_jax.train --config=configs/demo.py` dispatches to the demo pipeline.
+
+
+def _cli(args, cwd=REPO, timeout=600):
+  import subprocess
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=REPO)
+  return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def _tiny_config_file(tmp_path):
+  """A config file for the CLI: the shortened test config with job='demo'."""
+  p = tmp_path / "tiny_demo_config.py"
+  p.write_text(
+      "import sys\n"
+      f"sys.path[:0] = [{REPO!r}, {os.path.join(REPO, 'tests')!r}]\n"
+      "from test_demo import demo_test_config\n\n\n"
+      "def get_config():\n"
+      "  c = demo_test_config()\n"
+      "  c.job = 'demo'\n"
+      "  return c\n")
+  return str(p)
+
+
+def test_demo_config_job_dispatch_fields():
+  from configs import base, demo
+  from vid2world_jax import train
+  from vid2world_jax.demo import pipeline
+  c = demo.get_config()
+  assert c.job == "demo" and train.config_job(c) == "demo"
+  assert train.config_job(base.get_base_config()) == "train"      # no job field: the plain trainer
+  # every knob of the demo is in the config file (so --config.demo.<knob>=... overrides it)
+  assert set(c.demo.keys()) == set(pipeline.default_demo_config().keys())
+  assert set(c.demo.policy_eval.keys()) == set(pipeline.default_demo_config().policy_eval.keys())
+  c.job = "bogus"
+  with pytest.raises(train.ConfigError, match="job must be one of"):
+    train.config_job(c)
+
+
+def test_demo_train_cli_dispatch(demo_run, tmp_path):
+  """`python -m vid2world_jax.train --config=<demo config>` runs demo.pipeline.run with command-line overrides:
+  stage (a) reused from a copied workdir, stage (b) re-run for the overridden number of steps, report written."""
+  import shutil
+  wd0, _ = demo_run
+  wd = tmp_path / "wd"
+  shutil.copytree(os.path.join(wd0, "pretrain"), wd / "pretrain")
+  r = _cli(["vid2world_jax.train", f"--config={_tiny_config_file(tmp_path)}", f"--workdir={wd}",
+            "--config.demo.finetune_steps=1", "--config.demo.policy_eval.enabled=False",
+            "--config.demo.weight_transfer=shift"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "stage (a) pretrain: cached" in r.stdout
+  assert "stage (b) finetune: cached" not in r.stdout
+  with open(wd / "report" / "metrics.json") as f:
+    js = json.load(f)
+  assert js["setup"]["finetune_steps"] == 1 and js["setup"]["weight_transfer"] == "shift"
+  assert "policy_eval" not in js
+  assert os.path.getsize(wd / "report" / "plots" / "error_vs_horizon.png") > 0
+  # a bad job is a one-line error before anything runs
+  r = _cli(["vid2world_jax.train", f"--config={_tiny_config_file(tmp_path)}", f"--workdir={wd}",
+            "--config.job=bogus"])
+  assert r.returncode != 0 and "error: job must be one of" in r.stderr
+
+
+def test_demo_ablations_cli(demo_run, tmp_path):
+  """`python -m vid2world_jax.demo.ablations --config=... --workdir=...` prints and writes the table (every
+  variant already cached by test_demo_ablations_table, which runs first in this file)."""
+  wd, _ = demo_run
+  r = _cli(["vid2world_jax.demo.ablations", f"--config={_tiny_config_file(tmp_path)}", f"--workdir={wd}"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "| copy-last-frame baseline |" in r.stdout and "## Quality bar" in r.stdout
+  assert os.path.getsize(os.path.join(wd, "report", "ablations.md")) > 0
