@@ -23,16 +23,26 @@ A, CTX_D, HW = 3, 16, 4
 _FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def randomize(model, seed: int):
-  """Re-draws every parameter (zero-inits included) so every path influences the output."""
-  state = nnx.state(model, nnx.Param)
-  leaves, tree = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  new = []
-  for k, v in zip(keys, leaves):
-    n = jax.random.normal(k, v.shape, v.dtype)
-    new.append(n / np.sqrt(np.prod(v.shape[:-1])) if v.ndim >= 2 else v + 0.1 * n)
-  nnx.update(model, jax.tree.unflatten(tree, new))
+def random_build(ctor, seed: int):
+  """``ctor()`` (a module or a tuple of modules) with every parameter drawn at random (zero-inits and norm
+  scales included, so every path influences the output). Built abstractly (``nnx.eval_shape``) and filled from
+  numpy: eager initialisation of every parameter is slow on the shared CPU."""
+  abstract = nnx.eval_shape(ctor)
+  g, params, rest = nnx.split(abstract, nnx.Param, ...)
+  r = np.random.default_rng(seed)
+
+  def draw(path, v):
+    n = r.standard_normal(v.shape).astype(np.float32)
+    if v.ndim >= 2:
+      return jnp.asarray(n / np.sqrt(np.prod(v.shape[:-1])))
+    base = 1.0 if str(path[-1]).strip(".[]'\"") == "scale" else 0.0  # norm scales around 1, biases around 0
+    return jnp.asarray(base + 0.1 * n)
+
+  key = jax.random.key(0)
+  params = jax.tree.map_with_path(draw, params)
+  rest = jax.tree.map(lambda v: key if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key)
+                      else jnp.zeros(v.shape, v.dtype), rest)
+  return nnx.merge(g, params, rest)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -56,8 +66,7 @@ def unet_config(norm: str, causal: bool = True):
 
 @functools.lru_cache(maxsize=None)
 def unet_model(norm: str):
-  m = U.build(unet_config(norm), rngs=nnx.Rngs(0))
-  randomize(m, 1)
+  m = random_build(lambda: U.build(unet_config(norm), rngs=nnx.Rngs(0)), 1)
   m.eval()
   return m
 
@@ -132,14 +141,21 @@ def world_models(norm: str):
   c.model.unet.channel_mult = [1]
   c.model.unet.attention_resolutions = [1]
   c.model.unet.temporal_norm = norm
-  wm, fs = world_model.build(c.model, rngs=nnx.Rngs(0))
-  randomize(wm, 2)
+  wm, fs = random_build(lambda: world_model.build(c.model, rngs=nnx.Rngs(0)), 2)
   g, s = nnx.split(wm)
   fg, fsd = nnx.split(fs)
   plain = rl.world_model_rollout_model(c.model, g, fg)
   cached = rl.world_model_rollout_model(c.model, g, fg, cached=True)
   assert isinstance(cached.denoiser, rl.CachedDenoiser) and isinstance(plain.denoiser, rl.FnDenoiser)
   return plain, cached, (s, fsd)
+
+
+def fast_rollout(model, cfg, params, ctx, acts, keys, horizon):
+  """What ``rl.rollout`` runs (``_rollout_impl``: scan over frames, scan over DDIM steps), jitted with the fast
+  compiler options; ``rl.rollout`` itself is exercised by the slow RGB test below."""
+  fn = jax.jit(lambda p, c, a, k: rl._rollout_impl(model, cfg, horizon, p, c, a, k), compiler_options=_FAST)
+  with rl.noise_mode():
+    return np.asarray(fn(params, ctx, acts, keys))
 
 
 @pytest.mark.parametrize("norm,k,horizon,guidance", [("per_frame", 1, 6, 2.5), ("cumulative", 2, 5, 2.5),
@@ -151,8 +167,8 @@ def test_rollout_cached_equals_uncached(norm, k, horizon, guidance):
   cfg = rl.SamplerConfig(ddim_steps=2, eta=1.0, guidance_scale=guidance, guidance_rescale=0.7, window=WINDOW)
   ctx, acts = h.random_inputs(batch=2, k=k, horizon=horizon, seed=k)
   keys = rl.rollout_keys(4, 2)
-  want = np.asarray(rl.rollout(plain, cfg, params, ctx, acts, keys, horizon=horizon))
-  got = np.asarray(rl.rollout(cached, cfg, params, ctx, acts, keys, horizon=horizon))
+  want = fast_rollout(plain, cfg, params, ctx, acts, keys, horizon)
+  got = fast_rollout(cached, cfg, params, ctx, acts, keys, horizon)
   assert got.shape == (2, k + horizon, 4, 4, 12)
   np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
   assert np.abs(want[:, -1] - want[:, -2]).max() > 1e-3  # the model really produced (different) frames
@@ -162,7 +178,7 @@ def test_rollout_cached_refuses_noncausal_models():
   from vid2world_jax import world_model
   c = h.tiny_model_config("unet", window=WINDOW)
   c.model.unet.temporal_norm = "joint"
-  wm, fs = world_model.build(c.model, rngs=nnx.Rngs(0))
+  wm, fs = nnx.eval_shape(lambda: world_model.build(c.model, rngs=nnx.Rngs(0)))
   g, _ = nnx.split(wm)
   fg, _ = nnx.split(fs)
   with pytest.raises(ValueError, match="cached rollout.*temporal_norm='joint'"):
@@ -176,3 +192,23 @@ def test_rollout_cached_refuses_noncausal_models():
   t = h.tiny_model_config("toy", window=WINDOW)
   with pytest.raises(ValueError, match="arch='unet'"):
     rl.world_model_rollout_model(t.model, g, fg, cached=True)
+
+
+@pytest.mark.slow
+def test_rollout_world_model_cached_rgb_equals_uncached():
+  """The public RGB entry point (``rollout_world_model``, default-optimised ``rl.rollout`` jit) with
+  ``cached=True`` == ``cached=False``. Slow (two full-optimisation compiles of the nested scans); the same code
+  path is covered quickly by ``test_rollout_cached_equals_uncached``."""
+  from vid2world_jax import world_model
+  c = h.tiny_model_config("unet", window=WINDOW)
+  c.model.unet.channel_mult = [1]
+  c.model.unet.attention_resolutions = [1]
+  wm, fs = random_build(lambda: world_model.build(c.model, rngs=nnx.Rngs(0)), 3)
+  cfg = rl.SamplerConfig(ddim_steps=2, eta=1.0, guidance_scale=2.5, window=WINDOW)
+  frames = np.random.default_rng(0).integers(0, 256, (1, 2, 8, 8, 3)).astype(np.uint8)
+  acts = np.random.default_rng(1).normal(size=(1, 5, 3)).astype(np.float32)
+  lat0, rgb0 = rl.rollout_world_model(c.model, wm, fs, cfg, frames, acts, seed=1, horizon=4)
+  lat1, rgb1 = rl.rollout_world_model(c.model, wm, fs, cfg, frames, acts, seed=1, horizon=4, cached=True)
+  np.testing.assert_allclose(np.asarray(lat1), np.asarray(lat0), rtol=0, atol=TOL)
+  assert rgb1.shape == rgb0.shape == (1, 6, 8, 8, 3)
+  assert np.abs(rgb1.astype(int) - rgb0.astype(int)).max() <= 1
