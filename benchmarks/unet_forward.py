@@ -7,8 +7,8 @@ r"""Jitted forward time of the full-size DynamiCrafter UNet (random weights), vs
 Inputs are the shapes DynamiCrafter uses at 256x256 (as in /work/shared/reference/timing.md): x [B, T, 32, 32, 8]
 (channels-last), one timestep (500) per clip, context [B, 77 + 16 T, 1024], fs [B] = the variant's default.
 The model is in eval mode (dropout off). Reports construction time (abstract build under nnx.eval_shape, then
-random init in one jitted program), compile time (lower + compile, separately), forward time (median of
---repeats runs after --warmup runs), parameter count and memory: XLA's buffer assignment of the compiled forward
+random values: --init fast = numpy, --init model = the modules' initializers jitted), compile time (lower and
+compile separately), forward time (median of --repeats runs after --warmup runs), parameter count and memory: XLA's buffer assignment of the compiled forward
 (compiled.memory_analysis(): arguments = parameters + inputs, temporaries = activations) and the process peak
 RSS (ru_maxrss, CPU) or the device's peak_bytes_in_use (accelerators). The last printed line is one JSON object.
 """
@@ -31,6 +31,34 @@ def rss_gib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
 
 
+def fast_random_state(abstract_state, seed: int):
+  """Concrete state for an abstract one: kernels/embeddings ~ N(0, 1/fan_in) (fan_in = all but the last axis),
+  norm ``scale`` = 1, everything else (biases, ``alpha`` gates, RNG counters) = 0; RNG keys from ``seed``.
+  numpy generation (a few seconds for 1.4 B values) instead of ~1400 jitted initializers."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  rng = np.random.default_rng(seed)
+
+  def make(path, x):
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    while names and names[-1] == "value":  # Variable leaves end in `.value`
+      names.pop()
+    name = names[-1] if names else ""
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.split(jax.random.key(seed), x.shape) if x.shape else jax.random.key(seed)
+    if name in ("kernel", "embedding") and x.ndim >= 2:
+      fan_in = int(np.prod(x.shape[:-1]))
+      v = rng.standard_normal(x.shape, dtype=np.float32)
+      v *= np.float32(fan_in ** -0.5)
+      return jnp.asarray(v, x.dtype)
+    if name == "scale":
+      return jnp.ones(x.shape, x.dtype)
+    return jnp.zeros(x.shape, x.dtype)
+
+  return jax.tree_util.tree_map_with_path(make, abstract_state)
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--variant", default="256", choices=["256", "512", "1024"], help="models.unet.real_config")
@@ -42,6 +70,9 @@ def main():
   ap.add_argument("--warmup", type=int, default=1, help="untimed forwards after compilation")
   ap.add_argument("--repeats", type=int, default=3, help="timed forwards (the median is reported)")
   ap.add_argument("--seed", type=int, default=0, help="parameter / input RNG seed")
+  ap.add_argument("--init", default="fast", choices=["fast", "model"],
+                  help="fast: numpy N(0, 1/fan_in) kernels, unit norm scales, zero biases; model: the modules' "
+                       "own initializers, jitted (minutes of XLA compile on a small CPU)")
   ap.add_argument("--reference-seconds", type=float, default=None,
                   help="PyTorch forward time measured beside this run (same machine, same shapes): prints the ratio")
   ap.add_argument("--reference-note", default="",
@@ -72,7 +103,7 @@ def main():
         f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")
   print(f"UNet {args.variant} config, batch {b}, {t} frames, {hw}x{hw} latents, compute {dtype}, params float32")
 
-  # ---- construction: abstract (shapes only), then random init in one compiled program
+  # ---- construction: abstract (shapes only), then random values
   t0 = time.perf_counter()
   abstract = nnx.eval_shape(lambda: unet.build(cfg, rngs=nnx.Rngs(args.seed)))
   t_abstract = time.perf_counter() - t0
@@ -82,19 +113,17 @@ def main():
         f"({n_params * 4 / 1e9:.2f} GB float32)")
 
   t0 = time.perf_counter()
-
-  @jax.jit
-  def init():
-    return nnx.state(unet.build(cfg, rngs=nnx.Rngs(args.seed)))
-
-  state = jax.block_until_ready(init())
+  if args.init == "model":  # the modules' own initializers in one jitted program (slow XLA compile on CPU)
+    state = jax.block_until_ready(jax.jit(lambda: nnx.state(unet.build(cfg, rngs=nnx.Rngs(args.seed))))())
+  else:
+    state = fast_random_state(abstract_state, args.seed)
   t_init = time.perf_counter() - t0
   model = nnx.merge(graphdef, state)
   model.eval()  # dropout off (inference); eval() only flips flags, no parameter changes
   graphdef, state = nnx.split(model)
   del model
   rss_after_init = rss_gib()
-  print(f"random init (jitted): {t_init:.1f} s; peak RSS so far {rss_after_init:.2f} GiB")
+  print(f"random init ({args.init}): {t_init:.1f} s; peak RSS so far {rss_after_init:.2f} GiB")
 
   # ---- inputs
   rng = np.random.default_rng(args.seed)
@@ -153,7 +182,7 @@ def main():
   res = {"variant": args.variant, "device": dev.platform, "device_kind": dev.device_kind, "dtype": dtype,
          "batch": b, "frames": t, "latent": hw, "params": n_params, "cpus": n_cpu,
          "load_avg_start": [round(v, 2) for v in load], "load_avg_end": [round(v, 2) for v in os.getloadavg()],
-         "abstract_build_s": round(t_abstract, 2), "init_s": round(t_init, 2), "lower_s": round(t_lower, 2),
+         "abstract_build_s": round(t_abstract, 2), "init": args.init, "init_s": round(t_init, 2), "lower_s": round(t_lower, 2),
          "compile_s": round(t_compile, 2), "forward_s": [round(v, 3) for v in times],
          "forward_median_s": round(med, 3), "rss_after_init_gib": round(rss_after_init, 3),
          **{k: round(v, 3) for k, v in peak.items()}, **{k: round(v, 3) for k, v in mem.items()}}
