@@ -130,4 +130,5 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.context_frames = 1                 # ground-truth frames given to the rollout
   c.eval.guidance_scale = 2.5               # causal action guidance s (code convention, spec §5)
   c.eval.guidance_rescale = 0.7             # CFG rescale phi
+  c.eval.cached_rollout = False             # rollout CLI: cached fast path (causal UNet only; same frames, faster)
   return c

@@ -212,3 +212,23 @@ def test_rollout_world_model_cached_rgb_equals_uncached():
   np.testing.assert_allclose(np.asarray(lat1), np.asarray(lat0), rtol=0, atol=TOL)
   assert rgb1.shape == rgb0.shape == (1, 6, 8, 8, 3)
   assert np.abs(rgb1.astype(int) - rgb0.astype(int)).max() <= 1
+
+
+def test_rollout_cached_cli_refuses_toy_arch(tmp_path):
+  """``--cached`` reaches the rollout entry point: the toy arch (no UNet) is refused with a clear message."""
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  h.write_toy_checkpoint(tmp_path / "work")
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "ctx.npz", frames=rng.integers(0, 256, size=(1, 16, 16, 3), dtype=np.uint8))
+  np.save(tmp_path / "acts.npy", rng.uniform(-1, 1, size=(2, 2)).astype(np.float32))
+  r = subprocess.run([sys.executable, "-m", "vid2world_jax.rollout", f"--config={repo}/configs/test_tiny.py:toy",
+                      f"--checkpoint={tmp_path / 'work'}", f"--context={tmp_path / 'ctx.npz'}",
+                      f"--actions={tmp_path / 'acts.npy'}", "--ddim_steps=1", "--cached",
+                      f"--out={tmp_path / 'o.npz'}"], cwd=repo, capture_output=True, text=True, timeout=600,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=""))
+  assert r.returncode != 0
+  assert "cached rollout needs model.arch='unet'" in r.stderr, r.stderr[-2000:]
+  assert not (tmp_path / "o.npz").exists()

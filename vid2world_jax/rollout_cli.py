@@ -13,7 +13,8 @@
 * ``--out``: ``.mp4``/``.gif`` (decoded RGB; a batch is tiled side by side) or ``.npz`` (``frames`` uint8
   ``[B, k + horizon, H, W, 3]`` and ``latents``).
 Sampler flags (``--guidance``, ``--guidance_rescale``, ``--ddim_steps``, ``--eta``, ``--window``,
-``--history_noise``) default to the config's ``eval`` section / the paper's settings.
+``--history_noise``) default to the config's ``eval`` section / the paper's settings. ``--cached`` (default
+``config.eval.cached_rollout``) selects the cached fast path (strictly causal UNet only; same frames).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def define_model_flags():
   flags.DEFINE_string("history_noise", "second_last", "noise level of history frames: 'second_last' or an int")
   flags.DEFINE_integer("seed", 0, "rollout seed (one key per rollout is split from it)")
   flags.DEFINE_bool("allow_noncausal", False, "run even if the UNet config is not strictly causal")
+  flags.DEFINE_bool("cached", None, "cached fast path of the rollout (strictly causal UNet only; same frames): "
+                    "each DDIM step runs the UNet on the new frame only (default config.eval.cached_rollout)")
   flags.mark_flags_as_required(["config", "checkpoint"])
 
 
@@ -218,8 +221,14 @@ def main(argv):
     bar.n = int(frame) - k
     bar.refresh()
 
-  out, frames = rl.rollout_world_model(cfg.model, wm, frozen, sampler, ctx, acts, seed=f.seed, horizon=horizon,
-                                       allow_noncausal=f.allow_noncausal, progress=progress)
+  cached = bool(cfg.eval.get("cached_rollout", False)) if f.cached is None else f.cached
+  try:
+    out, frames = rl.rollout_world_model(cfg.model, wm, frozen, sampler, ctx, acts, seed=f.seed, horizon=horizon,
+                                         allow_noncausal=f.allow_noncausal, cached=cached, progress=progress)
+  except ValueError as e:
+    if not cached or "cached rollout" not in str(e):
+      raise
+    raise SystemExit(str(e)) from None
   out = jax.block_until_ready(out)
   bar.close()
   write_output(f.out, frames, np.asarray(out))

@@ -1,0 +1,119 @@
+"""Cached vs uncached autoregressive rollout: per-frame latency at history lengths 1..window-1, side by side.
+
+  python benchmarks/rollout.py [--window=16] [--ddim_steps=10] [--channels=64] [--latent_hw=8] [--reps=3]
+
+One generated frame = ``rollout.generate_frame`` (the body of the rollout scan: ``ddim_steps`` guided network calls,
+both guidance branches batched) through ``rollout.FrameGenerator`` (one jit per path). History length h = frames
+already in the window (the new frame is frame h+1). Uncached: every DDIM step runs the UNet on the whole
+``window``-frame buffer. Cached (``world_model_rollout_model(..., cached=True)``): one UNet pass on the history
+buffer fills the cache, then every DDIM step runs the UNet on the new frame only.
+
+Model: a small causal UNet (configs/base.tiny_unet_config: 2 levels, temporal conv + temporal attention at both
+levels + init_attn, per-frame temporal norm, actions), random weights, patchify latents ``[latent_hw, latent_hw,
+12]``, guidance 2.5 with rescale 0.7, eta 1. Times are medians over ``--reps`` calls after a warm-up (compile)
+call. Also checks that both paths produce the same frame (max abs diff). The LAST printed line is one JSON object.
+"""
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_integer("window", 16, "temporal window (UNet temporal_length)")
+flags.DEFINE_integer("ddim_steps", 10, "DDIM steps per generated frame")
+flags.DEFINE_integer("channels", 64, "UNet model_channels (multiple of 32)")
+flags.DEFINE_integer("latent_hw", 8, "latent height = width (frames are 2x that, patchify p=2)")
+flags.DEFINE_integer("batch", 1, "rollouts in the batch")
+flags.DEFINE_integer("reps", 3, "timed calls per (path, history length); the median is reported")
+flags.DEFINE_integer("min_history", 1, "smallest history length measured")
+FLAGS = flags.FLAGS
+
+
+def main(_):
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+  from configs import base
+  from vid2world_jax import rollout as rl
+  from vid2world_jax import world_model
+
+  w, a_dim, b = FLAGS.window, 7, FLAGS.batch
+  c = base.get_base_config()
+  c.model.arch = "unet"
+  c.model.first_stage = "patchify"
+  c.model.patch_size = 2
+  c.model.context_len = 4
+  c.model.unet = base.tiny_unet_config(channels=FLAGS.channels, in_channels=24, out_channels=12, frames=w,
+                                       action_dim=a_dim, context_dim=64, attention_resolutions=(1, 2),
+                                       channel_mult=(1, 2), num_head_channels=32)
+  wm, fs = world_model.build(c.model, rngs=nnx.Rngs(0))
+  g, s = nnx.split(wm)
+  fg, fss = nnx.split(fs)
+  params = (s, fss)
+  sampler = rl.SamplerConfig(ddim_steps=FLAGS.ddim_steps, eta=1.0, guidance_scale=2.5, guidance_rescale=0.7,
+                             window=w)
+  gens = {"uncached": rl.FrameGenerator(rl.world_model_rollout_model(c.model, g, fg), sampler),
+          "cached": rl.FrameGenerator(rl.world_model_rollout_model(c.model, g, fg, cached=True), sampler)}
+  hw = FLAGS.latent_hw
+  rng = np.random.default_rng(0)
+  frames = jnp.asarray(rng.normal(size=(b, w - 1, hw, hw, 12)).astype(np.float32))
+  acts = jnp.asarray(rng.uniform(-1, 1, size=(b, w, a_dim)).astype(np.float32))
+  keys = rl.rollout_keys(0, b)
+  print(f"device: {jax.devices()[0].platform} ({os.cpu_count()} visible cores), window {w}, {FLAGS.ddim_steps} "
+        f"DDIM steps, guidance on (2 branches batched), batch {b}, UNet model_channels {FLAGS.channels}, latents "
+        f"{hw}x{hw}x12")
+
+  ms = {name: {} for name in gens}
+  compile_s = {}
+  max_diff = 0.0
+  hists = list(range(FLAGS.min_history, w))
+  for hlen in hists:
+    outs = {}
+    for name, gen in gens.items():
+      state = gen.start(frames[:, :hlen], acts[:, :hlen - 1], keys)
+      action = acts[:, hlen - 1]
+      if name not in compile_s:
+        t0 = time.perf_counter()
+        jax.block_until_ready(gen.step(params, state, action))
+        compile_s[name] = time.perf_counter() - t0
+      times = []
+      for _ in range(FLAGS.reps):
+        t0 = time.perf_counter()
+        x, _ = gen.step(params, state, action)
+        jax.block_until_ready(x)
+        times.append(time.perf_counter() - t0)
+      ms[name][hlen] = 1000 * float(np.median(times))
+      outs[name] = np.asarray(x)
+    diff = float(np.abs(outs["cached"] - outs["uncached"]).max())
+    max_diff = max(max_diff, diff)
+    print(f"history {hlen:2d} (frame {hlen + 1:2d}): uncached {ms['uncached'][hlen]:8.1f} ms/frame, cached "
+          f"{ms['cached'][hlen]:7.1f} ms/frame, speedup {ms['uncached'][hlen] / ms['cached'][hlen]:5.2f}x, "
+          f"max |cached - uncached| {diff:.1e}", flush=True)
+
+  last, first = hists[-1], hists[0]
+  speedup = ms["uncached"][last] / ms["cached"][last]
+  flat = ms["cached"][last] / ms["cached"][first]
+  flat_uncached = ms["uncached"][last] / ms["uncached"][first]
+  print(f"first call (compile + run): uncached {compile_s['uncached']:.1f} s, cached {compile_s['cached']:.1f} s")
+  print(f"frame {last + 1} (window full): cached {speedup:.2f}x faster than uncached; cached frame {last + 1} / "
+        f"frame {first + 1} latency = {flat:.2f} (uncached {flat_uncached:.2f}); max |cached - uncached| over all "
+        f"frames {max_diff:.1e}")
+  res = {"device": jax.devices()[0].platform, "window": w, "ddim_steps": FLAGS.ddim_steps, "batch": b,
+         "model_channels": FLAGS.channels, "latent_hw": hw,
+         "ms_per_frame_cached": {str(k): round(v, 2) for k, v in ms["cached"].items()},
+         "ms_per_frame_uncached": {str(k): round(v, 2) for k, v in ms["uncached"].items()},
+         f"speedup_at_{last + 1}": round(speedup, 3),
+         f"flatness_{last + 1}_vs_{first + 1}": round(flat, 3),
+         f"flatness_uncached_{last + 1}_vs_{first + 1}": round(flat_uncached, 3),
+         "compile_plus_first_s": {k: round(v, 2) for k, v in compile_s.items()},
+         "max_abs_diff_cached_vs_uncached": max_diff}
+  print(json.dumps(res))
+
+
+if __name__ == "__main__":
+  app.run(main)
