@@ -8,9 +8,10 @@ Inputs are the shapes DynamiCrafter uses at 256x256 (as in /work/shared/referenc
 (channels-last), one timestep (500) per clip, context [B, 77 + 16 T, 1024], fs [B] = the variant's default.
 The model is in eval mode (dropout off). Reports construction time (abstract build under nnx.eval_shape, then
 random values: --init fast = numpy, --init model = the modules' initializers jitted), compile time (lower and
-compile separately), forward time (median of --repeats runs after --warmup runs), parameter count and memory: XLA's buffer assignment of the compiled forward
-(compiled.memory_analysis(): arguments = parameters + inputs, temporaries = activations) and the process peak
-RSS (ru_maxrss, CPU) or the device's peak_bytes_in_use (accelerators). The last printed line is one JSON object.
+compile separately), forward time (median of --repeats runs after --warmup runs; wall and process CPU seconds,
+the latter less sensitive to other jobs on a shared machine), parameter count and memory: XLA's buffer assignment
+of the compiled forward (compiled.memory_analysis(): arguments = parameters + inputs, temporaries = activations)
+and the process peak RSS (ru_maxrss, CPU) or the device's peak_bytes_in_use (accelerators). The last printed line is one JSON object.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def fast_random_state(abstract_state, seed: int):
     return jnp.zeros(x.shape, x.dtype)
 
   return jax.tree_util.tree_map_with_path(make, abstract_state)
+
+
+def cpu_s() -> float:
+  """User + system CPU seconds of this process (all threads): less sensitive to other jobs than wall time."""
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
 
 
 def main():
@@ -159,13 +166,17 @@ def main():
   # ---- timing
   for _ in range(args.warmup):
     out = jax.block_until_ready(compiled(state, x, timesteps, context, fs))
-  times = []
+  times, cpu_times = [], []
   for i in range(args.repeats):
+    c0 = cpu_s()
     t0 = time.perf_counter()
     out = jax.block_until_ready(compiled(state, x, timesteps, context, fs))
     times.append(time.perf_counter() - t0)
-    print(f"forward {i + 1}/{args.repeats}: {times[-1]:.2f} s")
+    cpu_times.append(cpu_s() - c0)
+    print(f"forward {i + 1}/{args.repeats}: {times[-1]:.2f} s wall, {cpu_times[-1]:.1f} CPU-s (all threads); "
+          f"load average {os.getloadavg()[0]:.2f}")
   med = statistics.median(times)
+  med_cpu = statistics.median(cpu_times)
   finite = bool(jnp.isfinite(out).all())
   if out.shape != (b, t, hw, hw, cfg.out_channels) or not finite:
     raise SystemExit(f"bad output: shape {out.shape}, finite {finite}")
@@ -176,15 +187,18 @@ def main():
     stats = {}
   if "peak_bytes_in_use" in stats:
     peak["device_peak_gib"] = stats["peak_bytes_in_use"] / GIB
-  print(f"forward median {med:.2f} s (min {min(times):.2f}, max {max(times):.2f}) over {args.repeats} runs; "
+  print(f"forward median {med:.2f} s wall, {med_cpu:.1f} CPU-s (wall min {min(times):.2f}, max {max(times):.2f}) "
+        f"over {args.repeats} runs; "
         f"output {tuple(out.shape)} finite; peak RSS {peak['peak_rss_gib']:.2f} GiB"
         + (f"; device peak {peak['device_peak_gib']:.2f} GiB" if "device_peak_gib" in peak else ""))
   res = {"variant": args.variant, "device": dev.platform, "device_kind": dev.device_kind, "dtype": dtype,
          "batch": b, "frames": t, "latent": hw, "params": n_params, "cpus": n_cpu,
          "load_avg_start": [round(v, 2) for v in load], "load_avg_end": [round(v, 2) for v in os.getloadavg()],
-         "abstract_build_s": round(t_abstract, 2), "init": args.init, "init_s": round(t_init, 2), "lower_s": round(t_lower, 2),
+         "abstract_build_s": round(t_abstract, 2), "init": args.init, "init_s": round(t_init, 2),
+         "lower_s": round(t_lower, 2),
          "compile_s": round(t_compile, 2), "forward_s": [round(v, 3) for v in times],
-         "forward_median_s": round(med, 3), "rss_after_init_gib": round(rss_after_init, 3),
+         "forward_median_s": round(med, 3), "forward_cpu_s": [round(v, 2) for v in cpu_times],
+         "forward_cpu_median_s": round(med_cpu, 2), "rss_after_init_gib": round(rss_after_init, 3),
          **{k: round(v, 3) for k, v in peak.items()}, **{k: round(v, 3) for k, v in mem.items()}}
   if args.reference_seconds:
     ratio = args.reference_seconds / med
