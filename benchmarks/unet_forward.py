@@ -11,7 +11,8 @@ random values: --init fast = numpy, --init model = the modules' initializers jit
 compile separately), forward time (median of --repeats runs after --warmup runs; wall and process CPU seconds,
 the latter less sensitive to other jobs on a shared machine), parameter count and memory: XLA's buffer assignment
 of the compiled forward (compiled.memory_analysis(): arguments = parameters + inputs, temporaries = activations)
-and the process peak RSS (ru_maxrss, CPU) or the device's peak_bytes_in_use (accelerators). The last printed line is one JSON object.
+and the process peak RSS (ru_maxrss, CPU) or the device's peak_bytes_in_use (accelerators).
+The last printed line is one JSON object.
 """
 
 from __future__ import annotations
