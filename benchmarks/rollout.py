@@ -28,7 +28,7 @@ flags.DEFINE_integer("ddim_steps", 10, "DDIM steps per generated frame")
 flags.DEFINE_integer("channels", 64, "UNet model_channels (multiple of 32)")
 flags.DEFINE_integer("latent_hw", 8, "latent height = width (frames are 2x that, patchify p=2)")
 flags.DEFINE_integer("batch", 1, "rollouts in the batch")
-flags.DEFINE_integer("reps", 3, "timed calls per (path, history length); the median is reported")
+flags.DEFINE_integer("reps", 2, "timed calls per (path, history length); the median is reported")
 flags.DEFINE_integer("min_history", 1, "smallest history length measured")
 FLAGS = flags.FLAGS
 

@@ -160,7 +160,8 @@ class CachedDenoiser:
   constant across DDIM steps and are returned with the new frame's output at ``new_index`` (the guidance rescale
   takes its statistics over all valid window frames); window positions after the new frame are zeros. Cost per
   frame: one forward on ``W-1`` frames + one single-frame forward per DDIM step (vs a ``W``-frame forward per
-  step), the same at every history length (the window buffer has a fixed size)."""
+  step), the same at every history length (the window buffer has a fixed size). With guidance the history pass
+  runs on the B conditional rows only (``init_state_branches``)."""
   fill: Callable[..., tuple[jax.Array, Any]]
   step: Callable[..., jax.Array]
 
@@ -171,6 +172,13 @@ class CachedDenoiser:
                            hist(inputs.action_mask), inputs.new_index, w)
     valid = (jnp.arange(w - 1) < inputs.new_index).reshape((1, w - 1) + (1,) * (out.ndim - 2))
     return jnp.where(valid, out, 0.0), cache
+
+  def init_state_branches(self, params, inputs):
+    """``init_state`` of ``branch_inputs(inputs)`` (``[B] -> [2B]`` rows) at half the cost: the two guidance
+    branches differ only in the new frame's action mask, so their history (and hence the cache) is the same;
+    it is computed on the B conditional rows and duplicated."""
+    state = self.init_state(params, inputs)
+    return jax.tree.map(lambda x: guidance_lib.stack_branches(x, x), state)
 
   def __call__(self, params, state, inputs):
     hist_out, cache = state
@@ -345,8 +353,12 @@ def generate_frame(model: RolloutModel, cfg: SamplerConfig, params: Params, stat
     t = jnp.broadcast_to(jnp.where(hist, t_small, tau), (b, w)).astype(jnp.int32)
     return WindowInputs(lat, t, cond, aligned, mask, p)
 
-  dstate = model.denoiser.init_state(params, branch_inputs(inputs_for(x_init, taus[0]))
-                                     if cfg.guidance_scale is not None else inputs_for(x_init, taus[0]))
+  if cfg.guidance_scale is None:
+    dstate = model.denoiser.init_state(params, inputs_for(x_init, taus[0]))
+  elif hasattr(model.denoiser, "init_state_branches"):  # history shared by both branches: computed once
+    dstate = model.denoiser.init_state_branches(params, inputs_for(x_init, taus[0]))
+  else:
+    dstate = model.denoiser.init_state(params, branch_inputs(inputs_for(x_init, taus[0])))
 
   def step(carry, xs):
     x, ds = carry

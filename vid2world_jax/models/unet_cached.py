@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vid2world_jax.models.attention import SpatialTransformer, TemporalTransformer, causal_mask, dot_attention
+from vid2world_jax.models.attention import (NEG_MAX, SpatialTransformer, TemporalTransformer, causal_mask,
+                                            dot_attention)
 from vid2world_jax.models.temporal import TemporalConvBlock, temporal_group_norm
 from vid2world_jax.models.unet_blocks import Downsample, ResBlock, Upsample, fold, unfold
 
@@ -143,14 +144,16 @@ def _self_attention(walk: _Walk, key: str, attn, x):
   v = attn._heads(attn.to_v(x))
   if walk.fill:
     walk.cache[key] = (k, v)
-    mask = causal_mask(x.shape[-2])
-  else:
+    out = dot_attention(q, k, v, attn.scale, causal_mask(x.shape[-2]))
+  else:  # keys = [cached history (masked to positions < p), the new frame]; no copy of the cache
     kc, vc = walk.cache[key]                                      # [B, HW, Th, h, d]
     th = kc.shape[-3]
-    k = jnp.concatenate([kc.astype(k.dtype), k], axis=-3)
-    v = jnp.concatenate([vc.astype(v.dtype), v], axis=-3)
-    mask = jnp.concatenate([jnp.arange(th) < walk.p, jnp.ones((1,), bool)])[None, :]  # [1, Th + 1]
-  out = dot_attention(q, k, v, attn.scale, mask)
+    logits = lambda kk: jnp.einsum("...qhd,...khd->...hqk", q, kk.astype(q.dtype),
+                                   preferred_element_type=jnp.float32) * attn.scale
+    sim = jnp.concatenate([jnp.where(jnp.arange(th) < walk.p, logits(kc), NEG_MAX), logits(k)], axis=-1)
+    prob = jax.nn.softmax(sim, axis=-1).astype(v.dtype)          # [B, HW, h, 1, Th + 1]
+    out = (jnp.einsum("...hqk,...khd->...qhd", prob[..., :th], vc.astype(v.dtype))
+           + jnp.einsum("...hqk,...khd->...qhd", prob[..., th:], v))
   out = out.reshape(out.shape[:-2] + (attn.heads * attn.dim_head,))
   return attn.to_out(out)
 
