@@ -64,3 +64,26 @@ def test_unet_forward_build_values_and_paths_unchanged():
   assert fast_flat.keys() == plain_flat.keys()
   for k in fast_flat:
     np.testing.assert_array_equal(np.asarray(fast_flat[k][...]), np.asarray(plain_flat[k][...]), err_msg=str(k))
+
+
+def test_unet_forward_benchmark_fast_random_state_is_a_usable_model():
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "unet_forward.py")
+  spec = importlib.util.spec_from_file_location("unet_forward_bench", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  cfg = _tiny()
+  cfg.dropout = 0.1  # Dropout slots carry RNG state: keys must be real keys
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: unet.build(cfg, rngs=nnx.Rngs(0))))
+  state = bench.fast_random_state(abstract, 0)
+  kernels = {k: v for k, v in nnx.to_flat_state(state) if k[-1] == "kernel"}
+  assert len(kernels) > 20
+  for k, v in kernels.items():
+    fan_in = int(np.prod(v.shape[:-1]))
+    assert abs(float(np.std(np.asarray(v[...]))) * fan_in ** 0.5 - 1.0) < 0.3, k
+  model = nnx.merge(graphdef, state)
+  model.eval()
+  x = np.ones((1, 4, 8, 8, cfg.in_channels), np.float32)
+  y = model(x, np.array([500]), np.ones((1, 3, cfg.context_dim), np.float32), actions=np.zeros((1, 4, 2), np.float32))
+  assert y.shape == (1, 4, 8, 8, cfg.out_channels) and bool(np.isfinite(np.asarray(y)).all())
