@@ -50,7 +50,7 @@ def default_demo_config() -> ml_collections.ConfigDict:
   d.pretrain_steps = 150            # stage (a): video-only bidirectional pretraining steps
   d.pretrain_lr = 1e-3              # stage (a) AdamW peak lr (other optimizer fields from config.optim)
   d.pretrain_warmup = 20            # stage (a) linear warmup steps
-  d.finetune_steps = 150            # stage (b): Diffusion-Forcing fine-tune steps (config.total_steps is ignored)
+  d.finetune_steps = 100            # stage (b): Diffusion-Forcing fine-tune steps (config.total_steps is ignored)
   d.init = "pretrained"             # stage (b) start: "pretrained" (stage a + transfer) | "scratch" (random)
   d.weight_transfer = "mixed"       # temporal-conv transfer: "shift" | "mask" | "mixed" (= extrapolative)
   d.eval_clips = 8                  # held-out clips (test split, one per episode, cycling with new starts)
