@@ -256,12 +256,13 @@ class WorldModelVectorEnv(VectorEnv):
 
 
 def make_world_model_env(model_cfg, world_model, frozen, sampler: rl.SamplerConfig, *, frame_shape, num_envs=None,
-                         allow_noncausal: bool = False, encode_seed: int = 0, **kwargs):
-  """Env (``num_envs=None``) or vector env for a ``world_model.build`` bundle (WorldModel, FrozenStage)."""
+                         allow_noncausal: bool = False, encode_seed: int = 0, cached: bool = False, **kwargs):
+  """Env (``num_envs=None``) or vector env for a ``world_model.build`` bundle (WorldModel, FrozenStage).
+  ``cached``: the cached fast path of the rollout (``rollout.world_model_rollout_model``; causal UNet only)."""
   from flax import nnx
   g, s = nnx.split(world_model)
   fg, fs_state = nnx.split(frozen)
-  model = rl.world_model_rollout_model(model_cfg, g, fg, allow_noncausal=allow_noncausal)
+  model = rl.world_model_rollout_model(model_cfg, g, fg, allow_noncausal=allow_noncausal, cached=cached)
   enc_key = jax.random.key(encode_seed)
 
   def encode_fn(frames):

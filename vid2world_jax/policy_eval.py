@@ -275,7 +275,9 @@ def main(argv):
     if isinstance(p, ReplayPolicy) and p.actions.shape[2] != action_dim:
       raise SystemExit(f"actions__{name}: action dimension {p.actions.shape[2]} != model action_dim {action_dim}")
   venv = envs.make_world_model_env(cfg.model, wm, frozen, sampler, frame_shape=ctx.shape[2:],
-                                   num_envs=ctx.shape[0], allow_noncausal=f.allow_noncausal)
+                                   num_envs=ctx.shape[0], allow_noncausal=f.allow_noncausal,
+                                   cached=bool(cfg.eval.get("cached_rollout", False)) if f.cached is None
+                                   else f.cached)
   report = evaluate(venv, es["policies"], ctx, steps, success_fn, es["real"] or None, seed=f.seed)
   for name, rate in report["success_rates"].items():
     real = es["real"].get(name)
