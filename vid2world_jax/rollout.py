@@ -120,7 +120,11 @@ class WindowInputs(NamedTuple):
 
 
 class WindowDenoiser(Protocol):
-  """Per-step network call. ``init_state`` once per new frame, ``__call__`` once per DDIM step."""
+  """Per-step network call. ``init_state`` once per new frame, ``__call__`` once per DDIM step.
+
+  Optional: ``init_state_branches(params, inputs [B rows])``, used with guidance instead of
+  ``init_state(params, branch_inputs(inputs))`` (a denoiser whose state only depends on the history can compute
+  it once for both branches, see ``CachedDenoiser``)."""
 
   def init_state(self, params: Params, inputs: WindowInputs) -> Any:
     ...
@@ -486,6 +490,9 @@ def _rollout_reference(model, cfg, params, context, actions, keys, horizon):
   w = cfg.window
   frame_shape = context.shape[2:]
   taus, prevs, t_small = timestep_plan(cfg, model.schedule.num_timesteps)
+  if not isinstance(model.denoiser, FnDenoiser):
+    raise ValueError("rollout_reference needs a full-window FnDenoiser (it calls the network on exactly sized "
+                     f"windows), got {type(model.denoiser).__name__}")
   net = _REF_JIT.get(model.denoiser)
   if net is None:
     net = _REF_JIT[model.denoiser] = jax.jit(model.denoiser.fn)  # one compile per window length
