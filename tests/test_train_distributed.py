@@ -28,9 +28,15 @@ def test_distributed_two_processes_two_steps(tmp_path):
     procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True))
   outs = []
-  for p in procs:
-    out, _ = p.communicate(timeout=300)
-    outs.append(out)
+  try:
+    for p in procs:
+      # generous: two JAX processes compile on CI's 2 cores beside the other xdist worker
+      out, _ = p.communicate(timeout=900)
+      outs.append(out)
+  finally:
+    for p in procs:   # never leave a hung peer behind
+      if p.poll() is None:
+        p.kill()
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
   # Process 0 alone wrote the logs; both hosts' data positions are in the checkpoint.
