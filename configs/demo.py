@@ -31,6 +31,9 @@ def get_config(arg=None):
   c.data.clip_length = 8
   c.data.action_dim = 4
   c.data.batch_size = 8
+  c.data.num_threads = 1                    # one read thread: concurrent np.load header parsing (ast.literal_eval)
+  #                                           crashed a run with "AST constructor recursion depth mismatch" on
+  #                                           CPython 3.11.7 (a CPython thread-safety bug, fixed in later 3.11.x)
   c.optim.lr = 5e-4
   c.optim.warmup_steps = 20
   c.optim.schedule = "cosine"
