@@ -133,6 +133,32 @@ def test_causal_strict_prefix_independent_of_future(norm, with_mask):
   assert min_change > 1e-3
 
 
+@pytest.mark.parametrize("mode", ["shift", "mask", "mixed"])
+def test_causal_prefix_after_temporal_conv_transfer(mode):
+  """The causality property for every temporal-conv weight transfer: the random strict model's temporal-conv
+  kernels are replaced by their transferred versions (as init_from / the converter do) and the model is run with
+  per-frame action dropout."""
+  from vid2world_jax.conversion import dynamicrafter
+  from vid2world_jax.models import weight_transfer
+  model = nnx.clone(get_model(True, "cumulative"))
+  state = nnx.state(model, nnx.Param)
+  flat = nnx.to_flat_state(state)
+  n, changed = 0, False
+  for path, var in flat:
+    if dynamicrafter.is_temporal_conv_kernel(tuple(str(k) for k in path)):
+      old = np.asarray(var[...])
+      new = weight_transfer.transfer_flax_kernel(old, mode)
+      var.set_value(jnp.asarray(new))
+      n += 1
+      changed = changed or not np.array_equal(old, np.asarray(new))
+  assert n > 0 and changed == (mode != "shift")   # shift reuses the kernel as is
+  nnx.update(model, nnx.from_flat_state(flat))
+  leak, min_change = max_prefix_leak(model, make_inputs(1, 2, 5), with_mask=True)
+  print(f"\ntransfer {mode}: max leak into frames<=k {leak:.2e}, min change at k+1 {min_change:.2e}")
+  assert leak <= 1e-6
+  assert min_change > 1e-3
+
+
 @pytest.mark.slow
 @settings(max_examples=4, deadline=None, derandomize=True)
 @given(t=st.integers(1, 16), seed=st.integers(0, 2 ** 16))
