@@ -5,7 +5,7 @@
 #   launch/tpu_pod.sh [--dry-run] create  --name v2w --zone us-east5-a --accelerator v5p-64 [--project P] [--spot]
 #   launch/tpu_pod.sh [--dry-run] setup   --name v2w --zone us-east5-a          # copy repo, venv from requirements.txt
 #   launch/tpu_pod.sh [--dry-run] run     --name v2w --zone us-east5-a --config configs/rt1.py \
-#                                         --workdir gs://bucket/rt1 -- --config.init_from=gs://bucket/dc512
+#                                         --workdir /mnt/runs/rt1 -- --config.init_from=/mnt/ckpt/dc512
 #   launch/tpu_pod.sh [--dry-run] logs    --name v2w --zone us-east5-a          # tail worker 0's log
 #   launch/tpu_pod.sh [--dry-run] stop    --name v2w --zone us-east5-a          # SIGTERM: checkpoint, then exit
 #   launch/tpu_pod.sh [--dry-run] delete  --name v2w --zone us-east5-a
