@@ -56,7 +56,7 @@ case "$ACTION" in
     # requirements.txt with jax replaced by jax[tpu] (same version), then the package itself.
     on_all "cd $REMOTE_DIR && python3 -m venv .venv && . .venv/bin/activate && sed 's/^jax==/jax[tpu]==/' requirements.txt > /tmp/req-tpu.txt && pip install -q -r /tmp/req-tpu.txt && pip install -q --no-deps -e .";;
   run)
-    [[ -n "$WORKDIR" ]] || { echo "--workdir is required (a gs:// path every worker can reach)" >&2; exit 2; }
+    [[ -n "$WORKDIR" ]] || { echo "--workdir is required (a directory every worker sees: NFS or a gcsfuse-mounted bucket)" >&2; exit 2; }
     extra=""; for a in "${EXTRA[@]+"${EXTRA[@]}"}"; do extra+=" $(printf '%q' "$a")"; done
     on_all "cd $REMOTE_DIR && . .venv/bin/activate && V2W_DISTRIBUTED=1 nohup python -m vid2world_jax.train --config=$CONFIG --workdir=$WORKDIR$extra > ~/v2w_train.log 2>&1 &";;
   logs)
