@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import zipfile
 
 import numpy as np
@@ -38,6 +39,12 @@ def write_episode(path: str, frames: np.ndarray, actions: np.ndarray, success: b
   tmp = path + ".tmp.npz"
   (np.savez_compressed if compress else np.savez)(tmp, **arrays)
   os.replace(tmp, path)
+
+
+# .npy headers are parsed with ast.literal_eval; on CPython 3.11.7 two threads parsing at once can crash the
+# interpreter ("AST constructor recursion depth mismatch"), and grain reads with several
+# threads. Every header parse in this module (np.load included) holds this lock; bulk frame copies do not.
+_HEADER_LOCK = threading.Lock()
 
 
 def _npz_array_shape(npz_path: str, key: str):
@@ -114,11 +121,11 @@ class EpisodeSource:
   def _index_one(self, name: str, episode_id: int):
     fn = os.path.join(self.path, name + ".npz")
     try:
-      with np.load(fn) as z:
+      with _HEADER_LOCK, np.load(fn) as z:
         if "frames" not in z.files or "actions" not in z.files:
           raise ValueError(f"missing keys, has {z.files}")
         actions = z["actions"]
-      fshape = _npz_array_shape(fn, "frames")
+        fshape = _npz_array_shape(fn, "frames")
     except Exception as e:  # noqa: BLE001 - corrupt / truncated zip, bad header, ...
       common.bad_data(self.on_bad_data, "corrupt_file", f"{fn} episode {name}: cannot read ({type(e).__name__}: {e})")
       return None
@@ -133,16 +140,17 @@ class EpisodeSource:
 
   def read(self, i: int, frame_indices: np.ndarray):
     ep = self.episodes[i]
-    loc = stored_array_location(ep.file, "frames")
+    with _HEADER_LOCK:
+      loc = stored_array_location(ep.file, "frames")
     if loc is not None:  # memory-map: read only the clip's frames
       off, shape, dtype = loc
       frames = np.memmap(ep.file, dtype=dtype, mode="r", offset=off, shape=shape)
-      with np.load(ep.file) as z:
+      with _HEADER_LOCK, np.load(ep.file) as z:
         actions = z["actions"]
       if frames.dtype != np.uint8:
         raise common.BadDataError(f"{ep.file} episode {ep.name}: frames dtype {frames.dtype}, expected uint8")
       return np.array(frames[frame_indices]), actions[frame_indices].astype(np.float32)
-    with np.load(ep.file) as z:
+    with _HEADER_LOCK, np.load(ep.file) as z:   # compressed episodes: whole arrays
       frames = z["frames"]
       actions = z["actions"]
     if frames.dtype != np.uint8:
