@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 from flax import nnx
 
-from vid2world_jax.conversion import core
+from vid2world_jax.conversion import checkpoint_io, core
 
 # name -> module path. Order = order of the checkpoint.
 COMPONENTS: dict[str, str] = {
@@ -137,7 +137,7 @@ def convert_checkpoint(
       causal.apply_to_unet_config(cfg)
     abstract, shapes = abstract_component(name, cfg)
     table = mod.torch_name_table(abstract)
-    sub = _PrefixView(checkpoint, mod.WEIGHTS_PREFIX)
+    sub = checkpoint_io.strip_prefix(checkpoint, mod.WEIGHTS_PREFIX)
     p, rep = core.convert(sub, table, shapes, aliases=mod.TORCH_ALIASES,
                           ignore=list(mod.TORCH_IGNORE) + list(extra_ignore),
                           shapes_only=shapes_only, progress=progress)
@@ -194,20 +194,6 @@ def check_schedule_buffers(checkpoint: Mapping, variant: str) -> list[str]:
 def _glob(key, pat):
   import fnmatch
   return fnmatch.fnmatchcase(key, pat)
-
-
-class _PrefixView(Mapping):
-  def __init__(self, base: Mapping, prefix: str):
-    self._base, self._keys = base, [k for k in base if k.startswith(prefix)]
-
-  def __getitem__(self, k):
-    return self._base[k]
-
-  def __iter__(self):
-    return iter(self._keys)
-
-  def __len__(self):
-    return len(self._keys)
 
 
 # ---------------------------------------------------------------------------------------------------------
