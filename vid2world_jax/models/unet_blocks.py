@@ -52,14 +52,18 @@ class ResBlock(nnx.Module):
                                              padding=temporal_conv_padding, norm=temporal_norm, dtype=dtype,
                                              rngs=rngs)
 
-  def __call__(self, x, emb, capture=None, name=""):
-    """``x [B, T, H, W, C]``, ``emb [B, T, E]`` -> ``[B, T, H, W, C_out]``."""
+  def spatial(self, x, emb):
+    """The frame-wise part (everything before the temporal conv): ``x [B, T, H, W, C]``, ``emb [B, T, E]``."""
     b = x.shape[0]
     xf = fold(x)
     h = self.in_layers(xf)
     h = h + fold(self.emb_layers(emb)).astype(h.dtype)[:, None, None, :]
     h = self.out_layers(h)
-    h = unfold(self.skip_connection(xf) + h, b)
+    return unfold(self.skip_connection(xf) + h, b)
+
+  def __call__(self, x, emb, capture=None, name=""):
+    """``x [B, T, H, W, C]``, ``emb [B, T, E]`` -> ``[B, T, H, W, C_out]``."""
+    h = self.spatial(x, emb)
     if self.use_temporal_conv:
       if capture is not None:
         capture.setdefault(f"{name}.temopral_conv/in", h)

@@ -177,12 +177,7 @@ def _temporal_transformer(walk: _Walk, name: str, tt: TemporalTransformer, x):
 # Blocks and the UNet.
 
 def _resblock(walk: _Walk, name: str, rb: ResBlock, x, emb):
-  b = x.shape[0]
-  xf = fold(x)
-  h = rb.in_layers(xf)
-  h = h + fold(rb.emb_layers(emb)).astype(h.dtype)[:, None, None, :]
-  h = rb.out_layers(h)
-  h = unfold(rb.skip_connection(xf) + h, b)
+  h = rb.spatial(x, emb)   # frame-wise: the new frame alone
   if rb.use_temporal_conv:
     h = _temporal_conv_block(walk, f"{name}.temopral_conv", rb.temopral_conv, h)
   return h
