@@ -1,5 +1,5 @@
 r"""The embedded default: the whole Vid2World recipe in miniature on the embedded Meta-World drawer-close episodes
-(64x64), in pixel space (patchify p=4 -> 16x16x48 latents), with a tiny UNet, on CPU.
+(recorded at 64x64, trained at 32x32), in pixel space (patchify p=2 -> 16x16x12 latents), with a tiny UNet, on CPU.
 
   python -m vid2world_jax.train --config=configs/demo.py --workdir=/tmp/v2w_demo
   python -m vid2world_jax.demo.ablations --config=configs/demo.py --workdir=/tmp/v2w_demo   # ablation table
@@ -20,21 +20,26 @@ def get_config(arg=None):
   c.total_steps = 300                       # plain trainer only (job="train"); the demo uses demo.*_steps
   c.model.arch = "unet"
   c.model.first_stage = "patchify"
-  c.model.patch_size = 4                    # 64x64x3 -> 16x16x48
+  c.model.patch_size = 2                    # 32x32x3 -> 16x16x12. The latent must have FEWER channels than the
+  #                                           UNet's first level (32): p=4 (48 channels) squeezed the noise through
+  #                                           32 channels and the model could not even memorise one clip (v-loss
+  #                                           stuck at 0.35, PSNR 9.4 dB; docs/demo_results.md)
   c.model.context = "learned_null"          # no CLIP: a learned [L, D] context
   c.model.context_len = 4
-  c.model.unet = base.tiny_unet_config(channels=32, in_channels=96, out_channels=48, frames=8, action_dim=4,
+  c.model.unet = base.tiny_unet_config(channels=32, in_channels=24, out_channels=12, frames=8, action_dim=4,
                                        context_dim=32, attention_resolutions=(2,), channel_mult=(1, 2),
                                        num_head_channels=16)
   c.data.source = "embedded"                # Meta-World drawer-close, recorded on first use and cached
-  c.data.resolution = (64, 64)
+  c.data.resolution = (32, 32)             # frames resized from the recorded 64x64 (cost: latent 16x16)
   c.data.clip_length = 8
   c.data.action_dim = 4
-  c.data.batch_size = 8
+  c.data.batch_size = 4                     # small batches, more steps: better per CPU-second at this scale
+  c.model.schedule.dynamic_rescale = False  # DynamiCrafter-512's x0 rescale is for large latents; with few DDIM
+  #                                           steps it leaves the output scaled by scale_arr[last step] (0.85 at 5)
   c.data.num_threads = 1                    # one read thread: concurrent np.load header parsing (ast.literal_eval)
   #                                           crashed a run with "AST constructor recursion depth mismatch" on
   #                                           CPython 3.11.7 (a CPython thread-safety bug, fixed in later 3.11.x)
-  c.optim.lr = 5e-4
+  c.optim.lr = 2e-3                         # fine-tune peak lr (the demo's stage b); pretraining: demo.pretrain_lr
   c.optim.warmup_steps = 20
   c.optim.schedule = "cosine"
   c.optim.end_lr_factor = 0.1

@@ -79,6 +79,36 @@ def test_rollout_ddim_oracle_recovers_x0(variant):
     assert e_raw < 0.2  # sqrt(1 - ab[0]) = 0.029 times |eps|
 
 
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_rollout_ddim_final_alpha_one_returns_x0_hat(eta):
+  """final_alpha_one: the last step (t_prev = FINAL_STEP) returns x0_hat exactly (no sqrt(1 - ab[0]) eps left,
+  no sigma noise); earlier steps are unchanged; an oracle 5-step loop ends at x0 itself (256: no rescale)."""
+  s = schedule_for_variant("256")
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(3), 3)
+  x0 = jax.random.normal(k1, SHAPE)
+  z = jax.random.normal(k2, SHAPE)
+  noise = jax.random.normal(k3, SHAPE) if eta else None
+  t = jnp.full(SHAPE[:2], 199, jnp.int32)
+  out = _oracle(s, x0)(z, t)
+  fin = jnp.full(SHAPE[:2], FINAL_STEP, jnp.int32)
+  x_one, x0h = ddim_step(s, z, out, t, fin, eta, noise, final_alpha_one=True)
+  x_ldm, _ = ddim_step(s, z, out, t, fin, eta, noise)
+  np.testing.assert_allclose(np.asarray(x_one), np.asarray(x0h), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(x0h), np.asarray(x0), atol=1e-4)
+  assert float(jnp.abs(x_ldm - x0).max()) > 1e-2  # the LDM convention keeps noise: the flag changes something
+  mid = jnp.full(SHAPE[:2], 99, jnp.int32)
+  a, _ = ddim_step(s, z, out, t, mid, eta, noise, final_alpha_one=True)
+  b, _ = ddim_step(s, z, out, t, mid, eta, noise)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert float(ddim_sigma(s, t, fin, eta, 5, final_alpha_one=True).max()) == 0.0
+  ts = ddim_timesteps(5)
+  x = z
+  for tau, tp in zip(ts, ddim_prev_timesteps(ts)):
+    tb, tpb = jnp.full(SHAPE[:2], tau, jnp.int32), jnp.full(SHAPE[:2], tp, jnp.int32)
+    x, _ = ddim_step(s, x, _oracle(s, x0)(x, tb), tb, tpb, eta, noise, final_alpha_one=True)
+  np.testing.assert_allclose(np.asarray(x), np.asarray(x0), atol=1e-3)
+
+
 def test_rollout_ddim_eta0_deterministic_and_eta1_sigma():
   s = schedule_for_variant("512")
   k = jax.random.split(jax.random.PRNGKey(1), 4)

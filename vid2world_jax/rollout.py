@@ -76,6 +76,7 @@ class SamplerConfig:
   guidance_rescale: float = 0.7        # CFG rescale phi in [0, 1] (0 = off)
   history_noise: int | str = "second_last"  # t_small: "second_last" DDIM timestep (39 @ 50 steps) or an int >= 0
   window: int = 16                     # temporal window (frames the network sees, new frame included)
+  final_alpha_one: bool = False        # last DDIM step to alpha-bar 1 (returns x0_hat) instead of DynamiCrafter's ab[0]
 
   def __post_init__(self):
     if self.ddim_steps < 1:
@@ -372,7 +373,8 @@ def generate_frame(model: RolloutModel, cfg: SamplerConfig, params: Params, stat
     v = jax.lax.dynamic_index_in_dim(pred, p, axis=1, keepdims=False).astype(jnp.float32)
     tb = jnp.full((b,), tau, jnp.int32)
     tpb = jnp.full((b,), tau_prev, jnp.int32)
-    x, _ = ddim.ddim_step(model.schedule, x, v, tb, tpb, cfg.eta, z if cfg.eta != 0.0 else None)
+    x, _ = ddim.ddim_step(model.schedule, x, v, tb, tpb, cfg.eta, z if cfg.eta != 0.0 else None,
+                          final_alpha_one=cfg.final_alpha_one)
     return (x, ds), None
 
   xs = (jnp.asarray(taus), jnp.asarray(prevs), step_noises)
@@ -519,7 +521,8 @@ def _rollout_reference(model, cfg, params, context, actions, keys, horizon):
         pred = guidance_lib.causal_action_guidance(pc, pu, cfg.guidance_scale, cfg.guidance_rescale)
       noise = step_noises[i] if cfg.eta != 0.0 else None
       x, _ = ddim.ddim_step(model.schedule, x, pred[:, -1], jnp.full((b,), tau, jnp.int32),
-                            jnp.full((b,), tau_prev, jnp.int32), cfg.eta, noise)
+                            jnp.full((b,), tau_prev, jnp.int32), cfg.eta, noise,
+                            final_alpha_one=cfg.final_alpha_one)
     clean.append(x.astype(context.dtype))
     noisy.append(noise_history(model.schedule, clean[-1], t_small, hist_noise))
   return jnp.stack(clean, axis=1)

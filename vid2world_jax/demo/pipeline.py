@@ -47,16 +47,18 @@ def default_demo_config() -> ml_collections.ConfigDict:
   """The ``config.demo`` block (every knob of the default run)."""
   d = ml_collections.ConfigDict()
   # Defaults sized for <= 20 min on 2 CPU cores (docs/demo_results.md has the measured stage times).
-  d.pretrain_steps = 150            # stage (a): video-only bidirectional pretraining steps
-  d.pretrain_lr = 1e-3              # stage (a) AdamW peak lr (other optimizer fields from config.optim)
+  d.pretrain_steps = 300            # stage (a): video-only bidirectional pretraining steps
+  d.pretrain_lr = 2e-3              # stage (a) AdamW peak lr (other optimizer fields from config.optim)
   d.pretrain_warmup = 20            # stage (a) linear warmup steps
-  d.finetune_steps = 100            # stage (b): Diffusion-Forcing fine-tune steps (config.total_steps is ignored)
+  d.finetune_steps = 300            # stage (b): Diffusion-Forcing fine-tune steps (config.total_steps is ignored)
   d.init = "pretrained"             # stage (b) start: "pretrained" (stage a + transfer) | "scratch" (random)
   d.weight_transfer = "mixed"       # temporal-conv transfer: "shift" | "mask" | "mixed" (= extrapolative)
   d.eval_clips = 8                  # held-out clips (test split, one per episode, cycling with new starts)
   d.eval_batch = 8                  # rollouts per sampler call (fixed shape: one compilation)
   d.ddim_steps = 5                  # DDIM steps per generated frame
   d.eta = 0.0                       # DDIM eta (0 deterministic; the paper's evaluations use 1)
+  d.final_alpha_one = True          # last DDIM step to alpha-bar 1 (no residual sqrt(1-ab[0]) noise; matters at few
+  #                                   steps; False = DynamiCrafter's convention)
   d.guidance_scale = 2.5            # causal action guidance s of the main evaluation (1 = no guidance)
   d.guidance_rescale = 0.7          # CFG rescale phi
   d.guidance_sweep = [1.0, 2.5, 4.0]  # scales of the sweep (1.0 = no guidance)
@@ -363,7 +365,7 @@ class WorldModelRunner:
         ddim_steps=int(d.ddim_steps if ddim_steps is None else ddim_steps), eta=float(d.eta),
         guidance_scale=None, guidance_rescale=float(d.guidance_rescale),
         history_noise=hn if isinstance(hn, str) else int(hn),
-        window=int(window or self.mcfg.unet.temporal_length))
+        window=int(window or self.mcfg.unet.temporal_length), final_alpha_one=bool(d.final_alpha_one))
     fg, fst = self.fgraph, self.fstate
     self._encode = jax.jit(lambda x: nnx.merge(fg, fst).encode(x, jax.random.key(0)))
     self._decode = jax.jit(lambda z: nnx.merge(fg, fst).decode(z))
@@ -419,7 +421,8 @@ class WorldModelRunner:
       c, u = guidance_lib.split_branches(out)
       pred = rl.combine_guidance(c, u, scale, float(self.cfg.demo.guidance_rescale))[:, 1:]
       x, _ = ddim.ddim_step(sch, x, pred, jnp.full((b,), tau, jnp.int32), jnp.full((b,), tp, jnp.int32),
-                            self.scfg.eta, z if self.scfg.eta != 0.0 else None)
+                            self.scfg.eta, z if self.scfg.eta != 0.0 else None,
+                            final_alpha_one=self.scfg.final_alpha_one)
       return x, None
 
     x, _ = jax.lax.scan(step, x, (jnp.asarray(taus), jnp.asarray(prevs), noises))

@@ -4,6 +4,8 @@ Timestep conventions (as DynamiCrafter's ``make_ddim_timesteps`` / ``make_ddim_s
 
 * ``ddim_timesteps(50, spacing="uniform_trailing")`` -> ``[999, 979, ..., 39, 19]`` (visiting order, descending).
   ``"uniform"`` gives LDM's ``range(0, N, N // S) + 1`` = ``[981, ..., 21, 1]``.
+* ``final_alpha_one=True`` (diffusers' ``set_alpha_to_one``) uses ab_prev = 1 for the last step instead: the
+  result is x0_hat exactly (fewer-step samplers otherwise keep ``sqrt(1 - ab[0]) eps_hat`` of noise).
 * The "previous" timestep of a DDIM step is the next smaller timestep in the list; for the LAST step (smallest
   timestep) we pass ``t_prev = -1`` (``FINAL_STEP``). Then, as in the torch code
   (``alphas_prev = [ab[0]] + ab[ts[:-1]]`` in ascending order), ``ab_prev = ab[0]`` (not 1), and the dynamic
@@ -51,30 +53,40 @@ def ddim_prev_timesteps(timesteps: np.ndarray) -> np.ndarray:
   return np.concatenate([ts[1:], np.asarray([FINAL_STEP], np.int32)])
 
 
-def _ab_prev(schedule: Schedule, t_prev: jax.Array, ndim: int) -> jax.Array:
+def _ab_prev(schedule: Schedule, t_prev: jax.Array, ndim: int, final_alpha_one: bool = False) -> jax.Array:
   final = (t_prev < 0)
   ab = gather(schedule.alphas_cumprod, jnp.where(final, 0, t_prev), ndim)
+  if final_alpha_one:  # FINAL_STEP -> 1: the last step returns x0_hat itself (diffusers' set_alpha_to_one)
+    return jnp.where(_bcast(final, ndim), 1.0, ab)
   return ab  # FINAL_STEP -> ab[0] (DynamiCrafter / LDM convention)
 
 
-def ddim_sigma(schedule: Schedule, t: jax.Array, t_prev: jax.Array, eta: float, ndim: int | None = None) -> jax.Array:
+def _bcast(mask: jax.Array, ndim: int) -> jax.Array:
+  return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
+
+
+def ddim_sigma(schedule: Schedule, t: jax.Array, t_prev: jax.Array, eta: float, ndim: int | None = None, *,
+               final_alpha_one: bool = False) -> jax.Array:
   """``eta * sqrt((1 - ab_prev)/(1 - ab_t) * (1 - ab_t/ab_prev))``, shape ``t.shape (+ ones to ndim)``."""
   t = jnp.asarray(t)
   t_prev = jnp.asarray(t_prev)
   nd = t.ndim if ndim is None else ndim
   ab_t = gather(schedule.alphas_cumprod, t, nd)
-  ab_p = _ab_prev(schedule, t_prev, nd)
+  ab_p = _ab_prev(schedule, t_prev, nd, final_alpha_one)
   return eta * jnp.sqrt((1.0 - ab_p) / (1.0 - ab_t) * (1.0 - ab_t / ab_p))
 
 
 def ddim_step(schedule: Schedule, x_t: jax.Array, model_out: jax.Array, t: jax.Array, t_prev: jax.Array,
-              eta: float = 0.0, noise: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+              eta: float = 0.0, noise: jax.Array | None = None, *,
+              final_alpha_one: bool = False) -> tuple[jax.Array, jax.Array]:
   """One DDIM update.
 
   Args:
     x_t: ``[B, T, H, W, C]`` (any rank) current sample. model_out: same shape, eps or v.
     t, t_prev: int ``[B]`` or ``[B, T]`` (broadcast over trailing dims); ``t_prev = -1`` marks the final step.
     eta: 0 deterministic DDIM, 1 DDPM-like. noise: ``z`` of x_t's shape (required if eta != 0).
+    final_alpha_one: the final step uses ``ab_prev = 1`` (returns x0_hat, no noise left) instead of DynamiCrafter's
+      ``ab[0]`` (which leaves ``sqrt(1 - ab[0]) eps_hat``, ~0.03 eps for the linear schedule).
   Returns:
     ``(x_prev, x0_hat)`` where x0_hat includes the dynamic-rescale ratio.
   """
@@ -92,7 +104,7 @@ def ddim_step(schedule: Schedule, x_t: jax.Array, model_out: jax.Array, t: jax.A
     s_p = gather(schedule.scale_arr, jnp.where(final, t, t_prev), nd)
     x0_hat = x0_hat * (s_p / s_t).astype(x0_hat.dtype)
   ab_t = gather(schedule.alphas_cumprod, t, nd)
-  ab_p = _ab_prev(schedule, t_prev, nd)
+  ab_p = _ab_prev(schedule, t_prev, nd, final_alpha_one)
   r = (1.0 - ab_t / ab_p) / (1.0 - ab_t)  # sigma^2 = eta^2 (1 - ab_p) r
   sigma = eta * jnp.sqrt((1.0 - ab_p) * r)
   # 1 - ab_p - sigma^2 factored as (1 - ab_p)(1 - eta^2 r): exact 0 at a zero-SNR step with eta = 1 instead of
