@@ -54,7 +54,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.init_from = ""                          # converted checkpoint dir (convert_torch_weights.py); "" = scratch
   c.init_transfer = "mixed"                 # causal temporal-conv weight transfer when the checkpoint is not yet
                                             # causal: "shift" | "mask" | "mixed" (paper's extrapolative)
-  c.init_fresh = []                         # extra parameter-name fragments allowed to keep fresh init
+  c.init_fresh = ()                         # extra parameter-name fragments allowed to keep fresh init
   c.total_steps = 100_000                   # optimizer steps
 
   # ---- model ------------------------------------------------------------------------------------------------
@@ -122,8 +122,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # axis sizes, -1 = the rest of the devices
   c.mesh.fsdp_min_size = 2 ** 14           # params with fewer elements are replicated
-  c.mesh.rules = []                         # extra [regex over 'a/b/c' param path, spec] pairs, first match wins;
-                                            # spec is a list of axis names / None per dim, e.g. [None, "fsdp"]
+  c.mesh.rules = ()                         # extra [regex over 'a/b/c' param path, spec] pairs, first match wins;
+                                            # spec is a tuple of axis names / None per dim; on the command line:
+                                            # --config.mesh.rules="(('unet/.*/kernel', (None, 'fsdp')),)"
 
   # ---- eval (periodic rollouts) ---------------------------------------------------------------------------------
   c.eval = ml_collections.ConfigDict()

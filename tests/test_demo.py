@@ -260,3 +260,26 @@ def test_demo_ablations_cli(demo_run, tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   assert "| copy-last-frame baseline |" in r.stdout and "## Quality bar" in r.stdout
   assert os.path.getsize(os.path.join(wd, "report", "ablations.md")) > 0
+
+
+def test_demo_config_sequence_fields_overridable_on_cli():
+  """Every sequence knob of configs/demo.py (guidance sweep, policies, transfers, init_fresh, mesh rules) is a
+  tuple, so ``--config.x=...`` overrides work (ml_collections' flags do not override list fields)."""
+  import subprocess
+  prog = ("import json, sys; from absl import app; from ml_collections import config_flags; "
+          "C = config_flags.DEFINE_config_file('config', None, 'cfg', lock_config=True); "
+          "app.run(lambda _: print('CFG=' + json.dumps(C.value.to_dict())))")
+  r = subprocess.run([sys.executable, "-c", prog, f"--config={os.path.join(REPO, 'configs', 'demo.py')}",
+                      "--config.demo.guidance_sweep=(1.0,4.0)",
+                      "--config.demo.policy_eval.policies=('expert','random')",
+                      "--config.demo.ablations.transfers=('mask',)",
+                      "--config.init_fresh=('action',)",
+                      "--config.mesh.rules=(('unet/.*/kernel',(None,'fsdp')),)"],
+                     cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  c = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("CFG=")][0][4:])
+  assert c["demo"]["guidance_sweep"] == [1.0, 4.0]
+  assert c["demo"]["policy_eval"]["policies"] == ["expert", "random"]
+  assert c["demo"]["ablations"]["transfers"] == ["mask"]
+  assert c["init_fresh"] == ["action"]
+  assert c["mesh"]["rules"] == [["unet/.*/kernel", [None, "fsdp"]]]

@@ -61,7 +61,7 @@ def default_demo_config() -> ml_collections.ConfigDict:
   #                                   steps; False = DynamiCrafter's convention)
   d.guidance_scale = 2.5            # causal action guidance s of the main evaluation (1 = no guidance)
   d.guidance_rescale = 0.7          # CFG rescale phi
-  d.guidance_sweep = [1.0, 2.5, 4.0]  # scales of the sweep (1.0 = no guidance)
+  d.guidance_sweep = (1.0, 2.5, 4.0)  # scales of the sweep (1.0 = no guidance)
   d.history_noise = 100             # t_small of history frames: "second_last" DDIM step or an int (100 = the
   #                                   second-last step of a 10-step plan, kept fixed as ddim_steps is lowered)
   d.num_videos = 6                  # GIFs written to the report
@@ -70,7 +70,7 @@ def default_demo_config() -> ml_collections.ConfigDict:
   # Policy evaluation (paper §5.1 analogue on the embedded simulator).
   d.policy_eval = ml_collections.ConfigDict()
   d.policy_eval.enabled = True      # run stage (c') in the default run
-  d.policy_eval.policies = ["expert", "expert_noise2.0", "expert_noise4.0", "random"]  # simulator.POLICIES names
+  d.policy_eval.policies = ("expert", "expert_noise2.0", "expert_noise4.0", "random")  # simulator.POLICIES names
   d.policy_eval.episodes = 2        # initial states per policy (seeds first_seed + k, unseen in training)
   d.policy_eval.first_seed = 5000   # seed of the first initial state
   d.policy_eval.horizon = 44        # generated frames (expert closes the drawer after ~39 actions)
@@ -79,7 +79,7 @@ def default_demo_config() -> ml_collections.ConfigDict:
   # Ablation driver (vid2world_jax.demo.ablations).
   d.ablations = ml_collections.ConfigDict()
   d.ablations.finetune_steps = 0    # fine-tune steps of every variant (0 = demo.finetune_steps)
-  d.ablations.transfers = ["shift", "mask", "mixed"]  # weight-transfer variants from the pretrained model
+  d.ablations.transfers = ("shift", "mask", "mixed")  # weight-transfer variants from the pretrained model
   d.ablations.scratch = True        # also fine-tune from random init (same steps)
   d.ablations.nar = True            # also sample non-autoregressively (all frames jointly, shared timestep)
   return d
