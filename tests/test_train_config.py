@@ -19,6 +19,8 @@ from vid2world_jax import train
     ({"init_from": "/nonexistent/ckpt"}, "init_from checkpoint not found: /nonexistent/ckpt"),
     ({"model.first_stage": "jpeg"}, "model.first_stage must be"),
     ({"model.unet.action_dim": 3}, "model.unet.action_dim 3 != data.action_dim 2"),
+    ({"model.patch_size": 4, "model.unet.in_channels": 96, "model.unet.out_channels": 48},
+     "model.unet.model_channels (32) must be >= the latent channels (48)"),
 ])
 def test_train_bad_config_values_rejected(overrides, message):
   cfg = tiny_config()

@@ -84,6 +84,10 @@ def validate_config(cfg, num_devices: int, process_count: int) -> dict:
   need(u.in_channels == 2 * c_lat, f"model.unet.in_channels must be 2 x latent channels = {2 * c_lat} "
        f"(noisy latent + concat frame), got {u.in_channels}")
   need(u.out_channels == c_lat, f"model.unet.out_channels must be the latent channels {c_lat}, got {u.out_channels}")
+  # A first level narrower than the latent cannot carry the noise (eps / v) to the output: p=4 patchify (48
+  # channels) through 32 channels left the demo unable to memorise a single clip (docs/demo_results.md).
+  need(u.model_channels >= c_lat, f"model.unet.model_channels ({u.model_channels}) must be >= the latent channels "
+       f"({c_lat}); use a smaller model.patch_size or a wider UNet")
   need(u.temporal_length >= d.clip_length,
        f"data.clip_length {d.clip_length} exceeds model.unet.temporal_length {u.temporal_length}")
   need(u.action_dim == d.action_dim, f"model.unet.action_dim {u.action_dim} != data.action_dim {d.action_dim}")
