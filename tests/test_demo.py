@@ -73,7 +73,9 @@ def test_demo_end_to_end_report(demo_run):
   # copy-last-frame is scored against the same clips: frame 1 of a slowly moving scene is close to frame 0
   assert js["per_horizon"]["copy_last_frame"]["psnr"][0] > 20.0
   assert [g["scale"] for g in js["guidance_sweep"]] == [1.0, 2.5]
-  assert set(js["quality_bar"]) >= {"true actions > shuffled actions (mean PSNR)"}
+  assert set(js["quality_bar"]) >= {"true actions > shuffled actions (PSNR, paired over clips, > 2 SE)"}
+  assert "paired per-clip PSNR difference" in js["quality_bar"][
+      "true actions > shuffled actions (PSNR, paired over clips, > 2 SE)"]["detail"]
   pe = js["policy_eval"]
   assert pe["policies"] == ["expert", "random"]
   assert all(0.0 <= pe["real"][p] <= 1.0 and 0.0 <= pe["world_model"][p] <= 1.0 for p in pe["policies"])
@@ -283,3 +285,25 @@ def test_demo_config_sequence_fields_overridable_on_cli():
   assert c["demo"]["ablations"]["transfers"] == ["mask"]
   assert c["init_fresh"] == ["action"]
   assert c["mesh"]["rules"] == [["unet/.*/kernel", [None, "fsdp"]]]
+
+
+def test_demo_quality_bar_requires_a_measurable_paired_difference():
+  """True > shuffled actions holds only when the paired per-clip PSNR difference exceeds 2 standard errors:
+  a +0.003 dB mean difference that flips sign across clips is noise; a consistent +0.5 dB is not."""
+  from vid2world_jax.demo import pipeline
+  ph = {"world_model": {"psnr": [24.0, 23.0], "ssim": [0.8, 0.7]},
+        "copy_last_frame": {"psnr": [40.0, 33.0], "ssim": [0.99, 0.95]},
+        "shuffled_actions": {"psnr": [24.0, 23.0], "ssim": [0.8, 0.7]}}
+  key = "true actions > shuffled actions (PSNR, paired over clips, > 2 SE)"
+  noisy = {"world_model": [23.5, 24.1, 23.2, 23.9], "shuffled_actions": [23.6, 24.0, 23.3, 23.8]}
+  bar = pipeline.quality_bar(ph, per_clip=noisy)
+  assert not bar[key]["holds"] and "0.000 +- 0.058" in bar[key]["detail"]
+  clear = {"world_model": [24.0, 24.6, 23.7, 24.4], "shuffled_actions": [23.5, 24.0, 23.3, 23.8]}
+  bar = pipeline.quality_bar(ph, per_clip=clear)
+  assert bar[key]["holds"] and "+0.525" in bar[key]["detail"]
+  assert not pipeline.quality_bar(ph)[key]["holds"]   # no per-clip values: not tested, never "holds"
+  assert not bar["world model > copy-last-frame, PSNR, every horizon"]["holds"]
+  m, se, n = pipeline.paired_difference([1.0, 2.0, 3.0], [0.0, 1.0, 1.0])
+  assert n == 3 and abs(m - 4 / 3) < 1e-12 and abs(se - np.std([1, 1, 2], ddof=1) / np.sqrt(3)) < 1e-12
+  with pytest.raises(ValueError, match="at least 2 clips"):
+    pipeline.paired_difference([1.0], [0.0])

@@ -61,9 +61,12 @@ def run_ablations(config, workdir: str) -> dict:
     path = os.path.join(workdir, "ablations", name + ".json")
     if os.path.exists(path):
       with open(path) as f:
-        return json.load(f)
+        cached = json.load(f)
+      if "per_clip_psnr" in cached:  # older caches lack per-clip values: re-evaluated below
+        return cached
     ev = pipeline.evaluate(cfg, params, clips=clips, tag=f" [{name}]", **kw)
-    out = {"per_horizon": ev["per_horizon"], "guidance_sweep": ev.get("guidance_sweep"), "horizons": ev["horizons"]}
+    out = {"per_horizon": ev["per_horizon"], "guidance_sweep": ev.get("guidance_sweep"), "horizons": ev["horizons"],
+           "per_clip_psnr": ev["per_clip_psnr"]}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
       json.dump(out, f)
@@ -77,11 +80,12 @@ def run_ablations(config, workdir: str) -> dict:
     name, ft = variant("pretrained", tr)
     e = scored(name, ft["params"], sweep=False, shuffled=False)
     later.append(_row(f"pretrained + {tr}", "pretrained", tr, "AR", f"{s_main:g}", e["per_horizon"]["world_model"]))
-  scratch = None
+  scratch = scratch_clips = None
   if a.scratch:
     name, ft = variant("scratch", d.weight_transfer)
     e = scored(name, ft["params"], sweep=False, shuffled=False)
     scratch = e["per_horizon"]["world_model"]
+    scratch_clips = e["per_clip_psnr"]["world_model"]
     later.append(_row("from scratch (no pretraining)", "scratch", "-", "AR", f"{s_main:g}", scratch))
   # The reference model: pretrained + configured transfer, with every sampler-side ablation.
   ref_name, ref = variant("pretrained", d.weight_transfer)
@@ -89,7 +93,7 @@ def run_ablations(config, workdir: str) -> dict:
   if ref_name == "finetune" and os.path.exists(main_eval):  # the default run's evaluation (same clips/settings)
     ev0 = pipeline._load(main_eval)  # pylint: disable=protected-access
     ev = {"per_horizon": dict(ev0["per_horizon"]), "guidance_sweep": ev0.get("guidance_sweep"),
-          "horizons": ev0["horizons"]}
+          "horizons": ev0["horizons"], "per_clip_psnr": ev0.get("per_clip_psnr")}
   else:
     ev = scored(ref_name + "_full", ref["params"], sweep=True, shuffled=True)
   ph = ev["per_horizon"]
@@ -117,7 +121,10 @@ def run_ablations(config, workdir: str) -> dict:
                    "sampler": "AR", "guidance": f"{g['scale']:g}", "psnr_mean": g["psnr"], "ssim_mean": g["ssim"],
                    "psnr_h1": None, "psnr_last": None, "ssim_h1": None, "ssim_last": None})
   rows += later
-  bar = pipeline.quality_bar(ph, scratch=scratch, pretrained=ph["world_model"])
+  per_clip = dict(ev.get("per_clip_psnr") or {})
+  if "world_model" in per_clip and scratch_clips is not None:
+    per_clip.update(pretrained=per_clip["world_model"], scratch=scratch_clips)
+  bar = pipeline.quality_bar(ph, scratch=scratch, pretrained=ph["world_model"], per_clip=per_clip)
   out = {"rows": rows, "quality_bar": bar, "finetune_steps": steps, "pretrain_steps": int(d.pretrain_steps),
          "eval_clips": len(clips["names"]), "horizons": ev["horizons"], "seconds": time.time() - t0}
   write_table(os.path.join(workdir, "report"), out)
