@@ -49,6 +49,20 @@ def test_rollout_scan_matches_python_loop_reference(toy, long_rollout):
   assert float(jnp.abs(out[:, -1] - out[:, -2]).max()) > 1e-3  # the model really produced new frames
 
 
+def test_rollout_final_alpha_one_scan_matches_reference_and_changes_frames(toy):
+  """The sampler's final_alpha_one reaches the DDIM step in both the scan and the Python reference."""
+  import dataclasses
+  model, params, _ = toy
+  ctx, acts = h.random_inputs(batch=2, k=1, horizon=3)
+  keys = rl.rollout_keys(1, 2)
+  cfg1 = dataclasses.replace(CFG_PLAIN, final_alpha_one=True)
+  out1 = rl.rollout(model, cfg1, params, ctx, acts, keys, horizon=3)
+  ref1 = rl.rollout_reference(model, cfg1, params, ctx, acts, keys, horizon=3)
+  np.testing.assert_allclose(np.asarray(out1), np.asarray(ref1), rtol=1e-4, atol=1e-4)
+  out0 = rl.rollout(model, CFG_PLAIN, params, ctx, acts, keys, horizon=3)
+  assert float(jnp.abs(out1[:, 1:] - out0[:, 1:]).max()) > 1e-4
+
+
 def test_rollout_longer_than_window_stays_causal(toy, long_rollout):
   """Changing the action taken at frame 5 leaves frames 0..5 bit-identical and changes frame 6; a shorter
   rollout (python-loop reference, exact windows) reproduces the first frames of the long one."""

@@ -43,6 +43,8 @@ def define_model_flags():
   flags.DEFINE_integer("ddim_steps", 50, "DDIM steps per generated frame")
   flags.DEFINE_float("eta", 1.0, "DDIM eta (1 = stochastic, as the released evaluation)")
   flags.DEFINE_integer("window", 0, "temporal window in frames (0 = the UNet's temporal_length)")
+  flags.DEFINE_bool("final_alpha_one", False, "last DDIM step to alpha-bar 1 (returns x0_hat; no residual noise) "
+                    "instead of DynamiCrafter's alpha-bar[0]")
   flags.DEFINE_string("history_noise", "second_last", "noise level of history frames: 'second_last' or an int")
   flags.DEFINE_integer("seed", 0, "rollout seed (one key per rollout is split from it)")
   flags.DEFINE_bool("allow_noncausal", False, "run even if the UNet config is not strictly causal")
@@ -125,7 +127,8 @@ def sampler_from_flags(cfg):
   hn = f.history_noise if f.history_noise == "second_last" else int(f.history_noise)
   window = f.window or int(cfg.model.unet.temporal_length)
   return rl.SamplerConfig(ddim_steps=f.ddim_steps, eta=f.eta, guidance_scale=float(scale),
-                          guidance_rescale=float(rescale), history_noise=hn, window=window)
+                          guidance_rescale=float(rescale), history_noise=hn, window=window,
+                          final_alpha_one=bool(f.final_alpha_one))
 
 
 def load_world_model_from_flags():
