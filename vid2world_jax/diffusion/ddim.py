@@ -54,15 +54,10 @@ def ddim_prev_timesteps(timesteps: np.ndarray) -> np.ndarray:
 
 
 def _ab_prev(schedule: Schedule, t_prev: jax.Array, ndim: int, final_alpha_one: bool = False) -> jax.Array:
-  final = (t_prev < 0)
-  ab = gather(schedule.alphas_cumprod, jnp.where(final, 0, t_prev), ndim)
   if final_alpha_one:  # FINAL_STEP -> 1: the last step returns x0_hat itself (diffusers' set_alpha_to_one)
-    return jnp.where(_bcast(final, ndim), 1.0, ab)
-  return ab  # FINAL_STEP -> ab[0] (DynamiCrafter / LDM convention)
-
-
-def _bcast(mask: jax.Array, ndim: int) -> jax.Array:
-  return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
+    table = jnp.append(schedule.alphas_cumprod, 1.0)
+    return gather(table, jnp.where(t_prev < 0, table.shape[0] - 1, t_prev), ndim)
+  return gather(schedule.alphas_cumprod, jnp.where(t_prev < 0, 0, t_prev), ndim)  # FINAL_STEP -> ab[0] (LDM)
 
 
 def ddim_sigma(schedule: Schedule, t: jax.Array, t_prev: jax.Array, eta: float, ndim: int | None = None, *,
