@@ -26,13 +26,14 @@ def get_config(arg=None):
   #                                           stuck at 0.35, PSNR 9.4 dB; docs/demo_results.md)
   c.model.context = "learned_null"          # no CLIP: a learned [L, D] context
   c.model.context_len = 4
-  c.model.unet = base.tiny_unet_config(channels=32, in_channels=24, out_channels=12, frames=8, action_dim=4,
+  c.model.unet = base.tiny_unet_config(channels=32, in_channels=24, out_channels=12, frames=8, action_dim=3,
                                        context_dim=32, attention_resolutions=(2,), channel_mult=(1, 2),
                                        num_head_channels=16)
-  c.data.source = "embedded"                # Meta-World drawer-close, recorded on first use and cached
-  c.data.resolution = (32, 32)             # frames resized from the recorded 64x64 (cost: latent 16x16)
+  c.data.source = "embedded"                # MinAtar Breakout (data/breakout.py), recorded on first use and cached
+  c.data.embedded.env = "breakout"          # "metaworld": Meta-World drawer-close (action_dim 4, 64x64 recording)
+  c.data.resolution = (32, 32)             # Breakout's native 32x32 (10x10 cells of 3 px + wall)
   c.data.clip_length = 8
-  c.data.action_dim = 4
+  c.data.action_dim = 3                     # one-hot [noop, left, right]
   c.data.batch_size = 4                     # small batches, more steps: better per CPU-second at this scale
   c.model.schedule.dynamic_rescale = False  # DynamiCrafter-512's x0 rescale is for large latents; with few DDIM
   #                                           steps it leaves the output scaled by scale_arr[last step] (0.85 at 5)

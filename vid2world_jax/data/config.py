@@ -12,7 +12,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   """Defaults: the embedded Meta-World dataset at 64x64 (the default CPU run). Paper settings: RT-1 / CS:GO with
   clip_length 16, resolution (320, 512), action_dim 13 / 51."""
   c = ml_collections.ConfigDict()
-  c.source = "embedded"  # "rt1" | "csgo" | "episodes" | "embedded" (Meta-World drawer-close, recorded on first use)
+  c.source = "embedded"  # "rt1" | "csgo" | "episodes" | "embedded" (a simulator recording, made on first use)
   c.path = ""  # rt1: .../fractal20220817_data/0.1.0; csgo: DIAMOND full_res dir; episodes: dir of .npz;
   #              embedded: "" = embedded_dataset_dir() (cache, $V2W_CACHE)
   c.clip_length = 16  # T frames per clip
@@ -20,7 +20,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.resolution = (64, 64)  # (H, W) of the output frames; the paper uses (320, 512)
   c.resize_mode = ""  # "" = per-source default (rt1/episodes: "crop" resize+centre-crop; csgo: "csgo"
   #                     resize to width then centre crop/pad); or "crop" | "pad" (letterbox) | "none"
-  c.action_dim = 4  # rt1 13, csgo 51, embedded Meta-World 4; mismatches are bad data
+  c.action_dim = 3  # rt1 13, csgo 51, embedded Breakout 3 (one-hot), Meta-World 4; mismatches are bad data
   c.batch_size = 8  # GLOBAL batch; each of process_count hosts gets batch_size / process_count
   c.seed = 0  # shuffling, window starts and augmentation
   c.worker_count = 0  # grain worker processes (0 = in-process); >0 needs `if __name__ == "__main__":`
@@ -35,9 +35,12 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.eval_seed = 0  # seed of the eval subset and eval start indices ("same as AVID", seed 0)
   # Embedded dataset recording (used when source == "embedded" and path == "").
   c.embedded = ml_collections.ConfigDict()
-  c.embedded.episodes_per_policy = 6  # x 5 policy qualities (last one of each -> split 'test')
-  c.embedded.steps = 50  # recorded frames after the initial one (=> 51 frames per episode)
-  c.embedded.resolution = 64  # square frame size of the recording
+  c.embedded.env = "breakout"  # "breakout" (MinAtar Breakout, 32x32, 3 one-hot actions; data/breakout.py) |
+  #                              "metaworld" (Meta-World drawer-close, 4-dim actions; data/simulator.py)
+  c.embedded.episodes_per_policy = 64  # x 5 policy qualities (breakout: last 1/8 of each -> split 'test';
+  #                                      metaworld: last one of each; use 6 there, ~2 s per episode)
+  c.embedded.steps = 40  # at most this many actions per episode (breakout ends earlier on a miss; metaworld: 50)
+  c.embedded.resolution = 64  # metaworld only: square frame size of the recording (breakout is 32x32)
   return c
 
 

@@ -42,11 +42,23 @@ def make_source(cfg, *, split: str | None = None, progress: bool = True):
   from vid2world_jax.data import episodes  # pylint: disable=import-outside-toplevel
   path = cfg.path
   if cfg.source == "embedded" and not path:
-    from vid2world_jax.data import simulator  # pylint: disable=import-outside-toplevel
-    e = cfg.get("embedded", {})
-    path = simulator.embedded_dataset_dir(episodes_per_policy=e.get("episodes_per_policy", 6),
-                                          steps=e.get("steps", 50), resolution=e.get("resolution", 64))
+    path = embedded_path(cfg)
   return episodes.EpisodeSource(path, **kw)
+
+
+def embedded_path(cfg) -> str:
+  """Directory of the embedded simulator recording named by ``cfg.embedded.env`` (recorded on first use)."""
+  e = cfg.get("embedded", {})
+  env = e.get("env", "breakout")
+  if env == "breakout":
+    from vid2world_jax.data import breakout  # pylint: disable=import-outside-toplevel
+    return breakout.embedded_dataset_dir(episodes_per_policy=e.get("episodes_per_policy", 64),
+                                         steps=e.get("steps", 40))
+  if env == "metaworld":
+    from vid2world_jax.data import simulator  # pylint: disable=import-outside-toplevel
+    return simulator.embedded_dataset_dir(episodes_per_policy=e.get("episodes_per_policy", 6),
+                                          steps=e.get("steps", 50), resolution=e.get("resolution", 64))
+  raise ValueError(f"data.embedded.env must be 'breakout' or 'metaworld', got {env!r}")
 
 
 class ClipLoader(grain.transforms.RandomMap):

@@ -1,0 +1,318 @@
+"""The embedded default simulator: MinAtar Breakout (the `minatar` package), rendered at 3 px per cell.
+
+A real game simulator from a pip package, chosen because every action is visible: the paddle moves one cell
+(3 pixels at the trained 32x32 resolution) per action, and the ball moves one cell per frame on a diagonal.
+(Meta-World drawer-close, the previous default, moves its arm by less than a pixel per action at 32x32;
+docs/demo_results.md.) Sticky actions are off (``sticky_action_prob=0``): an action always does what it says.
+
+Frames: the 10x10 game grid, each cell a 3x3 block, inside a 1-pixel grey wall -> uint8 ``[32, 32, 3]``.
+Colours: background black, bricks red, paddle blue, ball white, the ball's trail (its previous cell, so one frame
+shows the direction) olive. Actions: MinAtar's minimal set for Breakout, one-hot ``[noop, left, right]``.
+
+Episode protocol (``run_policy``): the initial state is fixed by ``seed`` (MinAtar's reset draws the ball's
+starting side; the paddle's starting column is drawn from the same seed, so initial states differ by more than
+the ball's side); frame t is rendered, the policy picks a_t from the FRAME (policies are image policies, so the
+same policy runs in the simulator and inside a world model), the game advances one step. The episode ends when
+the ball is missed (MinAtar's termination) or after ``steps`` actions. Return = bricks broken (MinAtar's reward).
+
+Policies of graded quality (``POLICIES``): "tracker" moves the paddle towards the ball's column (found in the
+frame by ``detect``); "tracker_eps{p}" takes a uniformly random action with probability p instead; "random".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+
+from vid2world_jax.data import episodes as episodes_lib
+
+ENV_NAME = "minatar-breakout"
+GRID = 10
+CELL = 3
+BORDER = 1
+RESOLUTION = GRID * CELL + 2 * BORDER  # 32
+ACTIONS = ("noop", "left", "right")
+ACTION_DIM = len(ACTIONS)
+_MINATAR_ACTION = {0: 0, 1: 1, 2: 3}  # our index -> MinAtar's full action index ('n', 'l', 'r')
+POLICIES = {"tracker": 0.0, "tracker_eps0.25": 0.25, "tracker_eps0.5": 0.5, "tracker_eps0.75": 0.75,
+            "random": 1.0}
+FORMAT_VERSION = 1
+
+# Cell classes of a rendered frame, in drawing priority (later wins when a cell has several).
+CLASSES = ("background", "brick", "trail", "paddle", "ball")
+COLOURS = {"background": (0, 0, 0), "brick": (220, 70, 50), "trail": (130, 130, 40), "paddle": (60, 140, 255),
+           "ball": (255, 255, 255)}
+WALL = (110, 110, 110)
+
+
+def render(state: np.ndarray) -> np.ndarray:
+  """MinAtar Breakout state ``[10, 10, 4]`` bool (paddle, ball, trail, brick) -> uint8 ``[32, 32, 3]``."""
+  state = np.asarray(state, bool)
+  if state.shape != (GRID, GRID, 4):
+    raise ValueError(f"expected a Breakout state [10, 10, 4], got {state.shape}")
+  cls = np.zeros((GRID, GRID), np.int64)
+  for name, ch in (("brick", 3), ("trail", 2), ("paddle", 0), ("ball", 1)):
+    cls[state[:, :, ch]] = CLASSES.index(name)
+  palette = np.array([COLOURS[c] for c in CLASSES], np.uint8)
+  cells = palette[cls]                                              # [10, 10, 3]
+  img = np.repeat(np.repeat(cells, CELL, axis=0), CELL, axis=1)     # [30, 30, 3]
+  out = np.empty((RESOLUTION, RESOLUTION, 3), np.uint8)
+  out[:] = np.array(WALL, np.uint8)
+  out[BORDER:BORDER + GRID * CELL, BORDER:BORDER + GRID * CELL] = img
+  return out
+
+
+def cell_colours(frames01: np.ndarray) -> np.ndarray:
+  """Frames ``[..., 32, 32, 3]`` in [0, 1] -> mean colour of each game cell ``[..., 10, 10, 3]``."""
+  f = np.asarray(frames01, np.float32)
+  if f.shape[-3:] != (RESOLUTION, RESOLUTION, 3):
+    raise ValueError(f"expected frames [..., {RESOLUTION}, {RESOLUTION}, 3], got {f.shape}")
+  g = f[..., BORDER:BORDER + GRID * CELL, BORDER:BORDER + GRID * CELL, :]
+  g = g.reshape(g.shape[:-3] + (GRID, CELL, GRID, CELL, 3))
+  return g.mean(axis=(-4, -2))
+
+
+class CellDetector:
+  """Finds the game objects in frames (real or generated): nearest colour prototype per cell.
+
+  The prototypes are FIT on real frames with their simulator labels (``fit``): the mean cell colour of each
+  class; nothing about generated frames is used. ``detect`` returns the paddle column (the bottom-row cell most
+  like the paddle), the ball cell (the cell most like the ball) and the brick count."""
+
+  def __init__(self, prototypes: np.ndarray):
+    self.prototypes = np.asarray(prototypes, np.float32)  # [len(CLASSES), 3] in [0, 1]
+
+  @classmethod
+  def fit(cls, frames01: np.ndarray, labels: np.ndarray) -> "CellDetector":
+    """``frames01 [N, 32, 32, 3]``, ``labels [N, 10, 10]`` class indices (``state_labels``)."""
+    c = cell_colours(frames01).reshape(-1, 3)
+    y = np.asarray(labels).reshape(-1)
+    protos = []
+    for k, name in enumerate(CLASSES):
+      if not np.any(y == k):
+        raise ValueError(f"no real cell of class {name!r} to fit the detector on")
+      protos.append(c[y == k].mean(0))
+    return cls(np.stack(protos))
+
+  def distances(self, frames01: np.ndarray) -> np.ndarray:
+    """``[..., 10, 10, len(CLASSES)]`` squared colour distance of each cell to each prototype."""
+    c = cell_colours(frames01)
+    return ((c[..., None, :] - self.prototypes) ** 2).sum(-1)
+
+  def classify(self, frames01: np.ndarray) -> np.ndarray:
+    return np.argmin(self.distances(frames01), axis=-1)
+
+  def detect(self, frames01: np.ndarray) -> dict:
+    """``{"paddle_x" [...], "ball_x" [...], "ball_y" [...], "bricks" [...]}`` for frames ``[..., 32, 32, 3]``."""
+    d = self.distances(frames01)
+    paddle_x = np.argmin(d[..., GRID - 1, :, CLASSES.index("paddle")], axis=-1)
+    ball = d[..., CLASSES.index("ball")].reshape(d.shape[:-3] + (GRID * GRID,))
+    ball_idx = np.argmin(ball, axis=-1)
+    bricks = np.sum(np.argmin(d, axis=-1) == CLASSES.index("brick"), axis=(-2, -1))
+    return {"paddle_x": paddle_x, "ball_x": ball_idx % GRID, "ball_y": ball_idx // GRID, "bricks": bricks}
+
+
+def state_labels(state: np.ndarray) -> np.ndarray:
+  """``[10, 10]`` class index of each cell of a state (the rendering's priority)."""
+  state = np.asarray(state, bool)
+  cls = np.zeros((GRID, GRID), np.int64)
+  for name, ch in (("brick", 3), ("trail", 2), ("paddle", 0), ("ball", 1)):
+    cls[state[:, :, ch]] = CLASSES.index(name)
+  return cls
+
+
+def exact_detector() -> CellDetector:
+  """The detector with the rendering's own colours (for tests; the demo fits one on recorded frames)."""
+  return CellDetector(np.array([COLOURS[c] for c in CLASSES], np.float32) / 255.0)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# The game.
+
+class Game:
+  """MinAtar Breakout with sticky actions off: ``reset(seed) -> frame``, ``step(action) -> (frame, reward, done)``."""
+
+  def __init__(self):
+    import minatar  # pylint: disable=import-outside-toplevel
+    self.env = minatar.Environment("breakout", sticky_action_prob=0.0)
+    self.done = False
+
+  def reset(self, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(int(seed))
+    self.env.seed(int(rng.integers(2 ** 31)))
+    self.env.reset()
+    self.env.env.pos = int(rng.integers(GRID))  # paddle's starting column, drawn from the same seed
+    self.done = False
+    return self.frame()
+
+  def state(self) -> np.ndarray:
+    return self.env.state()
+
+  def frame(self) -> np.ndarray:
+    return render(self.env.state())
+
+  def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+    if self.done:
+      raise RuntimeError("step() after the episode ended (the ball was missed); call reset()")
+    a = int(action)
+    if a not in _MINATAR_ACTION:
+      raise ValueError(f"action must be 0 (noop), 1 (left) or 2 (right), got {action!r}")
+    r, done = self.env.act(_MINATAR_ACTION[a])
+    self.done = bool(done)
+    return self.frame(), float(r), self.done
+
+
+def one_hot(a: int) -> np.ndarray:
+  v = np.zeros(ACTION_DIM, np.float32)
+  v[int(a)] = 1.0
+  return v
+
+
+class TrackerPolicy:
+  """Image policy: move the paddle towards the ball's column; with probability ``eps`` a uniformly random action."""
+
+  def __init__(self, eps: float, detector: CellDetector | None = None):
+    if not 0.0 <= eps <= 1.0:
+      raise ValueError(f"eps must be in [0, 1], got {eps}")
+    self.eps = float(eps)
+    self.detector = detector or exact_detector()
+
+  def act_on_positions(self, paddle_x: np.ndarray, ball_x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Vectorised over episodes: ``[N]`` paddle and ball columns -> ``[N]`` action indices."""
+    paddle_x, ball_x = np.asarray(paddle_x), np.asarray(ball_x)
+    greedy = np.where(ball_x < paddle_x, 1, np.where(ball_x > paddle_x, 2, 0))
+    explore = rng.random(greedy.shape) < self.eps
+    return np.where(explore, rng.integers(0, ACTION_DIM, greedy.shape), greedy).astype(np.int64)
+
+  def __call__(self, frames01: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``frames01 [N, 32, 32, 3]`` (the newest frame of each episode) -> ``[N]`` action indices."""
+    det = self.detector.detect(frames01)
+    return self.act_on_positions(det["paddle_x"], det["ball_x"], rng)
+
+
+def make_policy(name: str, detector: CellDetector | None = None) -> TrackerPolicy:
+  if name not in POLICIES:
+    raise ValueError(f"unknown policy {name!r}; known: {list(POLICIES)}")
+  return TrackerPolicy(POLICIES[name], detector)
+
+
+def episode_return(classes: np.ndarray, ball_y: np.ndarray) -> np.ndarray:
+  """Return of episodes from detected frames: bricks broken until the ball reaches the bottom row (a miss: the
+  only time Breakout shows the ball in the paddle's row). A brick is broken when its cell, a brick in an earlier
+  frame, shows background (the ball or its trail passing over a brick only hides it for a frame or two, so a
+  plain drop in the brick count would over-count). ``classes [N, T, 10, 10]`` (``CellDetector.classify``),
+  ``ball_y [N, T]`` -> ``[N]``. On real frames this equals MinAtar's reward sum (tested) while no brick wall is
+  refilled (all 30 bricks cleared)."""
+  classes, ball_y = np.asarray(classes), np.asarray(ball_y)
+  n, t = ball_y.shape
+  missed = ball_y == GRID - 1
+  end = np.where(missed.any(1), missed.argmax(1), t - 1)                     # last frame that counts
+  counted = (np.arange(t)[None] <= end[:, None])[:, :, None, None]
+  brick = classes == CLASSES.index("brick")
+  seen = np.maximum.accumulate(brick, axis=1)                                  # brick at some frame <= s
+  seen_before = np.concatenate([np.zeros_like(seen[:, :1]), seen[:, :-1]], axis=1)
+  broken = seen_before & (classes == CLASSES.index("background")) & counted
+  return broken.any(axis=1).sum(axis=(-2, -1)).astype(np.float64)
+
+
+def run_policy(policy, seed: int, *, steps: int, policy_seed: int | None = None) -> dict:
+  """Run ``policy`` (a POLICIES name or a TrackerPolicy) from the initial state of ``seed`` for at most ``steps``
+  actions. Returns ``{"frames" uint8 [T, 32, 32, 3], "actions" float32 one-hot [T, 3], "labels" [T, 10, 10],
+  "return": float, "done": bool}``; T = steps + 1 unless the ball was missed earlier (then the last frame shows
+  the miss). The last action is the policy's choice at the last frame (recorded, not executed)."""
+  pol = make_policy(policy) if isinstance(policy, str) else policy
+  rng = np.random.default_rng(seed if policy_seed is None else policy_seed)
+  game = Game()
+  frame = game.reset(seed)
+  frames, actions, labels = [frame], [], [state_labels(game.state())]
+  ret, done = 0.0, False
+  for t in range(steps + 1):
+    a = int(pol(frame[None].astype(np.float32) / 255.0, rng)[0])
+    actions.append(one_hot(a))
+    if t == steps or done:
+      break
+    frame, r, done = game.step(a)
+    ret += r
+    frames.append(frame)
+    labels.append(state_labels(game.state()))
+  return {"frames": np.stack(frames), "actions": np.stack(actions), "labels": np.stack(labels), "return": ret,
+          "done": done}
+
+
+def record_dataset(out_dir: str, *, episodes_per_policy: int, steps: int, policies=tuple(POLICIES),
+                   base_seed: int = 1000, min_length: int = 9, progress: bool = True) -> dict:
+  """Records episodes_per_policy episodes per policy (generic episode format + labels + meta.json + splits.json).
+
+  The last ``max(1, episodes_per_policy // 8)`` episodes of every policy are the "test" split (unseen initial
+  states: seeds base_seed + k differ between episodes). Episodes shorter than ``min_length`` frames (the ball
+  missed at once) are not written (counted in meta.json)."""
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  import minatar  # pylint: disable=import-outside-toplevel
+  os.makedirs(out_dir, exist_ok=True)
+  t0 = time.time()
+  eps, train, test, short = [], [], [], 0
+  n_test = max(1, episodes_per_policy // 8)
+  with tqdm(total=len(policies) * episodes_per_policy, desc=f"recording {ENV_NAME}", unit="episode",
+            disable=not progress) as bar:
+    for pi, pname in enumerate(policies):
+      for k in range(episodes_per_policy):
+        seed = base_seed + k
+        r = run_policy(pname, seed, steps=steps, policy_seed=seed * 1000 + pi)
+        bar.update(1)
+        if len(r["frames"]) < min_length:
+          short += 1
+          continue
+        name = f"{pname}_{k:04d}"
+        episodes_lib.write_episode(os.path.join(out_dir, name + ".npz"), r["frames"], r["actions"], r["done"])
+        np.save(os.path.join(out_dir, name + ".labels.npy"), r["labels"].astype(np.uint8))
+        eps.append({"name": name, "policy": pname, "seed": seed, "return": r["return"], "length": len(r["frames"])})
+        (test if k >= episodes_per_policy - n_test else train).append(name)
+  meta = {
+      "format_version": FORMAT_VERSION, "simulator": "minatar", "env": ENV_NAME,
+      "minatar_version": getattr(minatar, "__version__", "1.0.15"), "resolution": [RESOLUTION, RESOLUTION],
+      "action_dim": ACTION_DIM, "actions": list(ACTIONS), "policies": {p: POLICIES[p] for p in policies},
+      "mean_return": {p: float(np.mean([e["return"] for e in eps if e["policy"] == p] or [0.0])) for p in policies},
+      "episodes": eps, "skipped_short": short, "recording_seconds": round(time.time() - t0, 2),
+  }
+  with open(os.path.join(out_dir, "meta.json"), "w") as f:
+    json.dump(meta, f, indent=1)
+  with open(os.path.join(out_dir, "splits.json"), "w") as f:
+    json.dump({"train": train, "test": test, "all": train + test}, f, indent=1)
+  return meta
+
+
+def default_cache_dir() -> str:
+  return os.path.join(os.environ.get("V2W_CACHE", os.path.expanduser("~/.cache/vid2world_jax")), "embedded")
+
+
+def embedded_dataset_dir(cache_dir: str | None = None, *, episodes_per_policy: int = 64, steps: int = 40,
+                         progress: bool = True) -> str:
+  """Path of the recorded Breakout dataset; records it on first use (seconds) and caches it on disk."""
+  root = cache_dir or default_cache_dir()
+  d = os.path.join(root, f"{ENV_NAME}_s{steps}_e{episodes_per_policy}_v{FORMAT_VERSION}")
+  if os.path.exists(os.path.join(d, "meta.json")):
+    return d
+  tmp = f"{d}.tmp{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  record_dataset(tmp, episodes_per_policy=episodes_per_policy, steps=steps, progress=progress)
+  try:
+    os.replace(tmp, d)
+  except OSError:  # another process finished first
+    shutil.rmtree(tmp, ignore_errors=True)
+  return d
+
+
+def fit_detector(dataset_dir: str, max_episodes: int = 64) -> CellDetector:
+  """The detector fit on the recorded (real) training frames and their simulator labels."""
+  with open(os.path.join(dataset_dir, "splits.json")) as f:
+    names = json.load(f)["train"][:max_episodes]
+  frames, labels = [], []
+  for n in names:
+    with np.load(os.path.join(dataset_dir, n + ".npz")) as z:
+      frames.append(z["frames"].astype(np.float32) / 255.0)
+    labels.append(np.load(os.path.join(dataset_dir, n + ".labels.npy")))
+  return CellDetector.fit(np.concatenate(frames), np.concatenate(labels))
