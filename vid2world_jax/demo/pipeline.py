@@ -38,6 +38,7 @@ from flax import nnx, traverse_util
 
 from vid2world_jax import rollout as rl
 from vid2world_jax.diffusion import guidance as guidance_lib
+from vid2world_jax.metrics import world_model_metrics as wmm
 
 # =============================================================================================================
 # Config.
@@ -47,7 +48,11 @@ def default_demo_config() -> ml_collections.ConfigDict:
   """The ``config.demo`` block (every knob of the default run)."""
   d = ml_collections.ConfigDict()
   # Defaults sized for <= 20 min on 2 CPU cores (docs/demo_results.md has the measured stage times).
-  d.pretrain_steps = 300            # stage (a): video-only bidirectional pretraining steps
+  d.pretrain = "shipped"            # stage (a): "shipped" = the pretrained VDM file in vid2world_jax/demo/assets
+  #                                   (made by `python -m vid2world_jax.demo.export_pretrained`, README), as the
+  #                                   original downloads DynamiCrafter | "run" = pretrain here (demo.pretrain_steps)
+  d.pretrain_asset = "breakout_vdm.npz"  # file name under vid2world_jax/demo/assets (or an absolute path)
+  d.pretrain_steps = 300            # stage (a) with pretrain="run": video-only bidirectional pretraining steps
   d.pretrain_lr = 2e-3              # stage (a) AdamW peak lr (other optimizer fields from config.optim)
   d.pretrain_warmup = 20            # stage (a) linear warmup steps
   d.finetune_steps = 300            # stage (b): Diffusion-Forcing fine-tune steps (config.total_steps is ignored)
@@ -65,6 +70,11 @@ def default_demo_config() -> ml_collections.ConfigDict:
   d.guidance_sweep = (1.0, 2.5, 4.0)  # scales of the sweep (1.0 = no guidance)
   d.history_noise = 100             # t_small of history frames: "second_last" DDIM step or an int (100 = the
   #                                   second-last step of a 10-step plan, kept fixed as ddim_steps is lowered)
+  d.long_horizon = 4                # long-horizon rollouts to this many training windows (0 = off; point 4)
+  d.long_horizon_clips = 8          # held-out episodes long enough for them (fewer if the split has fewer)
+  d.strict = False                  # True: exit non-zero (after the table of shortfalls) when a point of the
+  #                                   quality bar (action following, copy-last, policy ranking, long horizon) fails
+  d.video_scale = 6                 # report GIFs upscaled by this integer factor (32 px frames -> 192 px)
   d.num_videos = 6                  # GIFs written to the report
   d.seed = 0                        # sampling seed (model/data seeds: config.seed / config.data.seed)
   d.progress = True                 # tqdm bars
@@ -178,6 +188,16 @@ def pretrain(cfg, workdir: str) -> dict:
   d = cfg.demo
   t0 = time.time()
   mcfg = bidirectional_model_config(train.model_config(cfg))
+  if d.pretrain == "shipped":
+    from vid2world_jax.demo import pretrained_asset  # pylint: disable=import-outside-toplevel
+    out = pretrained_asset.load(pretrained_asset.asset_path(d.pretrain_asset), mcfg)
+    _log(f"stage (a) pretrain: the shipped pretrained VDM {d.pretrain_asset} ({out['steps']} steps, "
+         f"made by: {out['command']})")
+    out["seconds"] = time.time() - t0
+    _save(path, out)
+    return out
+  if d.pretrain != "run":
+    raise ValueError(f"demo.pretrain must be 'shipped' or 'run', got {d.pretrain!r}")
   seed = int(cfg.seed)
   wm, fs = world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
   graphdef, params, rest = nnx.split(wm, nnx.Param, ...)
@@ -221,7 +241,7 @@ def pretrain(cfg, workdir: str) -> dict:
       bar.update(1)
       bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
   out = {"params": _to_numpy(params), "losses": losses, "model_config": mcfg.to_dict(),
-         "seconds": time.time() - t0}
+         "seconds": time.time() - t0, "source": "run", "steps": steps}
   _save(path, out)
   return out
 
@@ -368,8 +388,10 @@ class WorldModelRunner:
         history_noise=hn if isinstance(hn, str) else int(hn),
         window=int(window or self.mcfg.unet.temporal_length), final_alpha_one=bool(d.final_alpha_one))
     fg, fst = self.fgraph, self.fstate
-    self._encode = jax.jit(lambda x: nnx.merge(fg, fst).encode(x, jax.random.key(0)))
-    self._decode = jax.jit(lambda z: nnx.merge(fg, fst).decode(z))
+    self.encode_raw = lambda x: nnx.merge(fg, fst).encode(x, jax.random.key(0))  # [-1, 1] frames -> latents
+    self.decode_raw = lambda z: nnx.merge(fg, fst).decode(z)                      # latents -> [-1, 1] frames
+    self._encode = jax.jit(self.encode_raw)
+    self._decode = jax.jit(self.decode_raw)
     self._nar = None
 
   def encode(self, frames_pm1: np.ndarray) -> jax.Array:
@@ -446,33 +468,14 @@ def load_eval_clips(cfg) -> dict:
           "names": names}
 
 
-def frame_metrics(pred01: np.ndarray, gt01: np.ndarray) -> dict:
-  """Per-clip, per-frame PSNR / SSIM / MSE ``[N, T]`` of videos in [0, 1]."""
-  from vid2world_jax.metrics import image_metrics
-  n, t = pred01.shape[:2]
-  p = jnp.asarray(pred01, jnp.float32).reshape((n * t,) + pred01.shape[2:])  # dm-pix wants [N, H, W, C]
-  g = jnp.asarray(gt01, jnp.float32).reshape((n * t,) + gt01.shape[2:])
-  out = {"psnr": image_metrics.psnr(p, g), "ssim": image_metrics.ssim(p, g),
-         "mse": jnp.mean((p - g) ** 2, axis=(-3, -2, -1))}
-  return {k: np.asarray(v).reshape(n, t) for k, v in out.items()}
+frame_metrics = wmm.frame_metrics      # kept as names of this module for the ablation driver and tests
+per_horizon = wmm.per_horizon
+paired_difference = wmm.paired_difference
 
 
 def per_clip_psnr(m: dict) -> list:
   """``[N]`` PSNR per clip, averaged over horizons 1..T-1 (for paired comparisons across clips)."""
-  return [float(x) for x in np.mean(m["psnr"][:, 1:], axis=1)]
-
-
-def paired_difference(a, b) -> tuple[float, float, int]:
-  """Mean and standard error of the per-clip differences ``a - b`` (same clips), and the clip count."""
-  diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-  if diff.ndim != 1 or diff.size < 2:
-    raise ValueError(f"need per-clip values for at least 2 clips, got shape {diff.shape}")
-  return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size)), int(diff.size)
-
-
-def per_horizon(m: dict) -> dict:
-  """``{metric: [T-1]}`` means over clips for horizons 1..T-1 (frame 0 is the given context)."""
-  return {k: [float(x) for x in np.mean(v[:, 1:], axis=0)] for k, v in m.items()}
+  return wmm.per_clip(m["psnr"])
 
 
 def sample_videos(runner: WorldModelRunner, clips: dict, scale: float, *, seed: int, shuffle_actions: bool = False,
@@ -528,6 +531,14 @@ def evaluate(cfg, params: dict, *, clips: dict | None = None, sweep: bool = True
     fs = frame_metrics(sh, gt01)
     ph["shuffled_actions"] = per_horizon(fs)
     out["per_clip_psnr"]["shuffled_actions"] = per_clip_psnr(fs)
+    out["delta_psnr"] = wmm.delta_psnr(fm["psnr"], fs["psnr"])
+    det = position_detector(cfg)
+    if det is not None:
+      from vid2world_jax.demo import breakout_eval  # pylint: disable=import-outside-toplevel
+      pos_gt = breakout_eval.paddle_positions(det, gt01)
+      out["paddle_error"] = {"true": wmm.position_error(breakout_eval.paddle_positions(det, pred), pos_gt),
+                             "shuffled": wmm.position_error(breakout_eval.paddle_positions(det, sh), pos_gt)}
+      out["shuffled"] = sh
   if nar:
     nv = sample_videos(runner, clips, scale, seed=int(d.seed), mode="nar", progress=progress,
                        desc=f"(c) non-AR sampling{tag}")
@@ -539,182 +550,110 @@ def evaluate(cfg, params: dict, *, clips: dict | None = None, sweep: bool = True
     for s in d.guidance_sweep:
       s = float(s)
       if s == scale:
-        m = ph["world_model"]
+        m, dp = ph["world_model"], out.get("delta_psnr")
       else:
-        v = sample_videos(runner, clips, s, seed=int(d.seed), progress=progress, desc=f"(c) guidance s={s:g}")
-        m = per_horizon(frame_metrics(v, gt01))
+        fv = frame_metrics(sample_videos(runner, clips, s, seed=int(d.seed), progress=progress,
+                                         desc=f"(c) guidance s={s:g}"), gt01)
+        m, dp = per_horizon(fv), None
+        if shuffled:  # Delta-t-PSNR at this scale (point 5: does guidance change action following?)
+          fsh = frame_metrics(sample_videos(runner, clips, s, seed=int(d.seed), shuffle_actions=True,
+                                            progress=progress, desc=f"(c) guidance s={s:g}, shuffled"), gt01)
+          dp = wmm.delta_psnr(fv["psnr"], fsh["psnr"])
       rows.append({"scale": s, "label": f"{s:g}" + (" (no guidance)" if s == 1.0 else ""),
-                   **{k: float(np.mean(m[k])) for k in ("psnr", "ssim", "mse")}})
+                   **{k: float(np.mean(m[k])) for k in ("psnr", "ssim", "mse")},
+                   "delta_psnr": None if dp is None else dp["mean"],
+                   "delta_psnr_se": None if dp is None else dp["se"]})
     out["guidance_sweep"] = rows
   return out
 
 
+def position_detector(cfg):
+  """The controlled object's detector for the embedded simulator (fit on its real recorded frames), or None."""
+  if cfg.data.source != "embedded" or cfg.data.get("embedded", {}).get("env", "breakout") != "breakout":
+    return None
+  from vid2world_jax.data import breakout  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.data import pipeline as data_pipeline  # pylint: disable=import-outside-toplevel
+  return breakout.fit_detector(cfg.data.path or data_pipeline.embedded_path(cfg.data))
+
+
+def long_horizon(cfg, params: dict, progress: bool | None = None) -> dict | None:
+  """Rollouts to ``demo.long_horizon`` x the training window with a sliding window, on held-out episodes long
+  enough for it: PSNR/SSIM vs horizon beside copy-last-frame, and the frames' statistics vs the ground truth's."""
+  d = cfg.demo
+  factor = int(d.long_horizon)
+  if factor <= 0:
+    return None
+  progress = bool(d.progress) if progress is None else progress
+  window = int(train_model_config(cfg).unet.temporal_length)
+  lcfg = ml_collections.ConfigDict(cfg.to_dict())
+  lcfg.data.clip_length = factor * window + 1
+  lcfg.data.on_bad_data = "skip"   # only episodes long enough for the long clip
+  lcfg.demo.eval_clips = int(d.long_horizon_clips)
+  try:
+    clips = load_eval_clips(lcfg)
+  except Exception as e:  # noqa: BLE001 - no episode long enough
+    _log(f"long-horizon evaluation skipped: {type(e).__name__}: {e}")
+    return None
+  runner = WorldModelRunner(cfg, params, window=window)
+  gt01 = (clips["frames"] + 1.0) / 2.0
+  from vid2world_jax.demo import baselines  # pylint: disable=import-outside-toplevel
+  pred = sample_videos(runner, clips, float(d.guidance_scale), seed=int(d.seed) + 7, progress=progress,
+                       desc=f"(c) long horizon ({gt01.shape[1] - 1} frames)")
+  ph = {"world_model": per_horizon(frame_metrics(pred, gt01)),
+        "copy_last_frame": per_horizon(frame_metrics(baselines.copy_last_frame(gt01, 1), gt01))}
+  return {"per_horizon": ph, "horizons": list(range(1, gt01.shape[1])), "frames": int(gt01.shape[1] - 1),
+          "clips": int(gt01.shape[0]), "window": window, "frame_statistics": wmm.frame_statistics(pred, gt01),
+          "names": clips["names"], "gt": gt01, "pred": pred}
+
+
+def train_model_config(cfg):
+  from vid2world_jax import train  # pylint: disable=import-outside-toplevel
+  return train.model_config(cfg)
+
+
 def nar_metrics(cfg, params: dict, clips: dict, progress: bool | None = None) -> dict:
-  """Per-horizon metrics of non-autoregressive sampling (ablation iv) at the main guidance scale."""
+  """Non-autoregressive sampling (ablation iv) at the main guidance scale, with true and shuffled actions:
+  ``{"per_horizon": {...}, "delta_psnr": {...}}``."""
   d = cfg.demo
   progress = bool(d.progress) if progress is None else progress
   runner = WorldModelRunner(cfg, params)
-  v = sample_videos(runner, clips, float(d.guidance_scale), seed=int(d.seed), mode="nar", progress=progress,
-                    desc="(c) non-AR sampling")
-  return per_horizon(frame_metrics(v, (clips["frames"] + 1.0) / 2.0))
-
-
-def quality_bar(ph: dict, *, scratch: dict | None = None, pretrained: dict | None = None,
-                per_clip: dict | None = None) -> dict:
-  """The README's quality bar, measured: model > copy-last-frame at EVERY horizon (PSNR and SSIM); true >
-  shuffled actions; pretrained > scratch (mean PSNR and SSIM) when both are given.
-
-  "Better" for true vs shuffled actions (and pretrained vs scratch when ``per_clip`` holds both) means MEASURABLY
-  better: the paired per-clip PSNR difference (``per_clip``: name -> [N] per-clip PSNR, see ``per_clip_psnr``)
-  exceeds twice its standard error; a difference in the third decimal is noise, not action sensitivity."""
-  wm, cl = ph["world_model"], ph["copy_last_frame"]
-  per_clip = per_clip or {}
-  bar = {}
-  for k in ("psnr", "ssim"):
-    wins = [a > b for a, b in zip(wm[k], cl[k])]
-    bar[f"world model > copy-last-frame, {k.upper()}, every horizon"] = {
-        "holds": bool(all(wins)),
-        "detail": "model " + "/".join(f"{x:.3g}" for x in wm[k]) + " vs copy " + "/".join(f"{x:.3g}" for x in cl[k])}
-
-  def paired(name_a, name_b, label_a, label_b, extra=True):
-    if name_a in per_clip and name_b in per_clip:
-      m, se, n = paired_difference(per_clip[name_a], per_clip[name_b])
-      return bool(m > 2.0 * se and extra), f"; paired per-clip PSNR difference {m:+.3f} +- {se:.3f} dB (SE, {n} clips)"
-    return False, f"; not tested: no per-clip values for {label_a} / {label_b} (re-run the evaluation)"
-
-  if "shuffled_actions" in ph:
-    a, b = float(np.mean(wm["psnr"])), float(np.mean(ph["shuffled_actions"]["psnr"]))
-    a2, b2 = float(np.mean(wm["ssim"])), float(np.mean(ph["shuffled_actions"]["ssim"]))
-    holds, why = paired("world_model", "shuffled_actions", "true", "shuffled actions")
-    bar["true actions > shuffled actions (PSNR, paired over clips, > 2 SE)"] = {
-        "holds": holds, "detail": f"PSNR {a:.3f} vs {b:.3f} dB; SSIM {a2:.4f} vs {b2:.4f}" + why}
-  if scratch is not None and pretrained is not None:
-    a, b = float(np.mean(pretrained["psnr"])), float(np.mean(scratch["psnr"]))
-    a2, b2 = float(np.mean(pretrained["ssim"])), float(np.mean(scratch["ssim"]))
-    detail = f"PSNR {a:.3f} vs {b:.3f} dB; SSIM {a2:.4f} vs {b2:.4f}"
-    if "pretrained" in per_clip and "scratch" in per_clip:
-      holds, why = paired("pretrained", "scratch", "pretrained", "scratch", extra=a2 > b2)
-    else:
-      holds, why = (a > b) and (a2 > b2), ""
-    bar["pretrained > from-scratch fine-tune (mean PSNR and SSIM)"] = {"holds": holds, "detail": detail + why}
-  return bar
+  gt01 = (clips["frames"] + 1.0) / 2.0
+  fm = {}
+  for shuffle in (False, True):
+    v = sample_videos(runner, clips, float(d.guidance_scale), seed=int(d.seed), mode="nar", progress=progress,
+                      shuffle_actions=shuffle, desc="(c) non-AR sampling" + (", shuffled" if shuffle else ""))
+    fm[shuffle] = frame_metrics(v, gt01)
+  return {"per_horizon": per_horizon(fm[False]), "delta_psnr": wmm.delta_psnr(fm[False]["psnr"], fm[True]["psnr"])}
 
 
 # =============================================================================================================
-# Policy evaluation (paper §5.1 analogue).
-
-
-def _features(frames01: np.ndarray, size: int) -> np.ndarray:
-  """``[N, H, W, 3]`` -> ``[N, size*size*3]`` area-downsampled (H, W divisible by size)."""
-  n, h, w, c = frames01.shape
-  if h % size or w % size:
-    raise ValueError(f"verifier size {size} must divide the frame size {(h, w)}")
-  x = frames01.reshape(n, size, h // size, size, w // size, c).mean(axis=(2, 4))
-  return x.reshape(n, -1)
-
-
-class SuccessVerifier:
-  """Drawer-closed classifier on frames (stands in for the paper's human verifier): ridge regression on
-  downsampled frames of the embedded dataset, label 1 from the recorded success step on (0 before / never)."""
-
-  def __init__(self, cfg, size: int, lam: float = 1e-2):
-    from vid2world_jax.data import episodes, simulator, video_ops
-    e = cfg.data.get("embedded", {})
-    root = cfg.data.path or simulator.embedded_dataset_dir(
-        episodes_per_policy=e.get("episodes_per_policy", 6), steps=e.get("steps", 50),
-        resolution=e.get("resolution", 64))
-    with open(os.path.join(root, "meta.json")) as f:
-      meta = json.load(f)
-    xs, ys = [], []
-    self.res = tuple(int(r) for r in cfg.data.resolution)
-    for ep in meta["episodes"]:
-      with np.load(os.path.join(root, ep["name"] + ".npz")) as z:
-        frames = z["frames"]
-      fr = (video_ops.to_unit_range(video_ops.spatial_transform(frames, self.res, "crop")) + 1.0) / 2.0
-      y = np.zeros(len(fr), np.float32)
-      if ep["success_step"] >= 0:
-        y[ep["success_step"]:] = 1.0
-      xs.append(_features(fr, size))
-      ys.append(y)
-    del episodes
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    self.size = size
-    self.mu, self.sd = x.mean(0), x.std(0) + 1e-3
-    xn = np.concatenate([(x - self.mu) / self.sd, np.ones((len(x), 1))], 1)
-    self.w = np.linalg.solve(xn.T @ xn + lam * len(x) * np.eye(xn.shape[1]), xn.T @ (2 * y - 1))
-    self.train_accuracy = float(np.mean(self.predict(None, xn) == (y > 0.5)))
-
-  def predict(self, frames01, xn=None) -> np.ndarray:
-    if xn is None:
-      x = _features(np.asarray(frames01, np.float32), self.size)
-      xn = np.concatenate([(x - self.mu) / self.sd, np.ones((len(x), 1))], 1)
-    return xn @ self.w > 0.0
+# Policy evaluation (paper §5.1 analogue): closed loop on Breakout (breakout_eval), open-loop replay on Meta-World
+# (metaworld_eval).
 
 
 def policy_evaluation(cfg, params: dict, workdir: str) -> dict:
-  """Scripted policies in the real simulator and inside the world model, from the same initial frames.
-
-  The scripted policies act on the simulator's STATE observation, which an imagined video does not provide, so
-  the world model replays each real episode's actions open-loop from the real initial frame (the paper's
-  closed-loop protocol needs an image policy). Success in both worlds is judged by the same frame verifier on
-  the final frame; the real simulator's own success flag is reported as the ground truth."""
-  from vid2world_jax import policy_eval  # Pearson r and MMRV (SIMPLER)
-  from vid2world_jax.data import simulator, video_ops
-  path = os.path.join(workdir, "eval", "policy_eval.json")
+  """Real vs world-model policy ranking for the embedded simulator; cached in ``<workdir>/eval``."""
+  path = os.path.join(workdir, "eval", "policy_eval.pkl")
   if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+    return _load(path)
   pe = cfg.demo.policy_eval
-  res = tuple(int(r) for r in cfg.data.resolution)
-  h = int(pe.horizon)
-  runs = []
-  env = simulator.make_env(int(cfg.data.get("embedded", {}).get("resolution", 64)))
-  try:
-    with _tqdm(len(pe.policies) * int(pe.episodes), "(c') policies in the real simulator", bool(cfg.demo.progress)) as bar:
-      for pi, p in enumerate(pe.policies):
-        for k in range(int(pe.episodes)):
-          r = simulator.run_policy(p, int(pe.first_seed) + k, steps=h, env=env,
-                                   resolution=int(cfg.data.get("embedded", {}).get("resolution", 64)),
-                                   policy_seed=(int(pe.first_seed) + k) * 1000 + pi)
-          runs.append({"policy": p, "frames": r["frames"], "actions": r["actions"], "success": r["success"]})
-          bar.update(1)
-  finally:
-    simulator.close_env(env)
-  verifier = SuccessVerifier(cfg, int(pe.verifier_size))
-  frames = np.stack([video_ops.to_unit_range(video_ops.spatial_transform(r["frames"], res, "crop")) for r in runs])
-  actions = np.stack([r["actions"] for r in runs]).astype(np.float32)
-  runner = WorldModelRunner(cfg, params, ddim_steps=int(pe.ddim_steps))
-  z = runner.encode(frames[:, :1])
-  outs = []
-  n = len(runs)
-  with _tqdm(n, f"(c') policies inside the world model ({h} frames)", bool(cfg.demo.progress)) as bar:
-    lat = runner.rollout(z, actions, float(cfg.demo.guidance_scale), int(cfg.demo.seed) + 99, horizon=h)
-    outs = runner.decode01(lat[:, -1:])[:, 0]
-    bar.update(n)
-  real_last = (frames[:, -1] + 1.0) / 2.0
-  wm_success = verifier.predict(outs)
-  real_verified = verifier.predict(real_last)
-  real_flag = np.array([r["success"] for r in runs])
-  pols = list(pe.policies)
-  rate = lambda arr, p: float(np.mean([arr[i] for i in range(n) if runs[i]["policy"] == p]))
-  real_rates = {p: rate(real_flag, p) for p in pols}
-  wm_rates = {p: rate(wm_success, p) for p in pols}
-  out = {"policies": pols, "real": real_rates, "world_model": wm_rates,
-         "real_verifier": {p: rate(real_verified, p) for p in pols},
-         "pearson_r": policy_eval.pearson([wm_rates[p] for p in pols], [real_rates[p] for p in pols]),
-         "mmrv": policy_eval.mmrv([wm_rates[p] for p in pols], [real_rates[p] for p in pols]),
-         "verifier_accuracy": float(np.mean(real_verified == real_flag)),
-         "verifier_train_accuracy": verifier.train_accuracy,
-         "episodes_per_policy": int(pe.episodes), "horizon": h,
-         "protocol": (f"{int(pe.episodes)} unseen initial states per policy; real: Meta-World success flag after "
-                      f"{h} actions; world model: the real episode's actions replayed open-loop from the same first "
-                      f"frame for {h} frames (sliding window {runner.scfg.window}), success = frame verifier on the "
-                      f"last imagined frame.")}
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(out, f, indent=1)
-  side = np.stack([np.concatenate([real_last[i], outs[i]], axis=1) for i in range(n)])
-  out["_last_frames"] = side
+  if cfg.data.get("embedded", {}).get("env", "breakout") == "metaworld":
+    from vid2world_jax.demo import metaworld_eval  # pylint: disable=import-outside-toplevel
+    out = metaworld_eval.policy_evaluation(cfg, WorldModelRunner(cfg, params, ddim_steps=int(pe.ddim_steps)))
+  else:
+    from vid2world_jax import envs  # pylint: disable=import-outside-toplevel
+    from vid2world_jax.demo import breakout_eval  # pylint: disable=import-outside-toplevel
+    runner = WorldModelRunner(cfg, params, ddim_steps=int(pe.ddim_steps))
+    n = len(pe.policies) * int(pe.episodes)
+    venv = envs.WorldModelVectorEnv(runner.model, (runner.state, runner.fstate, jnp.float32(cfg.demo.guidance_scale)),
+                                    runner.scfg, num_envs=n, encode_fn=runner.encode_raw,
+                                    decode_fn=runner.decode_raw, frame_shape=tuple(cfg.data.resolution) + (3,),
+                                    action_dim=int(cfg.data.action_dim))
+    t0 = time.time()
+    out = breakout_eval.policy_evaluation(venv, pe.policies, int(pe.episodes), int(pe.first_seed), int(pe.horizon),
+                                          position_detector(cfg), seed=int(cfg.demo.seed) + 99)
+    _log(f"policy evaluation: {n} closed-loop episodes of {int(pe.horizon)} frames in {time.time() - t0:.0f} s")
+  _save(path, out)
   return out
 
 
@@ -722,8 +661,30 @@ def policy_evaluation(cfg, params: dict, workdir: str) -> dict:
 # The whole run.
 
 
+def _timed(timing: dict, cpu: dict, name: str, fn):
+  t0, c0 = time.time(), time.process_time()
+  out = fn()
+  timing[name] = time.time() - t0
+  cpu[name] = time.process_time() - c0
+  return out
+
+
+def _cached(path: str, fn):
+  if os.path.exists(path):
+    _log(f"cached {path}")
+    return _load(path)
+  out = fn()
+  _save(path, out)
+  return out
+
+
+class QualityBarNotMet(SystemExit):
+  """``demo.strict``: the run finished but points of the quality bar fell short (exit status 3)."""
+
+
 def run(config, workdir: str) -> dict:
   """Stages (a)-(d); returns the metrics dict (also written to ``<workdir>/report/metrics.json``)."""
+  from vid2world_jax.demo import quality_bar as qb
   from vid2world_jax.demo import report
   cfg = with_demo(config)
   check_demo_config(cfg)
@@ -731,55 +692,62 @@ def run(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   t_all, c_all = time.time(), time.process_time()
   timing, cpu = {}, {}  # wall / process CPU seconds per stage (CPU: comparable on a shared, loaded machine)
-  t0, c0 = time.time(), time.process_time()
-  pre = pretrain(cfg, workdir) if d.init == "pretrained" else None
-  timing["pretrain"] = time.time() - t0
-  cpu["pretrain"] = time.process_time() - c0
-  t0, c0 = time.time(), time.process_time()
-  ft = finetune(cfg, workdir, pretrained=pre)
-  timing["finetune"] = time.time() - t0
-  cpu["finetune"] = time.process_time() - c0
-  t0, c0 = time.time(), time.process_time()
-  ev_path = os.path.join(workdir, "eval", "rollouts.pkl")
-  if os.path.exists(ev_path):
-    _log(f"stage (c) evaluation: cached {ev_path}")
-    ev = _load(ev_path)
-  else:
-    ev = evaluate(cfg, ft["params"])
-    _save(ev_path, ev)
-  timing["evaluate"] = time.time() - t0
-  cpu["evaluate"] = time.process_time() - c0
+  pre = _timed(timing, cpu, "pretrain", lambda: pretrain(cfg, workdir)) if d.init == "pretrained" else None
+  ft = _timed(timing, cpu, "finetune", lambda: finetune(cfg, workdir, pretrained=pre))
+  ev = _timed(timing, cpu, "evaluate", lambda: _cached(os.path.join(workdir, "eval", "rollouts.pkl"),
+                                                        lambda: evaluate(cfg, ft["params"])))
+  lh = _timed(timing, cpu, "long_horizon", lambda: _cached(os.path.join(workdir, "eval", "long_horizon.pkl"),
+                                                           lambda: long_horizon(cfg, ft["params"])))
+  ev["long_horizon"] = lh
   pe = None
   if d.policy_eval.enabled:
-    t0, c0 = time.time(), time.process_time()
-    pe = policy_evaluation(cfg, ft["params"], workdir)
-    timing["policy_eval"] = time.time() - t0
-    cpu["policy_eval"] = time.process_time() - c0
+    pe = _timed(timing, cpu, "policy_eval", lambda: policy_evaluation(cfg, ft["params"], workdir))
   t0, c0 = time.time(), time.process_time()
   rdir = os.path.join(workdir, "report")
+  bar = qb.quality_bar(ev, pe)
   metrics = {
-      "setup": {"data": f"embedded Meta-World {cfg.data.source} test split, {len(ev['names'])} clips of "
-                        f"{cfg.data.clip_length} frames at {tuple(cfg.data.resolution)}",
+      "setup": {"data": f"embedded {cfg.data.get('embedded', {}).get('env', 'breakout')} test split, "
+                        f"{len(ev['names'])} clips of {cfg.data.clip_length} frames at {tuple(cfg.data.resolution)}",
                 "pretrain_steps": int(d.pretrain_steps) if pre is not None else 0,
+                "pretrain_source": pre.get("source", "run") if pre is not None else None,
                 "finetune_steps": int(ft["steps"]), "init": ft["init"], "weight_transfer": ft["transfer"],
                 "ddim_steps": int(d.ddim_steps), "eta": float(d.eta), "guidance_scale": float(d.guidance_scale),
-                "guidance_rescale": float(d.guidance_rescale), "devices": [str(x) for x in jax.devices()][:2],
+                "guidance_rescale": float(d.guidance_rescale), "history_noise": d.history_noise,
+                "devices": [str(x) for x in jax.devices()][:2],
                 "final_pretrain_loss": float(np.mean(pre["losses"][-20:])) if pre and pre["losses"] else None,
                 "final_finetune_loss": float(np.mean(ft["losses"][-20:])) if ft["losses"] else None},
       "horizons": ev["horizons"], "per_horizon": ev["per_horizon"], "guidance_sweep": ev.get("guidance_sweep"),
-      "quality_bar": quality_bar(ev["per_horizon"], per_clip=ev.get("per_clip_psnr")),
+      "delta_psnr": ev.get("delta_psnr"), "paddle_error": ev.get("paddle_error"),
+      "long_horizon": None if lh is None else {k: v for k, v in lh.items() if k not in ("gt", "pred", "names")},
+      "quality_bar": bar,
       "unavailable": {"LPIPS / FID / FVD": "need user-supplied network weight files (vid2world_jax.metrics.weights); "
                                            "the demo reports PSNR, SSIM and MSE"},
   }
   if pe is not None:
     metrics["policy_eval"] = {k: v for k, v in pe.items() if not k.startswith("_")}
   os.makedirs(os.path.join(rdir, "plots"), exist_ok=True)
-  report.write_videos(os.path.join(rdir, "videos"), ev["gt"], ev["pred"], ev["names"], baseline=ev["copy_last"],
-                      max_videos=int(d.num_videos))
-  if pe is not None and "_last_frames" in pe:
-    report.write_gif(os.path.join(rdir, "videos", "policy_eval_last_frames_real_vs_model.gif"),
+  scale = int(d.video_scale)
+  vdir = os.path.join(rdir, "videos")
+  report.write_videos(vdir, ev["gt"], ev["pred"], ev["names"], baseline=ev["copy_last"],
+                      max_videos=int(d.num_videos), scale=scale,
+                      extra=None if "shuffled" not in ev else ev["shuffled"])
+  if lh is not None:
+    report.write_videos(os.path.join(vdir, "long_horizon"), lh["gt"], lh["pred"], lh["names"],
+                        max_videos=min(4, int(d.num_videos)), scale=scale)
+  if pe is not None and "_videos" in pe:
+    real, imagined = pe["_videos"]
+    names = [f"{p}_seed{s}" for p, s in zip(pe["per_episode"]["policy"], pe["per_episode"]["seed"])]
+    keep = [i for i in range(len(names)) if i % int(d.policy_eval.episodes) == 0]  # one episode per policy
+    report.write_videos(os.path.join(vdir, "policy_eval"), real[keep], imagined[keep], [names[i] for i in keep],
+                        max_videos=len(keep), scale=scale)
+  elif pe is not None and "_last_frames" in pe:
+    report.write_gif(os.path.join(vdir, "policy_eval_last_frames_real_vs_model.gif"),
                      report.side_by_side([pe["_last_frames"]], scale=2), fps=1.0)
   report.plot_horizon(os.path.join(rdir, "plots", "error_vs_horizon.png"), metrics)
+  if lh is not None:
+    report.plot_horizon(os.path.join(rdir, "plots", "long_horizon.png"),
+                        {"horizons": lh["horizons"], "per_horizon": lh["per_horizon"]},
+                        title=f"long horizon: {lh['frames']} frames, sliding window {lh['window']}")
   if ev.get("guidance_sweep"):
     report.plot_guidance(os.path.join(rdir, "plots", "metric_vs_guidance.png"), ev["guidance_sweep"])
   timing["report"] = time.time() - t0
@@ -792,4 +760,8 @@ def run(config, workdir: str) -> dict:
   metrics["computed_seconds"] = {"pretrain": pre["seconds"] if pre is not None else 0.0, "finetune": ft["seconds"]}
   report.write_metrics(rdir, metrics)
   print(report.summary_text(metrics, rdir), flush=True)
+  short = qb.shortfalls(bar)
+  if d.strict and short:
+    print("demo.strict: the quality bar was not met:\n" + "\n".join(f"  - {x}" for x in short), flush=True)
+    raise QualityBarNotMet(3)
   return metrics

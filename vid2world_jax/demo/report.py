@@ -45,14 +45,17 @@ def write_gif(path: str, video_uint8: np.ndarray, fps: float = 4.0) -> str:
 
 
 def write_videos(out_dir: str, gt: np.ndarray, pred: np.ndarray, names: list[str] | None = None,
-                 baseline: np.ndarray | None = None, max_videos: int = 8, scale: int = 2) -> list[str]:
-  """One GIF per clip: ``ground truth | prediction`` (``| copy-last-frame`` when given). Returns the paths."""
+                 baseline: np.ndarray | None = None, max_videos: int = 8, scale: int = 2,
+                 extra: np.ndarray | None = None) -> list[str]:
+  """One GIF per clip: ``ground truth | prediction`` (``| copy-last-frame`` when given, ``| extra`` (e.g. the
+  rollout with shuffled actions) when given), upscaled ``scale`` times. Returns the paths."""
   gt, pred = np.asarray(gt), np.asarray(pred)
   if gt.shape != pred.shape or gt.ndim != 5:
     raise ValueError(f"gt and pred must be equal [B, T, H, W, 3], got {gt.shape} and {pred.shape}")
   paths = []
   for i in range(min(gt.shape[0], max_videos)):
     cols = [gt[i], pred[i]] + ([np.asarray(baseline)[i]] if baseline is not None else [])
+    cols += [np.asarray(extra)[i]] if extra is not None else []
     name = names[i] if names else f"clip{i:02d}"
     paths.append(write_gif(os.path.join(out_dir, f"{i:02d}_{name}.gif"), side_by_side(cols, scale)))
   return paths
@@ -106,19 +109,44 @@ def write_metrics(out_dir: str, metrics: dict, extra_sections: list[tuple[str, s
          "`copy_last_frame` repeats the given context frame; `shuffled_actions` is the same rollout with the "
          "actions of another clip.", "", horizon_table(metrics), ""]
   if metrics.get("guidance_sweep"):
-    rows = [[g["label"], g["psnr"], g["ssim"], g["mse"]] for g in metrics["guidance_sweep"]]
+    rows = [[g["label"], g["psnr"], g["ssim"], g["mse"], g.get("delta_psnr"), g.get("delta_psnr_se")]
+            for g in metrics["guidance_sweep"]]
     md += ["## Guidance scale sweep (mean over horizons)", "",
-           markdown_table(["guidance scale", "PSNR", "SSIM", "MSE"], rows), ""]
+           markdown_table(["guidance scale", "PSNR", "SSIM", "MSE", "Delta-t-PSNR", "paired SE"], rows), ""]
+  if metrics.get("delta_psnr"):
+    dp = metrics["delta_psnr"]
+    rows = [[h, x, se] for h, x, se in zip(metrics["horizons"], dp["per_horizon"], dp["se_per_horizon"])]
+    rows.append(["mean", dp["mean"], dp["se"]])
+    md += ["## Action following: Delta-t-PSNR (true minus shuffled actions, paired over clips)", "",
+           markdown_table(["horizon", "Delta PSNR (dB)", "paired SE"], rows), ""]
+  if metrics.get("paddle_error"):
+    pe_ = metrics["paddle_error"]
+    rows = [[h, a, b] for h, a, b in zip(metrics["horizons"], pe_["true"]["per_horizon"],
+                                         pe_["shuffled"]["per_horizon"])]
+    rows.append(["mean", pe_["true"]["mean"], pe_["shuffled"]["mean"]])
+    md += ["## Action following: paddle position in generated frames (|column error| in cells; 1 cell = 3 px)",
+           "", markdown_table(["horizon", "true actions", "shuffled actions"], rows), ""]
+  if metrics.get("long_horizon"):
+    lh = metrics["long_horizon"]
+    st = lh["frame_statistics"]
+    rows = [[h, a, b, c, d_, e, f] for h, a, b, c, d_, e, f in zip(
+        lh["horizons"], lh["per_horizon"]["world_model"]["psnr"], lh["per_horizon"]["copy_last_frame"]["psnr"],
+        st["pred_mean"], st["gt_mean"], st["pred_std"], st["gt_std"])]
+    md += [f"## Long horizon ({lh['frames']} frames = {lh['frames'] // lh['window']}x the window, sliding window)",
+           "", markdown_table(["horizon", "world_model PSNR", "copy_last_frame PSNR", "model mean", "gt mean",
+                               "model std", "gt std"], rows), ""]
   if metrics.get("quality_bar"):
     rows = [[k, v["holds"], v["detail"]] for k, v in metrics["quality_bar"].items()]
     md += ["## Quality bar", "", markdown_table(["check", "holds", "numbers"], rows), ""]
   if metrics.get("policy_eval"):
     pe = metrics["policy_eval"]
+    kind = "success" if "verifier_accuracy" in pe else "mean return"
     rows = [[p, pe["real"][p], pe["world_model"][p]] for p in pe["policies"]]
     md += ["## Policy evaluation (real simulator vs world model)", "", pe.get("protocol", ""), "",
-           markdown_table(["policy", "real success", "world-model success"], rows), "",
-           f"Pearson r = {_fmt(pe.get('pearson_r'))}, MMRV = {_fmt(pe.get('mmrv'))}, "
-           f"verifier accuracy on real final frames = {_fmt(pe.get('verifier_accuracy'))}", ""]
+           markdown_table(["policy", f"real {kind}", f"world-model {kind}"], rows), "",
+           f"Pearson r = {_fmt(pe.get('pearson_r'))}, MMRV = {_fmt(pe.get('mmrv'))}"
+           + (f", verifier accuracy on real final frames = {_fmt(pe.get('verifier_accuracy'))}"
+              if "verifier_accuracy" in pe else ""), ""]
   if metrics.get("unavailable"):
     md += ["## Not computed", ""] + [f"* {k}: {v}" for k, v in metrics["unavailable"].items()] + [""]
   for title, body in extra_sections:
@@ -149,7 +177,7 @@ def _plt():
   return plt
 
 
-def plot_horizon(path: str, metrics: dict) -> str:
+def plot_horizon(path: str, metrics: dict, title: str = "prediction quality vs horizon (held-out episodes)") -> str:
   """PSNR and SSIM vs rollout horizon for every method (one PNG, two panels)."""
   plt = _plt()
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -162,7 +190,7 @@ def plot_horizon(path: str, metrics: dict) -> str:
     ax.set_ylabel(k)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
-  fig.suptitle("prediction quality vs horizon (held-out episodes)")
+  fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -195,13 +223,14 @@ def summary_text(metrics: dict, report_dir: str) -> str:
                  f"(horizon 1: {m['psnr'][0]:.2f} / {m['ssim'][0]:.3f}; last: {m['psnr'][-1]:.2f} / "
                  f"{m['ssim'][-1]:.3f})")
   if metrics.get("guidance_sweep"):
-    lines.append("guidance sweep (PSNR / SSIM): " + ", ".join(
-        f"{g['label']}: {g['psnr']:.2f}/{g['ssim']:.3f}" for g in metrics["guidance_sweep"]))
+    lines.append("guidance sweep (PSNR / SSIM / Delta-t-PSNR): " + ", ".join(
+        f"{g['label']}: {g['psnr']:.2f}/{g['ssim']:.3f}/{_fmt(g.get('delta_psnr'), 2)}"
+        for g in metrics["guidance_sweep"]))
   for k, v in (metrics.get("quality_bar") or {}).items():
     lines.append(f"[{'PASS' if v['holds'] else 'FAIL'}] {k}: {v['detail']}")
   pe = metrics.get("policy_eval")
   if pe:
-    lines.append("policy eval (real / world model): " + ", ".join(
+    lines.append("policy eval, real / world model: " + ", ".join(
         f"{p}: {pe['real'][p]:.2f}/{pe['world_model'][p]:.2f}" for p in pe["policies"])
                  + f"; Pearson r {_fmt(pe.get('pearson_r'))}, MMRV {_fmt(pe.get('mmrv'))}")
   if metrics.get("timing"):
