@@ -221,7 +221,7 @@ def make_manifests(root: str, out: str, dc_dir: str) -> None:
                parameterization=p.get("parameterization"), scale_factor=p.get("scale_factor"),
                other_components="VAE/CLIP/resampler keys from dynamicrafter_512_state_dict.json (same configs)")
     with open(os.path.join(out, f"{name}_state_dict.json"), "w") as f:
-      json.dump(man, f, indent=1)
+      json.dump(man, f, separators=(",", ":"))
     np.savez(os.path.join(out, f"{name}_schedule_buffers.npz"), **buffers)
     print(f"wrote {name}: {len(keys)} keys, UNet {counts['model.diffusion_model']:,} params")
 
