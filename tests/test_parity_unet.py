@@ -48,9 +48,13 @@ def _variant(base, **overrides):
   """
   from vid2world_jax.models.attention import TemporalTransformer
   from vid2world_jax.models.temporal import TemporalConvBlock
-  allowed = {"temporal_norm", "causal_temporal_attention", "causal_init_attn", "temporal_conv_padding"}
+  allowed = {"temporal_norm", "causal_temporal_attention", "causal_init_attn", "temporal_conv_padding",
+             "out_conv_padding"}
   assert set(overrides) <= allowed, overrides
   model = nnx.clone(base)
+  if "out_conv_padding" in overrides:
+    model.out[2].padding = {"symmetric": ((1, 1), (1, 1)), "causal_height": ((2, 0), (1, 1))}[
+        overrides["out_conv_padding"]]
   for path, m in nnx.iter_graph(model):
     if isinstance(m, TemporalConvBlock):
       m.norm = overrides.get("temporal_norm", m.norm)
@@ -192,3 +196,22 @@ def test_parity_unet_real_config_matches_manifest(variant, shared_dir):
   n = sum(int(np.prod(s)) for s in core.param_shapes(nnx.state(model, nnx.Param)).values())
   print(f"\n{variant}: {report.mapped} tensors, {n:,} parameters")
   assert n == manifest["param_counts"][U.WEIGHTS_PREFIX.rstrip(".")]
+
+
+def test_parity_vid2world_every_trained_setting_matters():
+  """Each setting recorded for a Vid2World checkpoint is needed: running the Vid2World fixture with any one of
+  them switched to the DynamiCrafter behaviour misses the original's output by far more than the tolerance."""
+  paths = [p for p in UNET_FIXTURES if "vid2world" in fx.load(p).config.get("target", "")]
+  assert paths, "no Vid2World unet fixture (tests/fixtures/vid2world_tiny)"
+  f, base = _load(paths[0])
+  ref = fx.ncthw_to_nthwc(f.io["out"])
+  assert fx.max_rel_err(_run(base, f.io), ref) <= TOL_VID2WORLD
+  flips = {"out_conv_padding=symmetric": dict(out_conv_padding="symmetric"),
+           "causal_init_attn=False": dict(causal_init_attn=False),
+           "temporal_conv_padding=symmetric": dict(temporal_conv_padding="symmetric"),
+           "causal_temporal_attention=False": dict(causal_temporal_attention=False),
+           "temporal_norm=cumulative": dict(temporal_norm="cumulative")}
+  errs = {name: fx.max_rel_err(_run(_variant(base, **ov), f.io), ref) for name, ov in flips.items()}
+  print("\nvid2world fixture, max rel err vs original with one setting flipped: "
+        + ", ".join(f"{k}={v:.3e}" for k, v in errs.items()))
+  assert all(v > 100 * TOL_VID2WORLD for v in errs.values()), errs
