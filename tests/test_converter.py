@@ -148,9 +148,11 @@ def test_converter_refuses_half_renamed_vid2world_keys():
   f, cfg = _unet_fixture()
   w = f.weights()
   keys = set(_temporal_conv_keys(w))
-  renamed = {(k.rsplit(".", 1)[0] + ".conv3d." + k.rsplit(".", 1)[1]
-              if k in keys or (k.endswith(".bias") and k.replace(".bias", ".weight") in keys)) else k: v
-             for k, v in w.items()}
+  renamed = {}
+  for k, v in w.items():
+    if k in keys or (k.endswith(".bias") and k.replace(".bias", ".weight") in keys):
+      k = k.rsplit(".", 1)[0] + ".conv3d." + k.rsplit(".", 1)[1]
+    renamed[k] = v
   with pytest.raises(core.ConversionError, match="inconsistent Vid2World checkpoint"):
     _convert_unet(renamed, cfg)
 
