@@ -23,7 +23,8 @@ from absl import app, flags
 
 flags.DEFINE_string("checkpoint", None, "PyTorch checkpoint: .ckpt/.pt (torch pickle with state_dict) or .safetensors")
 flags.DEFINE_string("manifest", None, "key/shape manifest (.json or .tsv) for a shapes-only coverage check")
-flags.DEFINE_enum("variant", None, ["256", "512", "1024"], "DynamiCrafter variant; inferred from file names if unset")
+flags.DEFINE_enum("variant", None, ["256", "512", "1024"],
+                  "DynamiCrafter variant; unset: 512 for Vid2World checkpoints, else inferred from the file name")
 flags.DEFINE_string("out", None, "output directory (config.json + orbax params/)")
 flags.DEFINE_list("components", ["unet", "vae", "resampler", "clip_text", "clip_image"],
                   "which networks to convert (others' keys are then allowed as unused)")
@@ -50,12 +51,18 @@ def main(argv):
   if bool(F.checkpoint) == bool(F.manifest):
     raise app.UsageError("give exactly one of --checkpoint or --manifest")
   src = F.checkpoint or F.manifest
-  variant = F.variant or infer_variant(src)
   try:
     ckpt = checkpoint_io.open_checkpoint(src)
+    info = dc.detect_vid2world(ckpt)
   except (ImportError, OSError, ValueError) as e:  # missing torch for .ckpt, missing/corrupt file: one clear line
     print(f"error: {e}", file=sys.stderr)
     return 1
+  from vid2world_jax.conversion import vid2world
+  variant = F.variant or (vid2world.VARIANT if info else infer_variant(src))
+  if info:
+    print(f"Vid2World checkpoint ({info['release']}): action_dim {info['action_dim']} "
+          f"({info['action_encoder']} encoder), trained causal={info['causal']}; imported as trained, "
+          f"variant {variant}")
   if F.manifest and not isinstance(ckpt, checkpoint_io.ManifestCheckpoint):
     raise app.UsageError("--manifest expects a .json or .tsv manifest")
   shapes_only = isinstance(ckpt, checkpoint_io.ManifestCheckpoint)
@@ -65,10 +72,9 @@ def main(argv):
   ignore = list(F.allow_unused) + [dc.component_module(n).WEIGHTS_PREFIX + "*" for n in skipped]
   causal = dc.CausalOptions(enabled=F.causal, temporal_conv_transfer=F.temporal_conv_transfer,
                             temporal_norm=F.temporal_norm)
-  info = dc.detect_vid2world(ckpt)
-  if info["causal_conv_keys"] and F.causal:
-    raise app.UsageError("this is already a causal (Vid2World) checkpoint: its temporal convs were trained causal; "
-                         "do not pass --causal (no weight transfer must be applied)")
+  if info and F.causal:
+    raise app.UsageError("this is a released Vid2World checkpoint, already trained causal: do not pass --causal "
+                         "(no weight transfer may be applied)")
   t0 = time.time()
   bar = (lambda it: tqdm(it, desc="converting", unit="tensor", leave=False)) if not shapes_only else None
   try:
@@ -87,8 +93,11 @@ def main(argv):
   print(f"coverage: {total_m}/{total_f} Flax parameters mapped ({100.0 * total_m / max(total_f, 1):.2f}%); "
         f"{n_ckpt} checkpoint keys, all accounted for")
   if not shapes_only:
-    dc.save_converted(F.out, variant, configs, params,
-                      extra={"source": os.path.abspath(src), "causal": vars(causal) if F.causal else None})
+    if info:
+      record = vid2world.record(info, configs["unet"]) if "unet" in configs else None
+    else:
+      record = vars(causal) if F.causal else None
+    dc.save_converted(F.out, variant, configs, params, extra={"source": os.path.abspath(src), "causal": record})
     print(f"wrote {F.out} in {time.time() - t0:.1f}s")
   return 0
 

@@ -53,8 +53,9 @@ def test_manifest_cli_reports_full_coverage():
 # ---- fixture-based converter checks (tiny UNet) ----------------------------------------------------------
 
 def _unet_fixture():
-  paths = fx.discover("unet")
-  assert paths, "no unet fixture found"
+  """The first DynamiCrafter (not Vid2World) UNet fixture."""
+  paths = [p for p in fx.discover("unet") if "vid2world" not in fx.load(p).config.get("target", "")]
+  assert paths, "no DynamiCrafter unet fixture found"
   f = fx.load(paths[0])
   from vid2world_jax.models import unet
   return f, unet.config_from_torch_params(f.config["params"])
@@ -142,21 +143,18 @@ def test_transfer_converter_causal_mode_writes_expected_kernels(mode):
       np.testing.assert_array_equal(params["unet"][path], v)
 
 
-def test_converter_reads_released_vid2world_causal_conv_keys():
+def test_converter_refuses_half_renamed_vid2world_keys():
+  """`.conv3d.` temporal convs without `out.2.conv2d.` cannot come from the original code: a clear error."""
   f, cfg = _unet_fixture()
   w = f.weights()
   keys = set(_temporal_conv_keys(w))
   renamed = {}
   for k, v in w.items():
-    if k in keys or (k.replace(".bias", ".weight") in keys and k.endswith(".bias")):
+    if k in keys or (k.endswith(".bias") and k.replace(".bias", ".weight") in keys):
       k = k.rsplit(".", 1)[0] + ".conv3d." + k.rsplit(".", 1)[1]
     renamed[k] = v
-  assert dc.detect_vid2world(renamed)["causal_conv_keys"]
-  _, a, rep = _convert_unet(renamed, cfg)
-  _, b, _ = _convert_unet(w, cfg)
-  assert rep["unet"].ok
-  for k in b["unet"]:
-    np.testing.assert_array_equal(a["unet"][k], b["unet"][k])
+  with pytest.raises(core.ConversionError, match="inconsistent Vid2World checkpoint"):
+    _convert_unet(renamed, cfg)
 
 
 def test_converter_checks_schedule_buffers_against_variant():

@@ -6,6 +6,8 @@
   * UNet: every converted weight is copied; when the checkpoint is still bidirectional (converted without
     ``--causal``) and the config's temporal convs are causal, the temporal-conv kernels get the causal weight
     transfer ``config.init_transfer`` (shift | mask | mixed = the paper's extrapolative transfer, spec §2.2);
+    a released Vid2World checkpoint never gets a transfer, and a model config that differs from the settings it
+    was trained with (``conversion/vid2world.py``: ``ENFORCED``) is an error;
   * parameters the checkpoint lacks keep their fresh initialisation only if they are new by design (the action
     encoder ``action_emb``; also any name in ``config.init_fresh``); anything else missing, or any shape
     mismatch, is an error listing every problem;
@@ -84,7 +86,7 @@ def _merge(name, ours: dict, theirs: dict, *, fresh=(), transfer=None, problems:
 
 def load(cfg, mcfg, params, frozen, params_sh, frozen_sh):
   """See module docstring. ``params`` may be None (resume: only the frozen parts are reloaded)."""
-  from vid2world_jax.conversion import dynamicrafter
+  from vid2world_jax.conversion import dynamicrafter, vid2world
   from vid2world_jax.models import weight_transfer
 
   path = cfg.init_from
@@ -99,7 +101,9 @@ def load(cfg, mcfg, params, frozen, params_sh, frozen_sh):
   tree = _restore_sharded(os.path.join(os.path.abspath(path), "params"), mesh, rules, int(cfg.mesh.fsdp_min_size))
   problems: list[str] = []
 
-  already_causal = bool(meta.get("causal"))   # convert_torch_weights.py --causal records its options here
+  record = meta.get("causal") or {}  # convert_torch_weights.py: --causal options, or a Vid2World import's settings
+  vid2world.check_model_config(record, mcfg.unet, f"init_from {path}")
+  already_causal = bool(record) and bool(record.get("trained_causal", record.get("enabled", True)))
   needs_transfer = mcfg.unet.temporal_conv_padding == "causal" and not already_causal
   mode = cfg.get("init_transfer", "mixed")
 

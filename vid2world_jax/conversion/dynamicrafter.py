@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 from flax import nnx
 
-from vid2world_jax.conversion import checkpoint_io, core
+from vid2world_jax.conversion import checkpoint_io, core, vid2world
 
 # name -> module path. Order = order of the checkpoint.
 COMPONENTS: dict[str, str] = {
@@ -88,13 +88,9 @@ def abstract_component(name: str, cfg):
   return abstract, core.param_shapes(nnx.state(abstract, nnx.Param))
 
 
-def detect_vid2world(checkpoint: Mapping) -> dict:
-  """Facts about a released Vid2World checkpoint: causal conv keys (``.conv3d.``) and action-encoder shapes."""
-  prefix = component_module("unet").WEIGHTS_PREFIX
-  keys = [k for k in checkpoint if k.startswith(prefix)]
-  causal_keys = any(".temopral_conv." in k and ".conv3d." in k for k in keys)
-  action_keys = sorted(k for k in keys if k.startswith(prefix + "action_emb."))
-  return {"causal_conv_keys": causal_keys, "action_keys": action_keys}
+def detect_vid2world(checkpoint: Mapping) -> dict | None:
+  """Trained settings of a released Vid2World checkpoint, ``None`` for DynamiCrafter (see ``conversion.vid2world``)."""
+  return vid2world.detect(checkpoint)
 
 
 def convert_checkpoint(
@@ -114,6 +110,9 @@ def convert_checkpoint(
   ``component_configs`` ({name: ConfigDict}) replaces ``real_config(variant)`` for those components (tiny
   models in tests, or a user's custom sizes); ``config_overrides`` ({name: {field: value}}) edits fields.
 
+  A released Vid2World checkpoint (:func:`detect_vid2world`) gets the UNet settings it was trained with and no
+  weight transfer; asking for ``causal`` on it is an error.
+
   Returns ``(configs {name: ConfigDict}, params {name: {path: array}}, reports {name: core.Report})``.
   Raises ``core.ConversionError`` listing every problem; checkpoint keys outside all converted components and
   outside :data:`SCHEDULE_BUFFERS` are errors unless matched by ``extra_ignore`` globs.
@@ -121,6 +120,10 @@ def convert_checkpoint(
   if variant not in VARIANTS:
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
   causal = causal or CausalOptions()
+  v2w = vid2world.detect(checkpoint)
+  if v2w and causal.enabled:
+    raise core.ConversionError("this is a released Vid2World checkpoint, already trained causal: convert it "
+                               "without --causal (no weight transfer may be applied)")
   components = list(components)
   configs, params, reports = {}, {}, {}
   problems = []
@@ -135,6 +138,12 @@ def convert_checkpoint(
         cfg[k] = v
     if name == "unet":
       causal.apply_to_unet_config(cfg)
+      if v2w:
+        settings = vid2world.unet_settings(v2w)
+        if not (component_configs and name in component_configs):
+          settings.update(vid2world.release_settings(v2w))
+        with cfg.unlocked():
+          cfg.update(settings)
     abstract, shapes = abstract_component(name, cfg)
     table = mod.torch_name_table(abstract)
     sub = checkpoint_io.strip_prefix(checkpoint, mod.WEIGHTS_PREFIX)

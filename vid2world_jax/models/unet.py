@@ -25,6 +25,7 @@ WEIGHTS_PREFIX = "model.diffusion_model."
 TORCH_ALIASES = {
     "framestride_embed": "fps_embedding",  # older 256 checkpoints name the fs MLP like this
     ".conv3d.": ".",  # Vid2World causal temporal convs wrap the Conv3d: `...conv1.2.conv3d.weight`
+    "out.2.conv2d.": "out.2.",  # Vid2World's causal output conv wraps the Conv2d (CausalConv2d)
 }
 TORCH_IGNORE: list[str] = []  # every UNet key is used
 TEXT_TOKENS = 77        # hard-coded in DynamiCrafter (text context length)
@@ -40,6 +41,9 @@ _TORCH_DEFAULTS = dict(
     addition_attention=False, temporal_selfatt_only=True, image_cross_attention=False,
     image_cross_attention_scale_learnable=False, default_fs=4, fs_condition=False,
 )
+# extra constructor kwargs of Vid2World's UNetModel (openaimodel3d_vid2world.py, thuml/Vid2World ae24077)
+_VID2WORLD_TORCH_DEFAULTS = dict(action_emb=False, action_dim=13)
+OUT_CONV_PADDINGS = ("symmetric", "causal_height")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -52,19 +56,48 @@ def default_config() -> ml_collections.ConfigDict:
   c.temporal_norm = "joint"             # GN on 5-D tensors: "joint" (original) | "per_frame" | "cumulative"
   c.action_dim = 0                      # 0: no action conditioning (no params)
   c.action_encoder = "mlp"              # "mlp" (continuous) | "embedding" (multi-/one-hot)
+  c.out_conv_padding = "symmetric"      # output 3x3 conv: "symmetric" | "causal_height" (Vid2World: rows 2|0)
   c.dtype = "float32"                   # compute dtype ("bfloat16" ...); params stay float32
   c.remat = False                       # nnx.remat around every input/middle/output block
   return c
 
 
 def config_from_torch_params(params: dict) -> ml_collections.ConfigDict:
-  """Config from a fixture ``config.json["params"]`` (torch constructor kwargs). Unknown keys raise."""
+  """Config from a fixture ``config.json["params"]`` (torch constructor kwargs). Unknown keys raise.
+
+  Params with ``action_emb`` are Vid2World's ``UNetModel``: its switches are applied as the original does
+  (:func:`apply_vid2world_semantics`).
+  """
   c = default_config()
+  vid2world = "action_emb" in params
   for k, v in params.items():
+    if k in _VID2WORLD_TORCH_DEFAULTS and vid2world:
+      continue
     if k not in _TORCH_DEFAULTS:
       raise ValueError(f"unknown UNetModel parameter {k!r}")
     c[k] = list(v) if isinstance(v, tuple) else v
+  if vid2world:
+    extra = {**_VID2WORLD_TORCH_DEFAULTS, **{k: params[k] for k in _VID2WORLD_TORCH_DEFAULTS if k in params}}
+    apply_vid2world_semantics(c, action_dim=int(extra["action_dim"]) if extra["action_emb"] else 0)
   return c
+
+
+def apply_vid2world_semantics(c: ml_collections.ConfigDict, *, action_dim: int) -> None:
+  """What ``use_causal_attention`` and ``action_emb`` mean in Vid2World's ``UNetModel`` (one flag ``causal``):
+
+  causal mask in every temporal transformer **including init_attn**, causal temporal convs (``CausalConv3d``:
+  2 frames padded before, 0 after), GroupNorms over time unchanged (statistics over the whole clip), and the
+  output conv ``out.2`` built as ``CausalConv2d`` (causal along the image **height**: 2 rows padded above, 0
+  below, 1 column each side). The action encoder is an embedding (``a @ W``) when ``action_dim == 51`` (CS:GO),
+  else an MLP from ``action_dim``.
+  """
+  causal = bool(c.use_causal_attention)
+  c.causal_init_attn = causal
+  c.temporal_conv_padding = "causal" if causal else "symmetric"
+  c.out_conv_padding = "causal_height" if causal else "symmetric"
+  c.temporal_norm = "joint"
+  c.action_dim = int(action_dim)
+  c.action_encoder = "embedding" if action_dim == 51 else "mlp"
 
 
 def real_config(variant: str) -> ml_collections.ConfigDict:
@@ -96,6 +129,8 @@ def _validate(cfg):
                      f"got {list(cfg.channel_mult)}")
   if cfg.num_head_channels == -1 and cfg.num_heads == -1:
     raise ValueError("set num_heads or num_head_channels")
+  if cfg.out_conv_padding not in OUT_CONV_PADDINGS:
+    raise ValueError(f"out_conv_padding must be one of {OUT_CONV_PADDINGS}, got {cfg.out_conv_padding!r}")
   if cfg.action_dim < 0:
     raise ValueError(f"action_dim must be >= 0, got {cfg.action_dim}")
 
@@ -174,7 +209,8 @@ class UNet(nnx.Module):
         out_blocks.append(EmbedSeq(lay))
     self.output_blocks = nnx.List(out_blocks)
     self.out = layers.Seq([layers.GroupNorm(ch, 32, 1e-5, rngs=rngs), layers.SiLU(),
-                           conv2d(mc, cfg.out_channels, dtype=dt, rngs=rngs)])
+                           conv2d(mc, cfg.out_channels, dtype=dt, rngs=rngs,
+                                  padding=((2, 0), (1, 1)) if cfg.out_conv_padding == "causal_height" else None)])
 
   # ---------------------------------------------------------------- conditioning
   def embed(self, timesteps, fs, actions, action_mask, b: int, t: int, capture=None):
@@ -200,6 +236,8 @@ class UNet(nnx.Module):
       emb = jnp.broadcast_to(emb[:, None], (b, t, emb.shape[-1]))
     if cfg["action_dim"]:
       a = self.action_emb(actions.astype(self.dtype))
+      if capture is not None:
+        capture.setdefault("action_emb_proj/out", a)   # torch name of the encoder's output (before the mask)
       if action_mask is not None:
         a = a * action_mask.astype(a.dtype)[..., None]
       emb = emb + a
@@ -278,7 +316,10 @@ class UNet(nnx.Module):
     for i, block in enumerate(self.output_blocks):
       h = jnp.concatenate([h, hs.pop()], axis=-1)
       h = run(block, h, emb, ctx, f"output_blocks.{i}")
-    y = self.out(h.reshape((b * t,) + h.shape[2:]))
+    h = self.out[1](self.out[0](h.reshape((b * t,) + h.shape[2:])))   # GN, SiLU
+    if capture is not None:
+      capture.setdefault("out.1/out", h.reshape((b, t) + h.shape[1:]))
+    y = self.out[2](h)                                                  # the output conv
     return y.reshape((b, t) + y.shape[1:]).astype(jnp.float32)
 
 
@@ -288,10 +329,35 @@ def build(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> UNet:
     return UNet(cfg, rngs=rngs)
 
 
+# Flax action-encoder layer index -> (Vid2World torch name, transform) per encoder kind. The CS:GO embedding
+# `action_emb_preprocess` is an nn.Embedding [A, mc] used as `a @ W`: our bias-free Linear kernel [A, mc] as is.
+_ACTION_TORCH_NAMES = {
+    "mlp": {0: "action_emb_proj.0", 2: "action_emb_proj.2", 4: "action_emb_proj.4"},
+    "embedding": {0: "action_emb_preprocess", 1: "action_emb_proj.0", 3: "action_emb_proj.2"},
+}
+
+
+def _action_entries(model: UNet) -> list[core.Entry]:
+  names = _ACTION_TORCH_NAMES[model.cfg["action_encoder"]]
+  out = []
+  for i, name in names.items():
+    lin = model.action_emb[i]
+    if name == "action_emb_preprocess":
+      out.append(core.Entry(WEIGHTS_PREFIX + name + ".weight", ("action_emb", i, "kernel"), "copy"))
+      continue
+    out.append(core.Entry(WEIGHTS_PREFIX + name + ".weight", ("action_emb", i, "kernel"), "linear"))
+    if lin.bias is not None:
+      out.append(core.Entry(WEIGHTS_PREFIX + name + ".bias", ("action_emb", i, "bias")))
+  return out
+
+
 def torch_name_table(model: UNet) -> list[core.Entry]:
-  """One Entry per Flax parameter: auto entries + the ``attn2.alpha`` scalars."""
-  table = core.auto_entries(model, WEIGHTS_PREFIX)
+  """One Entry per Flax parameter: auto entries + the ``attn2.alpha`` scalars; the action encoder under
+  Vid2World's names (``action_emb_proj.*``, ``action_emb_preprocess.weight``)."""
+  table = [e for e in core.auto_entries(model, WEIGHTS_PREFIX) if e.path[:1] != ("action_emb",)]
   for path, m in nnx.iter_graph(model):
     if isinstance(m, nnx.Module) and hasattr(m, "alpha") and isinstance(getattr(m, "alpha"), nnx.Param):
       table.append(core.Entry(WEIGHTS_PREFIX + core.torch_name(path) + ".alpha", tuple(path) + ("alpha",)))
+  if model.cfg["action_dim"]:
+    table += _action_entries(model)
   return table

@@ -14,10 +14,11 @@ from vid2world_jax.models.attention import SpatialTransformer, TemporalTransform
 from vid2world_jax.models.temporal import TemporalConvBlock
 
 
-def conv2d(i: int, o: int, k: int = 3, stride: int = 1, *, dtype, rngs) -> nnx.Conv:
+def conv2d(i: int, o: int, k: int = 3, stride: int = 1, *, dtype, rngs, padding=None) -> nnx.Conv:
+  """``k x k`` conv, zero padding ``k // 2`` on every side unless ``padding`` ((top, bottom), (left, right))."""
   p = k // 2
-  return nnx.Conv(i, o, kernel_size=(k, k), strides=(stride, stride), padding=((p, p), (p, p)), dtype=dtype,
-                  param_dtype=jnp.float32, rngs=rngs)
+  return nnx.Conv(i, o, kernel_size=(k, k), strides=(stride, stride), padding=padding or ((p, p), (p, p)),
+                  dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
 
 def fold(x):

@@ -1,7 +1,8 @@
 """Discovery and loading of the PyTorch reference fixtures (format: ``shared/fixtures/README.md``).
 
-Fixture folders are found under every path of ``$V2W_FIXTURES`` (colon-separated), default
-``<repo>/../shared/fixtures``. A folder is a fixture if it holds ``config.json``, ``weights.safetensors`` and
+Fixture folders are found under ``<repo>/../shared/fixtures`` (or ``$V2W_SHARED/fixtures``), the repository's
+own ``tests/fixtures`` (Vid2World, made by ``tools/vid2world_reference.py``) and every extra path of
+``$V2W_FIXTURES`` (colon-separated). A folder is a fixture if it holds ``config.json``, ``weights.safetensors`` and
 ``io.npz``. Tests dispatch on ``config.json``'s ``kind`` and never hard-code names or shapes.
 """
 
@@ -22,11 +23,15 @@ def shared_dir() -> str:
   return os.environ.get("V2W_SHARED", DEFAULT_SHARED)
 
 
+REPO_FIXTURES = os.path.join(REPO_ROOT, "tests", "fixtures")  # the repository's own fixtures (Vid2World)
+
+
 def fixture_roots() -> list[str]:
+  """``shared/fixtures``, the repository's ``tests/fixtures`` and every path of ``$V2W_FIXTURES``."""
   env = os.environ.get("V2W_FIXTURES")
-  if env:
-    return [p for p in env.split(os.pathsep) if p]
-  return [os.path.join(shared_dir(), "fixtures")]
+  extra = [p for p in env.split(os.pathsep) if p] if env else []
+  roots = [os.path.join(shared_dir(), "fixtures"), REPO_FIXTURES] + extra
+  return list(dict.fromkeys(os.path.abspath(r) for r in roots))
 
 
 @dataclasses.dataclass
