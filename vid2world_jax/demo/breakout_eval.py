@@ -7,7 +7,7 @@
   model on the frames it imagines (``envs.WorldModelVectorEnv``, all episodes stepped as one batch), from the same
   initial frames. Return = bricks broken before the ball is missed, read from the frames by the same detector in
   both worlds (on real frames it equals MinAtar's reward, tested). Pearson r and MMRV (SIMPLER) compare the
-  per-policy mean returns.
+  per-policy mean returns (MMRV on returns divided by the best real mean return, as it is defined on rates).
 """
 
 from __future__ import annotations
@@ -77,9 +77,12 @@ def policy_evaluation(venv, policies, episodes: int, first_seed: int, horizon: i
   mean = lambda arr, p: float(np.mean([arr[i] for i in range(len(runs)) if names[i] == p]))
   real = {p: mean(real_ret, p) for p in pols}
   wm = {p: mean(wm_ret, p) for p in pols}
-  out = {"policies": pols, "real": real, "world_model": wm,
+  # MMRV is defined on success rates in [0, 1] (SIMPLER); returns are divided by the best real mean return so the
+  # 0.1 bar means the same here. Pearson r does not depend on the scale.
+  norm = max(max(real.values()), 1e-9)
+  out = {"policies": pols, "real": real, "world_model": wm, "return_normalizer": norm,
          "pearson_r": policy_eval.pearson([wm[p] for p in pols], [real[p] for p in pols]),
-         "mmrv": policy_eval.mmrv([wm[p] for p in pols], [real[p] for p in pols]),
+         "mmrv": policy_eval.mmrv([wm[p] / norm for p in pols], [real[p] / norm for p in pols]),
          "episodes_per_policy": int(episodes), "horizon": int(horizon),
          "per_episode": {"policy": names, "seed": [r["seed"] for r in runs], "real": real_ret.tolist(),
                          "world_model": wm_ret.tolist()},

@@ -81,12 +81,13 @@ def default_demo_config() -> ml_collections.ConfigDict:
   # Policy evaluation (paper §5.1 analogue on the embedded simulator).
   d.policy_eval = ml_collections.ConfigDict()
   d.policy_eval.enabled = True      # run stage (c') in the default run
-  d.policy_eval.policies = ("expert", "expert_noise2.0", "expert_noise4.0", "random")  # simulator.POLICIES names
-  d.policy_eval.episodes = 2        # initial states per policy (seeds first_seed + k, unseen in training)
+  d.policy_eval.policies = ("tracker", "tracker_eps0.25", "tracker_eps0.5", "random")  # breakout.POLICIES names
+  #                                   (metaworld: simulator.POLICIES, e.g. "expert", "expert_noise2.0", "random")
+  d.policy_eval.episodes = 8        # initial states per policy (seeds first_seed + k, unseen in training)
   d.policy_eval.first_seed = 5000   # seed of the first initial state
-  d.policy_eval.horizon = 44        # generated frames (expert closes the drawer after ~39 actions)
-  d.policy_eval.ddim_steps = 3      # DDIM steps per frame in the long rollouts (cost: horizon x steps x 2)
-  d.policy_eval.verifier_size = 16  # success verifier: ridge classifier on size x size downsampled frames
+  d.policy_eval.horizon = 24        # at most this many actions (Breakout episodes end earlier when the ball is missed)
+  d.policy_eval.ddim_steps = 3      # DDIM steps per frame in the policy rollouts (cost: episodes x horizon x steps)
+  d.policy_eval.verifier_size = 16  # metaworld only: success verifier on size x size downsampled frames
   # Ablation driver (vid2world_jax.demo.ablations).
   d.ablations = ml_collections.ConfigDict()
   d.ablations.finetune_steps = 0    # fine-tune steps of every variant (0 = demo.finetune_steps)
