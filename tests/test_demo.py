@@ -33,6 +33,7 @@ def demo_test_config(arch="toy", policy_eval=True):
   c.demo = pipeline.default_demo_config()
   c.recipe = pipeline.default_recipe_config()
   d = c.demo
+  d.pretrain = "run"               # pretrain here (the shipped file is for the default Breakout model)
   d.pretrain_steps = 2
   d.finetune_steps = 2
   d.eval_clips = 3
