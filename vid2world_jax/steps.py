@@ -6,7 +6,9 @@ wrapped in ``jax.jit`` with explicit shardings by ``train.py`` (and by tests / t
 ``state``: ``{"step": int32 [], "rng": uint32 [2] (raw key data), "params": pure dict, "opt_state": optax
 state, "ema": pure dict (only when EMA is on)}``. ``frozen``: nnx.State of the FrozenStage; ``rest``: nnx.State
 of the WorldModel's non-parameter variables (RNG streams; reseeded every step from ``rng`` and ``step``).
-``batch``: ``{"frames": [B, T, H, W, 3] in [-1, 1], "actions": [B, T, A]}``.
+``batch``: ``{"frames": [B, T, H, W, 3] in [-1, 1], "actions": [B, T, A]}`` (actions unused by a video-only
+model, ``model.unet.action_dim`` 0). ``config.train.noise_levels``: a noise level per frame (Diffusion Forcing) or
+one per clip (video-diffusion pretraining).
 """
 
 from __future__ import annotations
