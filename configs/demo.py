@@ -4,10 +4,11 @@ r"""The embedded default: the whole Vid2World recipe in miniature on the embedde
   python -m vid2world_jax.train --config=configs/demo.py --workdir=/tmp/v2w_demo
   python -m vid2world_jax.demo.ablations --config=configs/demo.py --workdir=/tmp/v2w_demo   # ablation table
 
-``config.job = "demo"`` makes ``train.main`` run ``vid2world_jax.demo.pipeline.run`` (stages a-d: bidirectional
-pretraining, causal transfer + Diffusion-Forcing fine-tune, guided rollouts, report); every knob of the run is in
-``config.demo`` (e.g. ``--config.demo.finetune_steps=100``). ``--config.job=train`` runs the plain trainer
-(``train_and_evaluate``) on the same model and data instead.
+``config.job = "demo"`` (= "recipe") makes ``train.main`` run the stages listed in ``config.recipe`` with the generic
+runner ``vid2world_jax.recipe`` (bidirectional pretraining, causalization, Diffusion-Forcing fine-tune, guided
+rollouts, long horizon, policy evaluation, report; implemented in ``vid2world_jax.demo.pipeline``); every knob of the
+run is in ``config.demo`` (e.g. ``--config.demo.finetune_steps=100``). ``--config.job=train`` runs the plain
+trainer (``train_and_evaluate``) on the same model and data instead.
 """
 
 from configs import base
@@ -16,7 +17,7 @@ from vid2world_jax.demo import pipeline
 
 def get_config(arg=None):
   c = base.get_base_config()
-  c.job = "demo"                            # "demo": train.main runs demo.pipeline.run | "train": plain trainer
+  c.job = "demo"                            # "demo"/"recipe": train.main runs config.recipe | "train": plain trainer
   c.total_steps = 300                       # plain trainer only (job="train"); the demo uses demo.*_steps
   c.model.arch = "unet"
   c.model.first_stage = "patchify"
@@ -50,6 +51,7 @@ def get_config(arg=None):
   c.train.ckpt_every = 100
   c.train.sample_every = 0
   c.demo = pipeline.default_demo_config()   # stages (a)-(d), policy evaluation and ablation knobs
+  c.recipe = pipeline.default_recipe_config()  # stages (pretrain ... report) in order and their implementations
   if arg == "synthetic":                    # --config=configs/demo.py:synthetic : no Meta-World recording
     c.data.source = "synthetic"
   return c

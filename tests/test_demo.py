@@ -31,7 +31,9 @@ def demo_test_config(arch="toy", policy_eval=True):
   c.data.action_dim = 3
   c.optim.lr = 1e-3
   c.demo = pipeline.default_demo_config()
+  c.recipe = pipeline.default_recipe_config()
   d = c.demo
+  d.pretrain = "run"               # pretrain here (the shipped file is for the default Breakout model)
   d.pretrain_steps = 2
   d.finetune_steps = 2
   d.eval_clips = 3
@@ -132,9 +134,9 @@ def test_demo_ablations_table(demo_run):
 def test_demo_transfer_params_real_unet():
   """The bidirectional VDM -> causal world model: temporal-conv kernels transferred, action encoder new."""
   from flax import nnx, traverse_util
-  from vid2world_jax import train, world_model
+  from vid2world_jax import init_from, train, world_model
   from vid2world_jax.conversion.dynamicrafter import is_temporal_conv_kernel
-  from vid2world_jax.demo import pipeline
+  from vid2world_jax.demo import pipeline, training
   from vid2world_jax.models import weight_transfer
   c = demo_test_config(arch="unet")
   mcfg = train.model_config(c)
@@ -142,9 +144,9 @@ def test_demo_transfer_params_real_unet():
   assert pre_cfg.unet.action_dim == 0 and pre_cfg.unet.temporal_conv_padding == "symmetric"
   src, _ = world_model.build(pre_cfg, rngs=nnx.Rngs(1))
   dst, _ = world_model.build(mcfg, rngs=nnx.Rngs(2))
-  src_p = pipeline._to_numpy(nnx.to_pure_dict(nnx.state(src, nnx.Param)))
-  dst_p = pipeline._to_numpy(nnx.to_pure_dict(nnx.state(dst, nnx.Param)))
-  new, rep = pipeline.transfer_params(dst_p, src_p, "mixed")
+  src_p = training.to_numpy(nnx.to_pure_dict(nnx.state(src, nnx.Param)))
+  dst_p = training.to_numpy(nnx.to_pure_dict(nnx.state(dst, nnx.Param)))
+  new, rep = init_from.transfer_params(dst_p, src_p, "mixed")
   fs, fn, fd = (traverse_util.flatten_dict(x) for x in (src_p, new, dst_p))
   assert rep["transferred"] > 0 and rep["copied"] > 0
   assert any(n.startswith("unet.action_emb") for n in rep["new"])
@@ -187,7 +189,7 @@ def test_demo_guidance_scale_one_is_no_guidance():
   """The traced-scale guidance denoiser at s=1 returns the conditional prediction exactly."""
   import jax.numpy as jnp
   from vid2world_jax import rollout as rl
-  from vid2world_jax.demo import pipeline
+  from vid2world_jax import sampling
   import _rollout_helpers as h
   params = h.standin_params(action_dim=3)
   fn = lambda p, *a: h.standin_denoise(p[0], *a)
@@ -200,7 +202,7 @@ def test_demo_guidance_scale_one_is_no_guidance():
             "context": jnp.asarray(rng.normal(size=(b, 2, 8)), jnp.float32)},
       actions=jnp.asarray(rng.normal(size=(b, w, 3)), jnp.float32),
       action_mask=jnp.ones((b, w), jnp.float32), new_index=jnp.asarray(2, jnp.int32))
-  den = pipeline.GuidanceDenoiser(fn, rescale=0.7)
+  den = sampling.GuidanceDenoiser(fn, rescale=0.7)
   out1, _ = den((params, None, jnp.float32(1.0)), (), inputs)
   ref = fn((params,), inputs.latents, inputs.t, inputs.cond, inputs.actions, inputs.action_mask)
   np.testing.assert_allclose(np.asarray(out1)[:, :3], np.asarray(ref)[:, :3], rtol=1e-6, atol=1e-6)

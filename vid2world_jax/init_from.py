@@ -13,6 +13,10 @@
     mismatch, is an error listing every problem;
   * resampler (trainable, resampler context), VAE and CLIP image encoder (frozen) are loaded the same way; the
     frozen empty-prompt text context is computed once with the converted CLIP text encoder.
+
+``transfer_params(target, source, mode) -> (params, report)``: the same initialisation from another model's
+parameters held in memory as pure dicts (e.g. a bidirectional video model trained by an earlier stage of a recipe),
+lenient: parameters the source lacks or has with another shape keep their fresh init and are reported.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import nnx
+from flax import nnx, traverse_util
 
 from vid2world_jax import sharding as shd
 
@@ -132,6 +136,38 @@ def load(cfg, mcfg, params, frozen, params_sh, frozen_sh):
     raise ValueError(f"init_from {path}: {len(problems)} problem(s): " + "; ".join(problems[:20]))
   nnx.replace_by_pure_dict(frozen, fstate)
   return params, frozen
+
+
+def transfer_params(target: dict, source: dict, mode: str) -> tuple[dict, dict]:
+  """Copies ``source`` (e.g. a bidirectional VDM) into ``target`` (a causal world model), both pure dicts.
+
+  Same path and shape -> copied; temporal-conv kernels (``is_temporal_conv_kernel``) -> weight transfer
+  ``mode`` on the taps axis; target-only parameters (the action encoder) and shape mismatches keep their fresh init.
+  Returns ``(new target as numpy arrays, report {"copied", "transferred", "new", "unused"})``.
+  """
+  from vid2world_jax.conversion.dynamicrafter import is_temporal_conv_kernel
+  from vid2world_jax.models import weight_transfer
+  ft = traverse_util.flatten_dict(target)
+  fs = traverse_util.flatten_dict(source)
+  rep = {"copied": 0, "transferred": 0, "new": [], "unused": sorted(".".join(map(str, k)) for k in set(fs) - set(ft))}
+  out = {}
+  for path, v in ft.items():
+    if path not in fs:
+      out[path] = np.asarray(v)
+      rep["new"].append(".".join(map(str, path)))
+      continue
+    w = np.asarray(fs[path])
+    if w.shape != tuple(v.shape):  # e.g. an input layer that gained action inputs: keeps its fresh init
+      out[path] = np.asarray(v)
+      rep["new"].append(".".join(map(str, path)) + f" (shape {w.shape} -> {tuple(v.shape)})")
+      continue
+    if is_temporal_conv_kernel(path) and w.ndim >= 3 and w.shape[0] == 3:
+      w = np.asarray(weight_transfer.transfer_kernel(w, mode, axis=0))
+      rep["transferred"] += 1
+    else:
+      rep["copied"] += 1
+    out[path] = w.astype(np.asarray(v).dtype)
+  return traverse_util.unflatten_dict(out), rep
 
 
 def _empty_prompt_context(meta, tree, like):

@@ -6,7 +6,9 @@ wrapped in ``jax.jit`` with explicit shardings by ``train.py`` (and by tests / t
 ``state``: ``{"step": int32 [], "rng": uint32 [2] (raw key data), "params": pure dict, "opt_state": optax
 state, "ema": pure dict (only when EMA is on)}``. ``frozen``: nnx.State of the FrozenStage; ``rest``: nnx.State
 of the WorldModel's non-parameter variables (RNG streams; reseeded every step from ``rng`` and ``step``).
-``batch``: ``{"frames": [B, T, H, W, 3] in [-1, 1], "actions": [B, T, A]}``.
+``batch``: ``{"frames": [B, T, H, W, 3] in [-1, 1], "actions": [B, T, A]}`` (actions unused by a video-only
+model, ``model.unet.action_dim`` 0). ``config.train.noise_levels``: a noise level per frame (Diffusion Forcing) or
+one per clip (video-diffusion pretraining).
 """
 
 from __future__ import annotations
@@ -28,6 +30,21 @@ def step_rngs(state_rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
   return dict(zip(names, jax.random.split(key, len(names))))
 
 
+NOISE_LEVELS = ("per_frame", "per_clip")
+
+
+def sample_noise_levels(key: jax.Array, batch: int, frames: int, num_timesteps: int, mode: str) -> jax.Array:
+  """``[B, T]`` int32 noise levels: "per_frame" = Diffusion Forcing (every frame its own level, spec §3.1);
+  "per_clip" = the usual video-diffusion objective (one level shared by all frames of a clip)."""
+  from vid2world_jax.diffusion import diffusion_forcing
+  if mode == "per_frame":
+    return diffusion_forcing.sample_frame_timesteps(key, batch, frames, num_timesteps)
+  if mode == "per_clip":
+    t = jax.random.randint(key, (batch, 1), 0, num_timesteps, jnp.int32)
+    return jnp.broadcast_to(t, (batch, frames))
+  raise ValueError(f"noise levels must be one of {NOISE_LEVELS}, got {mode!r}")
+
+
 def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
   """``loss_fn(params, frozen, rest, batch, keys) -> (loss, aux)`` for one (micro-)batch."""
   from vid2world_jax.diffusion import actions as actions_lib
@@ -35,6 +52,8 @@ def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
 
   compute_dtype = jnp.dtype(cfg.precision)
   p_drop = float(cfg.train.action_dropout_prob)
+  noise_levels = cfg.train.get("noise_levels", "per_frame")
+  use_actions = int(cfg.model.unet.action_dim) > 0   # action_dim 0: a video-only model, the batch's actions unused
 
   def loss_fn(params, frozen, rest, batch, keys):
     if compute_dtype != jnp.float32:
@@ -48,15 +67,22 @@ def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
     x0 = jax.lax.stop_gradient(fs.encode(frames, keys["first_stage"]).astype(jnp.float32))
     cond = {"concat": x0[:, 0].astype(compute_dtype),               # frame-0 latent, repeated over T by the UNet
             "context": model.context(fs, frames[:, 0]).astype(compute_dtype)}
-    acts = actions_lib.align_actions(batch["actions"]).astype(compute_dtype)   # a'_0 = 0, a'_f = a_{f-1}
-    mask = actions_lib.sample_action_mask(keys["action_mask"], b, t, p_drop)   # per-frame action dropout
+    acts = mask = None
+    if use_actions:
+      acts = actions_lib.align_actions(batch["actions"]).astype(compute_dtype)   # a'_0 = 0, a'_f = a_{f-1}
+      mask = actions_lib.sample_action_mask(keys["action_mask"], b, t, p_drop)   # per-frame action dropout
 
     def denoise_fn(x_t, t_bt):
       out = model.denoise(x_t.astype(compute_dtype), t_bt, cond, acts, mask)
       return out.astype(jnp.float32)
 
-    # Every frame (frame 0 included) gets its own noise level: context frames are not kept clean (spec §3.1).
-    loss, aux = diffusion_forcing.diffusion_forcing_loss(denoise_fn, schedule, x0, keys["noise"])
+    # per_frame: every frame (frame 0 included) gets its own noise level, context frames are not kept clean
+    # (spec §3.1); drawn inside the loss from its own split of the noise key. per_clip: one level per clip.
+    levels = None
+    if noise_levels != "per_frame":
+      k_t, _ = jax.random.split(keys["noise"])
+      levels = sample_noise_levels(k_t, b, t, schedule.num_timesteps, noise_levels)
+    loss, aux = diffusion_forcing.diffusion_forcing_loss(denoise_fn, schedule, x0, keys["noise"], t=levels)
     # Per-noise-level bucket sums / counts: summed over micro-batches and log intervals, divided on the host.
     return loss, {"bucket_loss_sum": aux["bucket_loss_sum"], "bucket_count": aux["bucket_count"]}
 

@@ -62,6 +62,8 @@ def validate_config(cfg, num_devices: int, process_count: int) -> dict:
   need(cfg.train.ckpt_every >= 1, f"train.ckpt_every must be >= 1, got {cfg.train.ckpt_every}")
   need(cfg.train.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1")
   need(0.0 <= cfg.train.action_dropout_prob < 1.0, f"train.action_dropout_prob must be in [0, 1)")
+  need(cfg.train.get("noise_levels", "per_frame") in steps.NOISE_LEVELS,
+       f"train.noise_levels must be one of {steps.NOISE_LEVELS}, got {cfg.train.get('noise_levels')!r}")
   need(0.0 <= cfg.optim.ema_decay < 1.0, f"optim.ema_decay must be in [0, 1) (0 = off)")
   need(cfg.optim.grad_accum_steps >= 1, f"optim.grad_accum_steps must be >= 1")
   try:
@@ -90,7 +92,8 @@ def validate_config(cfg, num_devices: int, process_count: int) -> dict:
        f"({c_lat}); use a smaller model.patch_size or a wider UNet")
   need(u.temporal_length >= d.clip_length,
        f"data.clip_length {d.clip_length} exceeds model.unet.temporal_length {u.temporal_length}")
-  need(u.action_dim == d.action_dim, f"model.unet.action_dim {u.action_dim} != data.action_dim {d.action_dim}")
+  need(u.action_dim in (0, d.action_dim),
+       f"model.unet.action_dim {u.action_dim} != data.action_dim {d.action_dim} (or 0: a video-only model)")
   if cfg.init_from:
     need(os.path.isdir(cfg.init_from), f"init_from checkpoint not found: {cfg.init_from}")
     need(os.path.exists(os.path.join(cfg.init_from, "config.json")),
@@ -232,13 +235,34 @@ class Setup:
     return (attach(self.abs_state, self.state_sh), attach(abs_fstate, self.frozen_sh),
             attach(abs_rest, self.rest_sh), attach(self.abs_batch, self.batch_sh))
 
-  def init(self):
-    """Fresh (or init_from) state; parameters are created already sharded by the jitted constructor."""
+  def init(self, init_params: dict | None = None):
+    """Fresh (or init_from) state; parameters are created already sharded by the jitted constructor.
+
+    ``init_params``: trainable parameters to start from instead (a pure dict of the model's exact structure and
+    shapes, e.g. an earlier stage's parameters after ``init_from.transfer_params``), placed with the shardings.
+    """
     params, rest, frozen = self._create()
     if self.cfg.init_from:
       from vid2world_jax import init_from
       params, frozen = init_from.load(self.cfg, self.mcfg, params, frozen, self.params_sh, self.frozen_sh)
+    if init_params is not None:
+      params = place_params(init_params, params, self.params_sh)
     return self._make_state(params), rest, frozen
+
+
+def place_params(values: dict, like: dict, shardings: dict) -> dict:
+  """``values`` (host arrays) put on ``shardings``; structure, shapes and dtypes must match ``like``."""
+  try:
+    jax.tree.map(lambda *_: None, values, like)
+  except ValueError as e:
+    raise ValueError(f"init_params do not have the model's parameter structure: {e}") from None
+
+  def one(path, v, ref):
+    if tuple(np.shape(v)) != tuple(ref.shape):
+      raise ValueError(f"init_params {jax.tree_util.keystr(path)}: shape {np.shape(v)} != model {ref.shape}")
+    return np.asarray(v, ref.dtype)
+
+  return jax.device_put(jax.tree_util.tree_map_with_path(one, values, like), shardings)
 
 
 # =============================================================================================================
@@ -274,10 +298,11 @@ class Preemption:
 # =============================================================================================================
 # The loop.
 
-def train_and_evaluate(cfg, workdir: str, *, step_callback=None) -> dict:
-  """Runs (or resumes) training; returns ``{"losses": {step: loss}, "last_step", "preempted", ...}``.
+def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: dict | None = None) -> dict:
+  """Runs (or resumes) training; returns ``{"losses": {step: loss}, "last_step", "preempted", "state", ...}``.
 
-  ``step_callback(step, metrics)`` (tests): called after each step on every process.
+  ``step_callback(step, metrics)`` (tests): called after each step on every process. ``init_params`` (a pure
+  dict): the trainable parameters of a fresh start (``Setup.init``); ignored when resuming from a checkpoint.
   """
   t_setup = time.time()
   mesh_shape = validate_config(cfg, jax.device_count(), jax.process_count())
@@ -305,7 +330,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None) -> dict:
       from vid2world_jax import init_from
       _, frozen = init_from.load(cfg, setup.mcfg, None, frozen, None, setup.frozen_sh)
   else:
-    state, rest, frozen = setup.init()
+    state, rest, frozen = setup.init(init_params)
   start = int(jax.device_get(state["step"]))
 
   # Compile ahead of time (cost analysis -> MFU).
@@ -441,26 +466,29 @@ def maybe_initialize_distributed() -> None:
     jax.distributed.initialize()  # Cloud TPU / SLURM cluster auto-detection
 
 
-JOBS = ("train", "demo")  # config.job values (absent = "train")
+JOBS = ("train", "recipe", "demo")  # config.job values (absent = "train"); "demo" = "recipe" (older configs)
 
 
 def config_job(cfg) -> str:
-  """``config.job``: "train" (``train_and_evaluate``, the default) or "demo" (``demo.pipeline.run``)."""
+  """``config.job``: "train" (``train_and_evaluate``, the default) or "recipe" (the stages listed in
+  ``config.recipe``, run by ``vid2world_jax.recipe``; "demo" is the same job under its older name)."""
   job = cfg.get("job", "train")
   if job not in JOBS:
     raise ConfigError(f"job must be one of {JOBS}, got {job!r}")
+  if job != "train" and "recipe" not in cfg:
+    raise ConfigError(f"job {job!r} needs a config.recipe block (stages, fns, prepare; see vid2world_jax.recipe)")
   return job
 
 
-def run_demo(cfg, workdir: str) -> dict:
-  """``config.job == "demo"``: the embedded default run (stages a-d, see vid2world_jax.demo.pipeline)."""
-  from vid2world_jax.demo import pipeline  # pylint: disable=import-outside-toplevel
+def run_recipe(cfg, workdir: str):
+  """``config.job == "recipe"``: the config's stages (the recipe's ``prepare`` hook checks the config first)."""
+  from vid2world_jax import recipe  # pylint: disable=import-outside-toplevel
   try:
-    pipeline.check_demo_config(pipeline.with_demo(cfg))
-    validate_config(cfg, jax.device_count(), jax.process_count())
+    cfg = recipe.prepare(cfg)
+    recipe.stages(cfg)   # every stage importable before anything runs
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  return pipeline.run(cfg, workdir)
+  return recipe.run(cfg, workdir, prepared=True)
 
 
 def main(argv):
@@ -472,9 +500,9 @@ def main(argv):
     job = config_job(cfg)
   except ConfigError as e:
     sys.exit(f"error: {e}")
-  if job == "demo":
+  if job in ("recipe", "demo"):
     try:
-      run_demo(cfg, _WORKDIR.value)
+      run_recipe(cfg, _WORKDIR.value)
     except (ConfigError, NonFiniteLoss) as e:
       sys.exit(f"error: {e}")
     return
@@ -496,8 +524,8 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
-  # `python -m vid2world_jax.train` runs this file as __main__; modules that `import vid2world_jax.train` (the demo
-  # pipeline) must get THIS module, not a second copy that would define --config / --workdir again.
+  # `python -m vid2world_jax.train` runs this file as __main__; modules that `import vid2world_jax.train` (a
+  # recipe's stages) must get THIS module, not a second copy that would define --config / --workdir again.
   sys.modules.setdefault("vid2world_jax.train", sys.modules[__name__])
   flags.mark_flags_as_required(["config"])
   app.run(main, flags_parser=parse_flags)

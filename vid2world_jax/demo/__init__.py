@@ -1,8 +1,10 @@
-"""The project's default run: the whole Vid2World recipe in miniature on the embedded Meta-World dataset.
+"""The project's default run: the whole Vid2World recipe in miniature on the embedded simulator data.
 
-``pipeline.run(config, workdir)`` (called by ``python -m vid2world_jax.train --config=configs/demo.py``):
-(a) pretrain a tiny bidirectional video diffusion model on videos only, (b) causalize it with the configured
-temporal-conv weight transfer, add the action encoder and fine-tune with Diffusion Forcing + action dropout,
-(c) roll out held-out episodes with causal action guidance, (d) write a report folder.
-``ablations`` runs the paper's ablations on the same data; ``baselines`` holds copy-last-frame.
+``python -m vid2world_jax.train --config=configs/demo.py`` hands the config's stage list (``config.recipe``) to the
+generic runner ``vid2world_jax.recipe``; the stages live here: ``pipeline`` (config, stage table, report stage;
+``pipeline.run(config, workdir)`` runs them all), ``training`` ((a) pretrain a tiny bidirectional video diffusion
+model on videos only, (b) causalize it with the configured temporal-conv weight transfer and fine-tune with
+Diffusion Forcing + action dropout, both through ``train.train_and_evaluate``), ``evaluation`` ((c) guided rollouts
+of held-out episodes, long horizon, policy evaluation). ``ablations`` runs the paper's ablations on the same data;
+``baselines`` holds copy-last-frame.
 """

@@ -24,7 +24,8 @@ import time
 
 import numpy as np
 
-from vid2world_jax.demo import pipeline, report
+from vid2world_jax import recipe
+from vid2world_jax.demo import evaluation, pipeline, report, training
 from vid2world_jax.demo import quality_bar as qb
 
 
@@ -45,8 +46,8 @@ def run_ablations(config, workdir: str) -> dict:
   a = d.ablations
   steps = int(a.finetune_steps or d.finetune_steps)
   t0 = time.time()
-  pre = pipeline.pretrain(cfg, workdir)
-  clips = pipeline.load_eval_clips(cfg)
+  pre = training.pretrain(cfg, workdir)
+  clips = evaluation.load_eval_clips(cfg)
   s_main = float(d.guidance_scale)
   rows = []
 
@@ -56,7 +57,7 @@ def run_ablations(config, workdir: str) -> dict:
       name = "finetune"  # the default run's model
     else:
       name = f"ablation_{init}" + (f"_{transfer}" if init == "pretrained" else "")
-    ft = pipeline.finetune(cfg, workdir, name=name, init=init, transfer=transfer, steps=steps, pretrained=pre)
+    ft = training.finetune(cfg, workdir, name=name, init=init, transfer=transfer, steps=steps, pretrained=pre)
     return name, ft
 
   def scored(name, params, **kw):
@@ -66,7 +67,7 @@ def run_ablations(config, workdir: str) -> dict:
         cached = json.load(f)
       if "delta_psnr" in cached:  # older caches lack Delta-t-PSNR: re-evaluated below
         return cached
-    ev = pipeline.evaluate(cfg, params, clips=clips, tag=f" [{name}]", **kw)
+    ev = evaluation.evaluate(cfg, params, clips=clips, tag=f" [{name}]", **kw)
     out = {"per_horizon": ev["per_horizon"], "guidance_sweep": ev.get("guidance_sweep"), "horizons": ev["horizons"],
            "per_clip_psnr": ev["per_clip_psnr"], "delta_psnr": ev.get("delta_psnr")}
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -95,7 +96,7 @@ def run_ablations(config, workdir: str) -> dict:
   ref_name, ref = variant("pretrained", d.weight_transfer)
   main_eval = os.path.join(workdir, "eval", "rollouts.pkl")
   if ref_name == "finetune" and os.path.exists(main_eval):  # the default run's evaluation (same clips/settings)
-    ev0 = pipeline._load(main_eval)  # pylint: disable=protected-access
+    ev0 = recipe.load(main_eval)
     ev = {"per_horizon": dict(ev0["per_horizon"]), "guidance_sweep": ev0.get("guidance_sweep"),
           "horizons": ev0["horizons"], "per_clip_psnr": ev0.get("per_clip_psnr"), "delta_psnr": ev0.get("delta_psnr")}
   else:
@@ -108,7 +109,7 @@ def run_ablations(config, workdir: str) -> dict:
       with open(path) as f:
         nar = json.load(f)
     else:
-      nar = pipeline.nar_metrics(cfg, ref["params"], clips)
+      nar = evaluation.nar_metrics(cfg, ref["params"], clips)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path, "w") as f:
         json.dump(nar, f)

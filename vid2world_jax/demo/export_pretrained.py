@@ -19,19 +19,19 @@ from absl import flags
 def main(argv):
   del argv
   from vid2world_jax import train  # pylint: disable=import-outside-toplevel  (defines --config / --workdir)
-  from vid2world_jax.demo import pipeline, pretrained_asset  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.demo import pipeline, pretrained_asset, training  # pylint: disable=import-outside-toplevel
   cfg = pipeline.with_demo(train._CONFIG.value)  # pylint: disable=protected-access
   workdir = train._WORKDIR.value  # pylint: disable=protected-access
   if not workdir:
     sys.exit("error: --workdir is required")
   cfg.demo.pretrain = "run"
-  pre = pipeline.pretrain(cfg, workdir)
+  pre = training.pretrain(cfg, workdir)
   out = flags.FLAGS.out or pretrained_asset.asset_path(cfg.demo.pretrain_asset)
   losses = pre["losses"]
-  pretrained_asset.save(out, pre["params"], pre["model_config"], steps=len(losses),
+  pretrained_asset.save(out, pre["params"], pre["model_config"], steps=int(pre["steps"]),
                         final_loss=float(sum(losses[-50:]) / max(len(losses[-50:]), 1)), seconds=pre["seconds"],
                         command="python -m vid2world_jax.demo.export_pretrained " + " ".join(sys.argv[1:]))
-  print(f"wrote {out} ({os.path.getsize(out) / 2**20:.1f} MiB, {len(losses)} steps, "
+  print(f"wrote {out} ({os.path.getsize(out) / 2**20:.1f} MiB, {int(pre['steps'])} steps, "
         f"{pre['seconds']:.0f} s)", flush=True)
 
 

@@ -108,7 +108,7 @@ def check_pretrained_vs_scratch(pretrained: dict, scratch: dict, per_clip: dict 
 
 
 def quality_bar(ev: dict, policy_eval: dict | None = None) -> dict:
-  """Points 1-4 from the evaluation dict of ``pipeline.evaluate`` (+ the policy evaluation)."""
+  """Points 1-4 from the evaluation dict of ``evaluation.evaluate`` (+ the policy evaluation)."""
   bar = {}
   bar.update(check_action_following(ev.get("delta_psnr"), ev.get("paddle_error")))
   bar.update(check_copy_last(ev["per_horizon"]))

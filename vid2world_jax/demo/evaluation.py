@@ -1,0 +1,249 @@
+"""Stage (c) of the demo: held-out embedded episodes rolled out from their first frame and real actions (causal
+action guidance, ``sampling.WorldModelRunner``), a guidance-scale sweep, a shuffled-actions control, long-horizon
+sliding-window rollouts, non-autoregressive sampling (ablation iv), and the policy evaluation (paper §5.1
+analogue): closed loop on Breakout (``breakout_eval``), open-loop replay on Meta-World (``metaworld_eval``).
+
+The guidance scale is a traced value of the sampler, so the whole sweep, the shuffled-actions control and the main
+evaluation share one compilation.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vid2world_jax import rollout as rl
+from vid2world_jax import sampling
+from vid2world_jax.metrics import world_model_metrics as wmm
+
+
+def log(msg: str) -> None:
+  print(f"[demo] {msg}", flush=True)
+
+
+def _tqdm(total, desc, enabled):
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True)
+
+
+def model_config(cfg):
+  from vid2world_jax import train  # pylint: disable=import-outside-toplevel
+  return train.model_config(cfg)
+
+
+def make_runner(cfg, params: dict, *, window: int | None = None, ddim_steps: int | None = None
+                ) -> sampling.WorldModelRunner:
+  """The sampler of ``params`` with the ``config.demo`` settings (DDIM steps, eta, history noise, rescale)."""
+  d = cfg.demo
+  mcfg = model_config(cfg)
+  hn = d.history_noise
+  scfg = rl.SamplerConfig(
+      ddim_steps=int(d.ddim_steps if ddim_steps is None else ddim_steps), eta=float(d.eta),
+      guidance_scale=None, guidance_rescale=float(d.guidance_rescale),
+      history_noise=hn if isinstance(hn, str) else int(hn),
+      window=int(window or mcfg.unet.temporal_length), final_alpha_one=bool(d.final_alpha_one))
+  return sampling.WorldModelRunner(mcfg, params, scfg, seed=int(cfg.seed))
+
+
+def load_eval_clips(cfg) -> dict:
+  """Held-out clips: ``{"frames" [N, T, H, W, 3] in [-1, 1], "actions" [N, T, A], "names" [N]}``."""
+  from vid2world_jax import data
+  clips = data.make_eval_clips(cfg.data, int(cfg.demo.eval_clips), split="test")
+  frames, actions, names = [], [], []
+  for k in range(len(clips)):
+    c = clips[k]
+    if c is None:
+      continue
+    frames.append(c["frames"])
+    actions.append(c["actions"])
+    names.append(f"{clips.specs[k].name}_t{int(c['start'])}")
+  return {"frames": np.stack(frames).astype(np.float32), "actions": np.stack(actions).astype(np.float32),
+          "names": names}
+
+
+frame_metrics = wmm.frame_metrics
+per_horizon = wmm.per_horizon
+
+
+def per_clip_psnr(m: dict) -> list:
+  """``[N]`` PSNR per clip, averaged over horizons 1..T-1 (for paired comparisons across clips)."""
+  return wmm.per_clip(m["psnr"])
+
+
+def sample_videos(runner: sampling.WorldModelRunner, clips: dict, scale: float, *, seed: int, batch: int,
+                  shuffle_actions: bool = False, mode: str = "ar", progress: bool = False, desc: str = ""
+                  ) -> np.ndarray:
+  """Rollouts of all eval clips from their first frame, ``batch`` per sampler call (the last call padded to the
+  same shape: one compilation): ``[N, T, H, W, 3]`` in [0, 1]."""
+  frames, actions = clips["frames"], clips["actions"]
+  if shuffle_actions:  # the actions of another clip (a derangement: roll by one)
+    actions = np.roll(actions, 1, axis=0)
+  n, t = frames.shape[:2]
+  bsz = int(batch)
+  outs = []
+  with _tqdm(n, desc, progress) as bar:
+    for s in range(0, n, bsz):
+      fb, ab = frames[s:s + bsz], actions[s:s + bsz]
+      m = fb.shape[0]
+      if m < bsz:  # pad to the fixed batch (one compilation)
+        fb = np.concatenate([fb, np.repeat(fb[-1:], bsz - m, 0)])
+        ab = np.concatenate([ab, np.repeat(ab[-1:], bsz - m, 0)])
+      z = runner.encode(fb)
+      if mode == "ar":
+        lat = runner.rollout(z[:, :1], ab, scale, seed + s, horizon=t - 1)
+      elif mode == "nar":
+        lat = runner.nar_sample(z[:, 0], ab, scale, seed + s, t)
+      else:
+        raise ValueError(f"mode must be 'ar' or 'nar', got {mode!r}")
+      outs.append(runner.decode01(lat)[:m])
+      bar.update(m)
+  return np.concatenate(outs)
+
+
+def _sampler(cfg, runner, clips, progress, seed=None):
+  """``sample(scale, **kw)``: ``sample_videos`` of these clips with the demo's seed and batch."""
+  d = cfg.demo
+  return functools.partial(sample_videos, runner, clips, seed=int(d.seed) if seed is None else seed,
+                           batch=int(d.eval_batch), progress=progress)
+
+
+def evaluate(cfg, params: dict, *, clips: dict | None = None, sweep: bool = True, shuffled: bool = True,
+             nar: bool = False, progress: bool | None = None, tag: str = "") -> dict:
+  """Stage (c) on the held-out clips. Returns metrics (per horizon) and the arrays for the report."""
+  d = cfg.demo
+  progress = bool(d.progress) if progress is None else progress
+  clips = load_eval_clips(cfg) if clips is None else clips
+  runner = make_runner(cfg, params)
+  gt01 = (clips["frames"] + 1.0) / 2.0
+  from vid2world_jax.demo import baselines
+  base01 = baselines.copy_last_frame(gt01, 1)
+  out = {"names": clips["names"], "gt": gt01, "copy_last": base01}
+  scale = float(d.guidance_scale)
+  sample = _sampler(cfg, runner, clips, progress)
+  pred = sample(scale, desc=f"(c) rollouts{tag} s={scale:g}")
+  out["pred"] = pred
+  fm = frame_metrics(pred, gt01)
+  ph = {"world_model": per_horizon(fm), "copy_last_frame": per_horizon(frame_metrics(base01, gt01))}
+  out["per_clip_psnr"] = {"world_model": per_clip_psnr(fm)}
+  if shuffled:
+    sh = sample(scale, shuffle_actions=True, desc=f"(c) shuffled actions{tag}")
+    fs = frame_metrics(sh, gt01)
+    ph["shuffled_actions"] = per_horizon(fs)
+    out["per_clip_psnr"]["shuffled_actions"] = per_clip_psnr(fs)
+    out["delta_psnr"] = wmm.delta_psnr(fm["psnr"], fs["psnr"])
+    det = position_detector(cfg)
+    if det is not None:
+      from vid2world_jax.demo import breakout_eval  # pylint: disable=import-outside-toplevel
+      pos_gt = breakout_eval.paddle_positions(det, gt01)
+      out["paddle_error"] = {"true": wmm.position_error(breakout_eval.paddle_positions(det, pred), pos_gt),
+                             "shuffled": wmm.position_error(breakout_eval.paddle_positions(det, sh), pos_gt)}
+      out["shuffled"] = sh
+  if nar:
+    nv = sample(scale, mode="nar", desc=f"(c) non-AR sampling{tag}")
+    ph["non_autoregressive"] = per_horizon(frame_metrics(nv, gt01))
+  out["per_horizon"] = ph
+  out["horizons"] = list(range(1, gt01.shape[1]))
+  if sweep:
+    rows = []
+    for s in d.guidance_sweep:
+      s = float(s)
+      if s == scale:
+        m, dp = ph["world_model"], out.get("delta_psnr")
+      else:
+        fv = frame_metrics(sample(s, desc=f"(c) guidance s={s:g}"), gt01)
+        m, dp = per_horizon(fv), None
+        if shuffled:  # Delta-t-PSNR at this scale (point 5: does guidance change action following?)
+          fsh = frame_metrics(sample(s, shuffle_actions=True, desc=f"(c) guidance s={s:g}, shuffled"), gt01)
+          dp = wmm.delta_psnr(fv["psnr"], fsh["psnr"])
+      rows.append({"scale": s, "label": f"{s:g}" + (" (no guidance)" if s == 1.0 else ""),
+                   **{k: float(np.mean(m[k])) for k in ("psnr", "ssim", "mse")},
+                   "delta_psnr": None if dp is None else dp["mean"],
+                   "delta_psnr_se": None if dp is None else dp["se"]})
+    out["guidance_sweep"] = rows
+  return out
+
+
+def position_detector(cfg):
+  """The controlled object's detector for the embedded simulator (fit on its real recorded frames), or None."""
+  if cfg.data.source != "embedded" or cfg.data.get("embedded", {}).get("env", "breakout") != "breakout":
+    return None
+  from vid2world_jax.data import breakout  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.data import pipeline as data_pipeline  # pylint: disable=import-outside-toplevel
+  return breakout.fit_detector(cfg.data.path or data_pipeline.embedded_path(cfg.data))
+
+
+def long_horizon(cfg, params: dict, progress: bool | None = None) -> dict | None:
+  """Rollouts to ``demo.long_horizon`` x the training window with a sliding window, on held-out episodes long
+  enough for it: PSNR/SSIM vs horizon beside copy-last-frame, and the frames' statistics vs the ground truth's."""
+  d = cfg.demo
+  factor = int(d.long_horizon)
+  if factor <= 0:
+    return None
+  progress = bool(d.progress) if progress is None else progress
+  window = int(model_config(cfg).unet.temporal_length)
+  lcfg = ml_collections.ConfigDict(cfg.to_dict())
+  lcfg.data.clip_length = factor * window + 1
+  lcfg.data.on_bad_data = "skip"   # only episodes long enough for the long clip
+  lcfg.demo.eval_clips = int(d.long_horizon_clips)
+  try:
+    clips = load_eval_clips(lcfg)
+  except Exception as e:  # noqa: BLE001 - no episode long enough
+    log(f"long-horizon evaluation skipped: {type(e).__name__}: {e}")
+    return None
+  runner = make_runner(cfg, params, window=window)
+  gt01 = (clips["frames"] + 1.0) / 2.0
+  from vid2world_jax.demo import baselines  # pylint: disable=import-outside-toplevel
+  pred = _sampler(cfg, runner, clips, progress, seed=int(d.seed) + 7)(
+      float(d.guidance_scale), desc=f"(c) long horizon ({gt01.shape[1] - 1} frames)")
+  ph = {"world_model": per_horizon(frame_metrics(pred, gt01)),
+        "copy_last_frame": per_horizon(frame_metrics(baselines.copy_last_frame(gt01, 1), gt01))}
+  return {"per_horizon": ph, "horizons": list(range(1, gt01.shape[1])), "frames": int(gt01.shape[1] - 1),
+          "clips": int(gt01.shape[0]), "window": window, "frame_statistics": wmm.frame_statistics(pred, gt01),
+          "names": clips["names"], "gt": gt01, "pred": pred}
+
+
+def nar_metrics(cfg, params: dict, clips: dict, progress: bool | None = None) -> dict:
+  """Non-autoregressive sampling (ablation iv) at the main guidance scale, with true and shuffled actions:
+  ``{"per_horizon": {...}, "delta_psnr": {...}}``."""
+  d = cfg.demo
+  progress = bool(d.progress) if progress is None else progress
+  runner = make_runner(cfg, params)
+  gt01 = (clips["frames"] + 1.0) / 2.0
+  sample = _sampler(cfg, runner, clips, progress)
+  fm = {}
+  for shuffle in (False, True):
+    v = sample(float(d.guidance_scale), mode="nar", shuffle_actions=shuffle,
+               desc="(c) non-AR sampling" + (", shuffled" if shuffle else ""))
+    fm[shuffle] = frame_metrics(v, gt01)
+  return {"per_horizon": per_horizon(fm[False]), "delta_psnr": wmm.delta_psnr(fm[False]["psnr"], fm[True]["psnr"])}
+
+
+# =============================================================================================================
+# Policy evaluation (paper §5.1 analogue): closed loop on Breakout (breakout_eval), open-loop replay on Meta-World
+# (metaworld_eval).
+
+
+def policy_evaluation(cfg, params: dict) -> dict:
+  """Real vs world-model policy ranking for the embedded simulator."""
+  pe = cfg.demo.policy_eval
+  if cfg.data.get("embedded", {}).get("env", "breakout") == "metaworld":
+    from vid2world_jax.demo import metaworld_eval  # pylint: disable=import-outside-toplevel
+    out = metaworld_eval.policy_evaluation(cfg, make_runner(cfg, params, ddim_steps=int(pe.ddim_steps)))
+  else:
+    from vid2world_jax import envs  # pylint: disable=import-outside-toplevel
+    from vid2world_jax.demo import breakout_eval  # pylint: disable=import-outside-toplevel
+    runner = make_runner(cfg, params, ddim_steps=int(pe.ddim_steps))
+    n = len(pe.policies) * int(pe.episodes)
+    params3 = (runner.state, runner.fstate, jnp.float32(cfg.demo.guidance_scale))
+    venv = envs.WorldModelVectorEnv(runner.model, params3, runner.scfg, num_envs=n, encode_fn=runner.encode_raw,
+                                    decode_fn=runner.decode_raw, frame_shape=tuple(cfg.data.resolution) + (3,),
+                                    action_dim=int(cfg.data.action_dim))
+    t0 = time.time()
+    out = breakout_eval.policy_evaluation(venv, pe.policies, int(pe.episodes), int(pe.first_seed), int(pe.horizon),
+                                          position_detector(cfg), seed=int(cfg.demo.seed) + 99)
+    log(f"policy evaluation: {n} closed-loop episodes of {int(pe.horizon)} frames in {time.time() - t0:.0f} s")
+  return out
