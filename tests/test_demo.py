@@ -348,3 +348,27 @@ def test_demo_strict_exits_nonzero_with_the_shortfalls(demo_run, capsys):
     pipeline.run(c, wd)
   assert e.value.code == 3
   assert "demo.strict: the quality bar was not met" in capsys.readouterr().out
+
+
+def test_runner_cached_rollout_matches_the_traced_scale_rollout():
+  """The long-horizon and policy evaluations use the cached fast path at a fixed scale: the same frames as the
+  traced-scale (uncached) rollout of the main evaluation, at scale 1 and 2.5, across a sliding window."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from vid2world_jax import world_model
+  from vid2world_jax.demo import evaluation
+  c = demo_test_config(arch="unet")
+  mcfg = evaluation.model_config(c)
+  wm, _ = world_model.build(mcfg, rngs=nnx.Rngs(3))
+  params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(wm, nnx.Param)))
+  runner = evaluation.make_runner(c, params)
+  rng = np.random.default_rng(0)
+  ctx = runner.encode(rng.uniform(-1, 1, size=(2, 1, 32, 32, 3)).astype(np.float32))
+  acts = np.eye(3, dtype=np.float32)[rng.integers(0, 3, size=(2, 6))]
+  for scale in (1.0, 2.5):
+    a = runner.rollout(ctx, acts, scale, seed=5, horizon=6)       # 7 frames > window 4: the window slides
+    b = runner.rollout_cached(ctx, acts, scale, seed=5, horizon=6)
+    assert a.shape == b.shape == (2, 7) + ctx.shape[2:]
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-4, rtol=0)
+    assert float(jnp.max(jnp.abs(a[:, 1:] - ctx))) > 1e-2   # it generated something

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 from collections.abc import Callable
 
 import jax
@@ -110,6 +111,7 @@ class WorldModelRunner:
     self._encode = jax.jit(self.encode_raw)
     self._decode = jax.jit(self.decode_raw)
     self._nar = None
+    self._cached = None
 
   def encode(self, frames_pm1: np.ndarray) -> jax.Array:
     return self._encode(jnp.asarray(frames_pm1, jnp.float32))
@@ -123,6 +125,20 @@ class WorldModelRunner:
     params = (self.state, self.fstate, jnp.float32(scale))
     return rl.rollout(self.model, self.scfg, params, context_latents, jnp.asarray(actions, jnp.float32), keys,
                       horizon=horizon)
+
+  def cached_model(self, scale: float) -> tuple[rl.RolloutModel, rl.SamplerConfig, Any]:
+    """``(model, sampler, params)`` of the cached fast path at a fixed guidance ``scale`` (strictly causal UNet
+    only, ValueError otherwise): the same frames as ``rollout`` up to float error (``rollout.CachedDenoiser``),
+    each DDIM step running the network on the new frame only."""
+    if self._cached is None:
+      self._cached = rl.world_model_rollout_model(self.mcfg, self.graphdef, self.fgraph, cached=True)
+    return self._cached, dataclasses.replace(self.scfg, guidance_scale=float(scale)), (self.state, self.fstate)
+
+  def rollout_cached(self, context_latents, actions, scale: float, seed: int, horizon: int) -> jax.Array:
+    """``rollout`` on the cached fast path (``cached_model``)."""
+    model, scfg, params = self.cached_model(scale)
+    keys = rl.rollout_keys(int(seed), context_latents.shape[0])
+    return rl.rollout(model, scfg, params, context_latents, jnp.asarray(actions, jnp.float32), keys, horizon=horizon)
 
   def nar_sample(self, context_latent, actions, scale: float, seed: int, frames: int) -> jax.Array:
     """``nar_sample`` of these parameters from ``context_latent [B, h, w, c]``: ``[B, frames, h, w, c]``."""

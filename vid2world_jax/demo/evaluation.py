@@ -95,10 +95,12 @@ def sample_videos(runner: sampling.WorldModelRunner, clips: dict, scale: float, 
       z = runner.encode(fb)
       if mode == "ar":
         lat = runner.rollout(z[:, :1], ab, scale, seed + s, horizon=t - 1)
+      elif mode == "ar_cached":
+        lat = runner.rollout_cached(z[:, :1], ab, scale, seed + s, horizon=t - 1)
       elif mode == "nar":
         lat = runner.nar_sample(z[:, 0], ab, scale, seed + s, t)
       else:
-        raise ValueError(f"mode must be 'ar' or 'nar', got {mode!r}")
+        raise ValueError(f"mode must be 'ar', 'ar_cached' or 'nar', got {mode!r}")
       outs.append(runner.decode01(lat)[:m])
       bar.update(m)
   return np.concatenate(outs)
@@ -198,7 +200,8 @@ def long_horizon(cfg, params: dict, progress: bool | None = None) -> dict | None
   gt01 = (clips["frames"] + 1.0) / 2.0
   from vid2world_jax.demo import baselines  # pylint: disable=import-outside-toplevel
   pred = _sampler(cfg, runner, clips, progress, seed=int(d.seed) + 7)(
-      float(d.guidance_scale), desc=f"(c) long horizon ({gt01.shape[1] - 1} frames)")
+      float(d.guidance_scale), mode="ar_cached" if d.cached_rollout else "ar",
+      desc=f"(c) long horizon ({gt01.shape[1] - 1} frames)")
   ph = {"world_model": per_horizon(frame_metrics(pred, gt01)),
         "copy_last_frame": per_horizon(frame_metrics(baselines.copy_last_frame(gt01, 1), gt01))}
   return {"per_horizon": ph, "horizons": list(range(1, gt01.shape[1])), "frames": int(gt01.shape[1] - 1),
@@ -238,8 +241,12 @@ def policy_evaluation(cfg, params: dict) -> dict:
     from vid2world_jax.demo import breakout_eval  # pylint: disable=import-outside-toplevel
     runner = make_runner(cfg, params, ddim_steps=int(pe.ddim_steps))
     n = len(pe.policies) * int(pe.episodes)
-    params3 = (runner.state, runner.fstate, jnp.float32(cfg.demo.guidance_scale))
-    venv = envs.WorldModelVectorEnv(runner.model, params3, runner.scfg, num_envs=n, encode_fn=runner.encode_raw,
+    if cfg.demo.cached_rollout:
+      model, scfg, wm_params = runner.cached_model(float(cfg.demo.guidance_scale))
+    else:
+      model, scfg = runner.model, runner.scfg
+      wm_params = (runner.state, runner.fstate, jnp.float32(cfg.demo.guidance_scale))
+    venv = envs.WorldModelVectorEnv(model, wm_params, scfg, num_envs=n, encode_fn=runner.encode_raw,
                                     decode_fn=runner.decode_raw, frame_shape=tuple(cfg.data.resolution) + (3,),
                                     action_dim=int(cfg.data.action_dim))
     t0 = time.time()
