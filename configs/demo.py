@@ -1,5 +1,5 @@
-r"""The embedded default: the whole Vid2World recipe in miniature on the embedded Meta-World drawer-close episodes
-(recorded at 64x64, trained at 32x32), in pixel space (patchify p=2 -> 16x16x12 latents), with a tiny UNet, on CPU.
+r"""The embedded default: the whole Vid2World recipe in miniature on the embedded MinAtar Breakout episodes (32x32,
+3 px per game cell, one-hot actions), in pixel space (patchify p=2 -> 16x16x12 latents), with a tiny UNet, on CPU.
 
   python -m vid2world_jax.train --config=configs/demo.py --workdir=/tmp/v2w_demo
   python -m vid2world_jax.demo.ablations --config=configs/demo.py --workdir=/tmp/v2w_demo   # ablation table
@@ -12,7 +12,7 @@ trainer (``train_and_evaluate``) on the same model and data instead.
 """
 
 from configs import base
-from vid2world_jax.demo import pipeline
+from vid2world_jax.demo import defaults  # config data only (no pipeline code)
 
 
 def get_config(arg=None):
@@ -50,8 +50,8 @@ def get_config(arg=None):
   c.train.log_every = 10
   c.train.ckpt_every = 100
   c.train.sample_every = 0
-  c.demo = pipeline.default_demo_config()   # stages (a)-(d), policy evaluation and ablation knobs
-  c.recipe = pipeline.default_recipe_config()  # stages (pretrain ... report) in order and their implementations
+  c.demo = defaults.default_demo_config()   # stages (a)-(d), policy evaluation and ablation knobs
+  c.recipe = defaults.default_recipe_config()  # stages (pretrain ... report) in order and their implementations
   if arg == "synthetic":                    # --config=configs/demo.py:synthetic : no Meta-World recording
     c.data.source = "synthetic"
   return c

@@ -31,65 +31,10 @@ import numpy as np
 from vid2world_jax import recipe
 from vid2world_jax.demo import evaluation, training
 
-STAGES = ("pretrain", "causalize", "finetune", "evaluate", "long_horizon", "policy_eval", "report")
+from vid2world_jax.demo.defaults import STAGES, default_demo_config, default_recipe_config  # noqa: F401
 
 # =============================================================================================================
 # Config.
-
-
-def default_demo_config() -> ml_collections.ConfigDict:
-  """The ``config.demo`` block (every knob of the default run)."""
-  d = ml_collections.ConfigDict()
-  # Defaults sized for <= 20 min on 2 CPU cores (docs/demo_results.md has the measured stage times).
-  d.pretrain = "shipped"            # stage (a): "shipped" = the pretrained VDM file in vid2world_jax/demo/assets
-  #                                   (made by `python -m vid2world_jax.demo.export_pretrained`, README), as the
-  #                                   original downloads DynamiCrafter | "run" = pretrain here (demo.pretrain_steps)
-  d.pretrain_asset = "breakout_vdm.npz"  # file name under vid2world_jax/demo/assets (or an absolute path)
-  d.pretrain_steps = 300            # stage (a) with pretrain="run": video-only bidirectional pretraining steps
-  d.pretrain_lr = 2e-3              # stage (a) AdamW peak lr (other optimizer fields from config.optim)
-  d.pretrain_warmup = 20            # stage (a) linear warmup steps
-  d.finetune_steps = 300            # stage (b): Diffusion-Forcing fine-tune steps (config.total_steps is ignored)
-  d.init = "pretrained"             # stage (b) start: "pretrained" (stage a + transfer) | "scratch" (random)
-  d.weight_transfer = "mixed"       # temporal-conv transfer: "shift" | "mask" | "mixed" (= extrapolative)
-  d.eval_clips = 8                  # held-out clips (test split, one per episode, cycling with new starts)
-  d.eval_batch = 8                  # rollouts per sampler call (fixed shape: one compilation)
-  d.ddim_steps = 5                  # DDIM steps per generated frame
-  d.eta = 1.0                       # DDIM eta (1 as in the paper's evaluations; measured +0.4 dB PSNR over eta 0
-  #                                   at 5 steps on the default model; noise is seeded, so runs are repeatable)
-  d.final_alpha_one = True          # last DDIM step to alpha-bar 1 (no residual sqrt(1-ab[0]) noise; matters at few
-  #                                   steps; False = DynamiCrafter's convention)
-  d.guidance_scale = 2.5            # causal action guidance s of the main evaluation (1 = no guidance)
-  d.guidance_rescale = 0.7          # CFG rescale phi
-  d.guidance_sweep = (1.0, 2.5, 4.0)  # scales of the sweep (1.0 = no guidance)
-  d.history_noise = 100             # t_small of history frames: "second_last" DDIM step or an int (100 = the
-  #                                   second-last step of a 10-step plan, kept fixed as ddim_steps is lowered)
-  d.cached_rollout = True           # long-horizon and policy rollouts on the cached fast path (same frames up to
-  #                                   float error, ~3x cheaper here; needs the strictly causal UNet of configs.base)
-  d.long_horizon = 4                # long-horizon rollouts to this many training windows (0 = off; point 4)
-  d.long_horizon_clips = 8          # held-out episodes long enough for them (fewer if the split has fewer)
-  d.strict = False                  # True: exit non-zero (after the table of shortfalls) when a point of the
-  #                                   quality bar (action following, copy-last, policy ranking, long horizon) fails
-  d.video_scale = 6                 # report GIFs upscaled by this integer factor (32 px frames -> 192 px)
-  d.num_videos = 6                  # GIFs written to the report
-  d.seed = 0                        # sampling seed (model/data seeds: config.seed / config.data.seed)
-  d.progress = True                 # tqdm bars
-  # Policy evaluation (paper §5.1 analogue on the embedded simulator).
-  d.policy_eval = ml_collections.ConfigDict()
-  d.policy_eval.enabled = True      # run stage (c') in the default run
-  d.policy_eval.policies = ("tracker", "tracker_eps0.25", "tracker_eps0.5", "random")  # breakout.POLICIES names
-  #                                   (metaworld: simulator.POLICIES, e.g. "expert", "expert_noise2.0", "random")
-  d.policy_eval.episodes = 8        # initial states per policy (seeds first_seed + k, unseen in training)
-  d.policy_eval.first_seed = 5000   # seed of the first initial state
-  d.policy_eval.horizon = 24        # at most this many actions (Breakout episodes end earlier when the ball is missed)
-  d.policy_eval.ddim_steps = 3      # DDIM steps per frame in the policy rollouts (cost: episodes x horizon x steps)
-  d.policy_eval.verifier_size = 16  # metaworld only: success verifier on size x size downsampled frames
-  # Ablation driver (vid2world_jax.demo.ablations).
-  d.ablations = ml_collections.ConfigDict()
-  d.ablations.finetune_steps = 0    # fine-tune steps of every variant (0 = demo.finetune_steps)
-  d.ablations.transfers = ("shift", "mask", "mixed")  # weight-transfer variants from the pretrained model
-  d.ablations.scratch = True        # also fine-tune from random init (same steps)
-  d.ablations.nar = True            # also sample non-autoregressively (all frames jointly, shared timestep)
-  return d
 
 
 def with_demo(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -126,15 +71,6 @@ def check_demo_config(cfg) -> None:
     raise ValueError("demo.finetune_steps (and demo.pretrain_steps with demo.pretrain='run') must be >= 1")
 
 
-
-
-def default_recipe_config() -> ml_collections.ConfigDict:
-  """The ``config.recipe`` block of the default run: its stages in order and where each is implemented."""
-  r = ml_collections.ConfigDict()
-  r.stages = STAGES                         # executed in this order by vid2world_jax.recipe.run
-  r.fns = ml_collections.ConfigDict({s: f"{__name__}:{s.upper()}" for s in STAGES})  # stage -> "module:attr"
-  r.prepare = f"{__name__}:prepare_config"  # completes and checks the config before any stage runs
-  return r
 
 
 def prepare_config(config) -> ml_collections.ConfigDict:
