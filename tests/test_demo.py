@@ -47,6 +47,7 @@ def demo_test_config(arch="toy", policy_eval=True):
   d.policy_eval.episodes = 2
   d.policy_eval.horizon = 4
   d.policy_eval.ddim_steps = 2
+  d.cached_rollout = False         # the toy denoiser has no cached path (the unet test below covers it)
   d.long_horizon = 2               # 2 windows of 4 frames -> 8 generated frames
   d.long_horizon_clips = 2
   d.video_scale = 3
@@ -372,3 +373,29 @@ def test_runner_cached_rollout_matches_the_traced_scale_rollout():
     assert a.shape == b.shape == (2, 7) + ctx.shape[2:]
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-4, rtol=0)
     assert float(jnp.max(jnp.abs(a[:, 1:] - ctx))) > 1e-2   # it generated something
+
+
+def test_shipped_pretrained_vdm_matches_the_default_config():
+  """The shipped stage-(a) file loads for configs/demo.py (its model config is recorded and compared), every
+  parameter of the bidirectional model is present with its shape, and a changed model config is refused."""
+  import jax
+  from flax import nnx, traverse_util
+  from configs import demo
+  from vid2world_jax import train, world_model
+  from vid2world_jax.demo import pipeline, pretrained_asset, training
+  cfg = pipeline.with_demo(demo.get_config())
+  mcfg = train.model_config(training.pretrain_config(cfg))
+  path = pretrained_asset.asset_path(cfg.demo.pretrain_asset)
+  assert os.path.getsize(path) <= 20 * 2**20
+  out = pretrained_asset.load(path, mcfg)
+  assert out["steps"] >= 1000 and "export_pretrained" in out["command"]
+  abs_wm, _ = nnx.eval_shape(lambda: world_model.build(mcfg, rngs=nnx.Rngs(0)))
+  want = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(abs_wm, nnx.Param)))
+  got = traverse_util.flatten_dict(out["params"])
+  assert {tuple(map(str, k)) for k in want} == set(got)
+  assert all(got[tuple(map(str, k))].shape == tuple(v.shape) for k, v in want.items())
+  assert all(np.isfinite(v).all() for v in jax.tree.leaves(out["params"]))
+  other = mcfg.copy_and_resolve_references()
+  other.unet.model_channels = 48
+  with pytest.raises(ValueError, match="another model config"):
+    pretrained_asset.load(path, other)

@@ -34,8 +34,9 @@ def default_demo_config() -> ml_collections.ConfigDict:
   d.guidance_sweep = (1.0, 2.5, 4.0)  # scales of the sweep (1.0 = no guidance)
   d.history_noise = 100             # t_small of history frames: "second_last" DDIM step or an int (100 = the
   #                                   second-last step of a 10-step plan, kept fixed as ddim_steps is lowered)
-  d.cached_rollout = True           # long-horizon and policy rollouts on the cached fast path (same frames up to
-  #                                   float error, ~3x cheaper here; needs the strictly causal UNet of configs.base)
+  d.cached_rollout = True           # every AR rollout of stages (c) on the cached fast path (same frames up to
+  #                                   float error, tested; ~4x cheaper here; needs the strictly causal UNet of
+  #                                   configs.base). False: the traced-scale path (one compile for all scales)
   d.long_horizon = 4                # long-horizon rollouts to this many training windows (0 = off; point 4)
   d.long_horizon_clips = 8          # held-out episodes long enough for them (fewer if the split has fewer)
   d.strict = False                  # True: exit non-zero (after the table of shortfalls) when a point of the

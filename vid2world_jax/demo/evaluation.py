@@ -107,10 +107,13 @@ def sample_videos(runner: sampling.WorldModelRunner, clips: dict, scale: float, 
 
 
 def _sampler(cfg, runner, clips, progress, seed=None):
-  """``sample(scale, **kw)``: ``sample_videos`` of these clips with the demo's seed and batch."""
+  """``sample(scale, **kw)``: ``sample_videos`` of these clips with the demo's seed and batch; autoregressive on
+  the cached fast path when ``demo.cached_rollout`` (one compilation per guidance scale), else the traced-scale
+  path (one compilation for every scale)."""
   d = cfg.demo
   return functools.partial(sample_videos, runner, clips, seed=int(d.seed) if seed is None else seed,
-                           batch=int(d.eval_batch), progress=progress)
+                           batch=int(d.eval_batch), progress=progress,
+                           mode="ar_cached" if d.cached_rollout else "ar")
 
 
 def evaluate(cfg, params: dict, *, clips: dict | None = None, sweep: bool = True, shuffled: bool = True,
@@ -200,8 +203,7 @@ def long_horizon(cfg, params: dict, progress: bool | None = None) -> dict | None
   gt01 = (clips["frames"] + 1.0) / 2.0
   from vid2world_jax.demo import baselines  # pylint: disable=import-outside-toplevel
   pred = _sampler(cfg, runner, clips, progress, seed=int(d.seed) + 7)(
-      float(d.guidance_scale), mode="ar_cached" if d.cached_rollout else "ar",
-      desc=f"(c) long horizon ({gt01.shape[1] - 1} frames)")
+      float(d.guidance_scale), desc=f"(c) long horizon ({gt01.shape[1] - 1} frames)")
   ph = {"world_model": per_horizon(frame_metrics(pred, gt01)),
         "copy_last_frame": per_horizon(frame_metrics(baselines.copy_last_frame(gt01, 1), gt01))}
   return {"per_horizon": ph, "horizons": list(range(1, gt01.shape[1])), "frames": int(gt01.shape[1] - 1),
