@@ -61,8 +61,9 @@ def test_embedded_data_cached_on_disk(tiny_embedded, monkeypatch):
 def test_embedded_data_pipeline(tiny_embedded):
   _, d = tiny_embedded
   c = config_lib.default_data_config()
-  c.update(path=d, clip_length=3, resolution=(16, 16), batch_size=2, num_threads=1)
-  assert c.source == "embedded" and c.action_dim == 4
+  c.update(path=d, clip_length=3, resolution=(16, 16), batch_size=2, num_threads=1, action_dim=4)
+  c.embedded.env = "metaworld"   # this recording is Meta-World's (4-dim actions); the default is Breakout's 3
+  assert c.source == "embedded"
   b = next(pipeline.make_train_iterator(c, process_index=0, process_count=1))
   assert b["frames"].shape == (2, 3, 16, 16, 3) and b["actions"].shape == (2, 3, 4)
   assert set(b["episode_id"].tolist()) <= {0, 2}  # train split: expert_000, random_000
