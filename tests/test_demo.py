@@ -392,8 +392,12 @@ def test_shipped_pretrained_vdm_matches_the_default_config():
   abs_wm, _ = nnx.eval_shape(lambda: world_model.build(mcfg, rngs=nnx.Rngs(0)))
   want = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(abs_wm, nnx.Param)))
   got = traverse_util.flatten_dict(out["params"])
-  assert {tuple(map(str, k)) for k in want} == set(got)
-  assert all(got[tuple(map(str, k))].shape == tuple(v.shape) for k, v in want.items())
+  assert set(want) == set(got)          # the same paths, key types included (int block indices)
+  assert all(got[k].shape == tuple(v.shape) for k, v in want.items())
+  # the causal world model takes every parameter over (temporal convs by transfer); only the actions are new
+  causal = training.causalize(cfg, out, init="pretrained", transfer="mixed")
+  assert causal["transfer_report"]["transferred"] > 0
+  assert all("action" in n for n in causal["transfer_report"]["new"])
   assert all(np.isfinite(v).all() for v in jax.tree.leaves(out["params"]))
   other = mcfg.copy_and_resolve_references()
   other.unet.model_channels = 48

@@ -55,7 +55,8 @@ def load(path: str, model_config) -> dict:
                             f"--config.demo.pretrain=run)")
   with np.load(path) as z:
     meta = json.loads(str(z["__meta__"]))
-    flat = {tuple(k.split("/")): z[k] for k in z.files if k != "__meta__"}
+    # nnx pure dicts key list entries (blocks) by int: digit components are ints again
+    flat = {tuple(int(p) if p.isdigit() else p for p in k.split("/")): z[k] for k in z.files if k != "__meta__"}
   want = json.loads(json.dumps(model_config.to_dict() if hasattr(model_config, "to_dict") else model_config))
   diff = _first_difference(json.loads(json.dumps(meta["model_config"])), want)
   if diff:

@@ -121,6 +121,10 @@ def causalize(cfg, pretrained: dict | None, *, init: str, transfer: str) -> dict
   wm, _ = world_model.build(train.model_config(cfg), rngs=nnx.Rngs(params=seed, dropout=seed + 1))
   fresh = to_numpy(nnx.to_pure_dict(nnx.state(wm, nnx.Param)))
   params, rep = init_from.transfer_params(fresh, pretrained["params"], transfer)
+  missing = [n for n in rep["new"] if not n.startswith("unet.action_emb")]
+  if missing or rep["unused"]:  # the VDM is this model without actions: anything else is a mismatch, not "new"
+    raise ValueError(f"the pretrained VDM does not fit the world model: {len(missing)} parameters missing from it "
+                     f"(e.g. {missing[:3]}), {len(rep['unused'])} of its parameters unused (e.g. {rep['unused'][:3]})")
   log(f"stage (b) causalize: {rep['copied']} tensors copied, {rep['transferred']} temporal-conv kernels "
       f"transferred ({transfer}), {len(rep['new'])} new (action encoder)")
   return {"params": params, "init": init, "transfer": transfer, "transfer_report": rep}
