@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 
 import numpy as np
@@ -278,15 +277,10 @@ def record_dataset(out_dir: str, *, episodes_per_policy: int, steps: int, polici
       "mean_return": {p: float(np.mean([e["return"] for e in eps if e["policy"] == p] or [0.0])) for p in policies},
       "episodes": eps, "skipped_short": short, "recording_seconds": round(time.time() - t0, 2),
   }
-  with open(os.path.join(out_dir, "meta.json"), "w") as f:
-    json.dump(meta, f, indent=1)
-  with open(os.path.join(out_dir, "splits.json"), "w") as f:
-    json.dump({"train": train, "test": test, "all": train + test}, f, indent=1)
-  return meta
+  return episodes_lib.write_recording_index(out_dir, meta, train, test)
 
 
-def default_cache_dir() -> str:
-  return os.path.join(os.environ.get("V2W_CACHE", os.path.expanduser("~/.cache/vid2world_jax")), "embedded")
+default_cache_dir = episodes_lib.default_cache_dir
 
 
 def embedded_dataset_dir(cache_dir: str | None = None, *, episodes_per_policy: int = 64, steps: int = 40,
@@ -294,16 +288,8 @@ def embedded_dataset_dir(cache_dir: str | None = None, *, episodes_per_policy: i
   """Path of the recorded Breakout dataset; records it on first use (seconds) and caches it on disk."""
   root = cache_dir or default_cache_dir()
   d = os.path.join(root, f"{ENV_NAME}_s{steps}_e{episodes_per_policy}_v{FORMAT_VERSION}")
-  if os.path.exists(os.path.join(d, "meta.json")):
-    return d
-  tmp = f"{d}.tmp{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  record_dataset(tmp, episodes_per_policy=episodes_per_policy, steps=steps, progress=progress)
-  try:
-    os.replace(tmp, d)
-  except OSError:  # another process finished first
-    shutil.rmtree(tmp, ignore_errors=True)
-  return d
+  return episodes_lib.cached_recording(d, lambda tmp: record_dataset(
+      tmp, episodes_per_policy=episodes_per_policy, steps=steps, progress=progress))
 
 
 def fit_detector(dataset_dir: str, max_episodes: int = 64) -> CellDetector:

@@ -13,8 +13,11 @@ Episodes are ordered by file name; episode_id = position in that order (over all
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import json
 import os
+import shutil
 import struct
 import threading
 import zipfile
@@ -156,3 +159,35 @@ class EpisodeSource:
     if frames.dtype != np.uint8:
       raise common.BadDataError(f"{ep.file} episode {ep.name}: frames dtype {frames.dtype}, expected uint8")
     return frames[frame_indices], actions[frame_indices].astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Recordings made by the embedded simulators (data/breakout.py, data/simulator.py).
+
+def default_cache_dir() -> str:
+  """``$V2W_CACHE/embedded`` or ``~/.cache/vid2world_jax/embedded``."""
+  return os.path.join(os.environ.get("V2W_CACHE", os.path.expanduser("~/.cache/vid2world_jax")), "embedded")
+
+
+def write_recording_index(out_dir: str, meta: dict, train: list, test: list) -> dict:
+  """``meta.json`` and ``splits.json`` (``train`` / ``test`` / ``all``) of a recording; returns ``meta``."""
+  with open(os.path.join(out_dir, "meta.json"), "w") as f:
+    json.dump(meta, f, indent=1)
+  with open(os.path.join(out_dir, "splits.json"), "w") as f:
+    json.dump({"train": train, "test": test, "all": train + test}, f, indent=1)
+  return meta
+
+
+def cached_recording(path: str, record: Callable[[str], object]) -> str:
+  """``path`` if it holds a finished recording (``meta.json``), else ``record(tmp_dir)`` into a temporary folder
+  renamed into place when complete (an interrupted recording never looks finished)."""
+  if os.path.exists(os.path.join(path, "meta.json")):
+    return path
+  tmp = f"{path}.tmp{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  record(tmp)
+  try:
+    os.replace(tmp, path)
+  except OSError:  # another process finished first
+    shutil.rmtree(tmp, ignore_errors=True)
+  return path

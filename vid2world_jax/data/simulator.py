@@ -23,9 +23,7 @@ Policies (quality levels, best to worst): "expert" (metaworld's scripted SawyerD
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
@@ -254,15 +252,10 @@ def record_dataset(out_dir: str, *, episodes_per_policy: int = 6, steps: int = 5
       "policy_success_rate": {p: float(np.mean([e["success"] for e in eps if e["policy"] == p])) for p in policies},
       "episodes": eps, "recording_seconds": round(time.time() - t0, 2),
   }
-  with open(os.path.join(out_dir, "meta.json"), "w") as f:
-    json.dump(meta, f, indent=1)
-  with open(os.path.join(out_dir, "splits.json"), "w") as f:
-    json.dump({"train": train, "test": test, "all": train + test}, f, indent=1)
-  return meta
+  return episodes_lib.write_recording_index(out_dir, meta, train, test)
 
 
-def default_cache_dir() -> str:
-  return os.path.join(os.environ.get("V2W_CACHE", os.path.expanduser("~/.cache/vid2world_jax")), "embedded")
+default_cache_dir = episodes_lib.default_cache_dir
 
 
 def embedded_dataset_dir(cache_dir: str | None = None, *, episodes_per_policy: int = 6, steps: int = 50,
@@ -275,14 +268,6 @@ def embedded_dataset_dir(cache_dir: str | None = None, *, episodes_per_policy: i
   policies = tuple(POLICIES) if policies is None else tuple(policies)
   tag = "" if policies == tuple(POLICIES) else "_p" + "-".join(policies)
   d = os.path.join(root, f"{ENV_NAME}_r{resolution}_s{steps}_e{episodes_per_policy}{tag}_v{FORMAT_VERSION}")
-  if os.path.exists(os.path.join(d, "meta.json")):
-    return d
-  tmp = f"{d}.tmp{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  record_dataset(tmp, episodes_per_policy=episodes_per_policy, steps=steps, resolution=resolution,
-                 policies=policies, progress=progress)
-  try:
-    os.replace(tmp, d)
-  except OSError:  # another process finished first
-    shutil.rmtree(tmp, ignore_errors=True)
-  return d
+  return episodes_lib.cached_recording(d, lambda tmp: record_dataset(
+      tmp, episodes_per_policy=episodes_per_policy, steps=steps, resolution=resolution, policies=policies,
+      progress=progress))
