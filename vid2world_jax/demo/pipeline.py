@@ -145,13 +145,14 @@ def _report(cfg, ctx) -> dict:
   metrics = {
       "setup": {"data": f"embedded {cfg.data.get('embedded', {}).get('env', 'breakout')} test split, "
                         f"{len(ev['names'])} clips of {cfg.data.clip_length} frames at {tuple(cfg.data.resolution)}",
-                "pretrain_steps": int(d.pretrain_steps) if pre is not None else 0,
+                "pretrain_steps": int(pre.get("steps", d.pretrain_steps)) if pre is not None else 0,
                 "pretrain_source": pre.get("source", "run") if pre is not None else None,
                 "finetune_steps": int(ft["steps"]), "init": ft["init"], "weight_transfer": ft["transfer"],
                 "ddim_steps": int(d.ddim_steps), "eta": float(d.eta), "guidance_scale": float(d.guidance_scale),
                 "guidance_rescale": float(d.guidance_rescale), "history_noise": d.history_noise,
                 "devices": [str(x) for x in jax.devices()][:2],
-                "final_pretrain_loss": float(np.mean(pre["losses"][-20:])) if pre and pre["losses"] else None,
+                "final_pretrain_loss": (float(np.mean(pre["losses"][-20:])) if pre and pre["losses"]
+                                        else (pre or {}).get("final_loss")),
                 "final_finetune_loss": float(np.mean(ft["losses"][-20:])) if ft["losses"] else None},
       "horizons": ev["horizons"], "per_horizon": ev["per_horizon"], "guidance_sweep": ev.get("guidance_sweep"),
       "delta_psnr": ev.get("delta_psnr"), "paddle_error": ev.get("paddle_error"),
