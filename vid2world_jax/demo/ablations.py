@@ -137,7 +137,8 @@ def run_ablations(config, workdir: str) -> dict:
   bar.update(qb.check_copy_last(ph))
   if scratch is not None:
     bar.update(qb.check_pretrained_vs_scratch(ph["world_model"], scratch, per_clip))
-  out = {"rows": rows, "quality_bar": bar, "finetune_steps": steps, "pretrain_steps": int(d.pretrain_steps),
+  out = {"rows": rows, "quality_bar": bar, "finetune_steps": steps,
+         "pretrain_steps": int(pre.get("steps", d.pretrain_steps)) if pre else 0,
          "eval_clips": len(clips["names"]), "horizons": ev["horizons"], "seconds": time.time() - t0}
   write_table(os.path.join(workdir, "report"), out)
   return out
