@@ -53,9 +53,7 @@ def render(state: np.ndarray) -> np.ndarray:
   state = np.asarray(state, bool)
   if state.shape != (GRID, GRID, 4):
     raise ValueError(f"expected a Breakout state [10, 10, 4], got {state.shape}")
-  cls = np.zeros((GRID, GRID), np.int64)
-  for name, ch in (("brick", 3), ("trail", 2), ("paddle", 0), ("ball", 1)):
-    cls[state[:, :, ch]] = CLASSES.index(name)
+  cls = state_labels(state)
   palette = np.array([COLOURS[c] for c in CLASSES], np.uint8)
   cells = palette[cls]                                              # [10, 10, 3]
   img = np.repeat(np.repeat(cells, CELL, axis=0), CELL, axis=1)     # [30, 30, 3]

@@ -3,8 +3,9 @@ action guidance, ``sampling.WorldModelRunner``), a guidance-scale sweep, a shuff
 sliding-window rollouts, non-autoregressive sampling (ablation iv), and the policy evaluation (paper §5.1
 analogue): closed loop on Breakout (``breakout_eval``), open-loop replay on Meta-World (``metaworld_eval``).
 
-The guidance scale is a traced value of the sampler, so the whole sweep, the shuffled-actions control and the main
-evaluation share one compilation.
+Autoregressive rollouts run on the cached fast path at a fixed guidance scale (``demo.cached_rollout``: one
+compilation per scale of the sweep); with ``demo.cached_rollout=False`` the scale is a traced value of the sampler
+and every scale shares one compilation.
 """
 
 from __future__ import annotations

@@ -80,15 +80,13 @@ def check_long_horizon(lh: dict | None) -> dict:
     return {key: {"holds": False, "detail": "not run (no test episode long enough, or demo.long_horizon=0)"}}
   st = lh["frame_statistics"]
   holds = st["max_rel_mean_dev"] <= MAX_REL_STAT_DEV and st["max_rel_std_dev"] <= MAX_REL_STAT_DEV
-  ph = lh["per_horizon"]
+  model, copy = lh["per_horizon"]["world_model"]["psnr"], lh["per_horizon"]["copy_last_frame"]["psnr"]
+  at = (0, len(model) // 2 - 1, len(model) - 1)   # first, middle and last horizon
   return {key: {"holds": bool(holds),
                 "detail": f"{lh['frames']} frames ({lh['clips']} clips, window {lh['window']}): max relative "
                           f"deviation of mean {st['max_rel_mean_dev']:.3f}, of std {st['max_rel_std_dev']:.3f}; "
-                          f"PSNR at h=1/{len(ph['world_model']['psnr']) // 2}/{len(ph['world_model']['psnr'])}: "
-                          f"model {ph['world_model']['psnr'][0]:.2f}/{ph['world_model']['psnr'][len(ph['world_model']['psnr']) // 2 - 1]:.2f}/"
-                          f"{ph['world_model']['psnr'][-1]:.2f} vs copy {ph['copy_last_frame']['psnr'][0]:.2f}/"
-                          f"{ph['copy_last_frame']['psnr'][len(ph['copy_last_frame']['psnr']) // 2 - 1]:.2f}/"
-                          f"{ph['copy_last_frame']['psnr'][-1]:.2f}"}}
+                          f"PSNR at h={'/'.join(str(i + 1) for i in at)}: model "
+                          f"{'/'.join(f'{model[i]:.2f}' for i in at)} vs copy {'/'.join(f'{copy[i]:.2f}' for i in at)}"}}
 
 
 def check_pretrained_vs_scratch(pretrained: dict, scratch: dict, per_clip: dict | None = None) -> dict:
