@@ -15,7 +15,7 @@ from flax import nnx
 import _rollout_helpers as h
 from vid2world_jax import rollout as rl
 from vid2world_jax.models import unet as U
-from vid2world_jax.models import unet_cached as UC
+from vid2world_jax.models import frame_cache as FC
 
 TOL = 1e-5
 A, CTX_D, HW = 3, 16, 4
@@ -96,10 +96,10 @@ def test_cache_step_equals_full_window_forward(norm):
 
   def cached(s, x, t, c, fs, a, mk, p):
     m = nnx.merge(g, s)
-    hist, cache = UC.fill(m, x[:, :w - 1], t[:, :w - 1], c, fs, a[:, :w - 1], mk[:, :w - 1], new_index=p,
-                          window=w)
+    cache = FC.FrameCache.for_fill(p, w)
+    hist = m(x[:, :w - 1], t[:, :w - 1], c, fs, a[:, :w - 1], mk[:, :w - 1], cache=cache)
     at = lambda z: jax.lax.dynamic_slice_in_dim(z, p, 1, axis=1)
-    return hist, UC.step(m, cache, at(x), at(t), c, fs, at(a), at(mk), new_index=p, window=w)
+    return hist, m(at(x), at(t), c, fs, at(a), at(mk), cache=FC.FrameCache.for_step(cache.entries, p, w))
 
   fn = jax.jit(cached, compiler_options=_FAST)
   for p in range(w):
@@ -112,18 +112,18 @@ def test_cache_step_equals_full_window_forward(norm):
 
 def test_cache_refuses_noncausal_unet():
   m = U.build(unet_config("joint", causal=False), rngs=nnx.Rngs(0))
-  reasons = UC.noncausal_reasons(m)
+  reasons = FC.noncausal_reasons(m)
   assert any("padding" in r for r in reasons) and any("not causal" in r for r in reasons)
   assert any("joint" in r for r in reasons)
   inp = unet_inputs(0, 1, 3)
   with pytest.raises(ValueError, match="strictly causal"):
-    UC.fill(m, inp["x"], inp["t"], inp["context"], inp["fs"], inp["actions"], inp["mask"], new_index=2,
-            window=4)
+    m(inp["x"], inp["t"], inp["context"], inp["fs"], inp["actions"], inp["mask"],
+      cache=FC.FrameCache.for_fill(2, 4))
   causal = unet_model("per_frame")
-  assert UC.noncausal_reasons(causal) == []
-  with pytest.raises(ValueError, match="one frame"):
-    UC.step(causal, {}, inp["x"], inp["t"], inp["context"], inp["fs"], inp["actions"], inp["mask"],
-            new_index=2, window=4)
+  assert FC.noncausal_reasons(causal) == []
+  with pytest.raises(ValueError, match="1 frame"):
+    causal(inp["x"], inp["t"], inp["context"], inp["fs"], inp["actions"], inp["mask"],
+           cache=FC.FrameCache.for_step({}, 2, 4))
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ inner scan) and ``__call__`` once per DDIM step, threading a state through the i
 (``FnDenoiser``) is stateless and runs the full window; a KV-cached fast path can keep history keys/values (and
 the history outputs, which are constant across DDIM steps) in that state without touching the scan structure.
 ``CachedDenoiser`` is that fast path (``world_model_rollout_model(..., cached=True)``, ``--cached`` in the CLI):
-``init_state`` runs the UNet once on the history (``models.unet_cached.fill``: temporal-conv inputs, temporal
+``init_state`` runs the UNet once on the history (``models.frame_cache``: temporal-conv inputs, temporal
 attention keys/values, cumulative-norm statistics), each DDIM step runs it on the new frame only. The cache is
 rebuilt for every new frame (the window's conditioning frame and action alignment change when it slides), so
 growing and sliding windows share one compiled step.
@@ -158,8 +158,8 @@ class CachedDenoiser:
   ``fill(params, latents [N, W-1, ...], t [N, W-1], cond, actions [N, W-1, A], mask [N, W-1], new_index, window)
   -> (out [N, W-1, h, w, c], cache)``: full forward on the window buffer without its last slot (history positions
   are ``< new_index <= W-1``; later slots are ignored by causality) recording what the new frame reads
-  (``models.unet_cached.fill``). ``step(params, cache, latents [N, 1, ...], t [N, 1], cond, actions [N, 1, A],
-  mask [N, 1], new_index, window) -> [N, 1, h, w, c]`` (``models.unet_cached.step``).
+  (``models.frame_cache``, fill mode). ``step(params, cache, latents [N, 1, ...], t [N, 1], cond, actions [N, 1, A],
+  mask [N, 1], new_index, window) -> [N, 1, h, w, c]`` (step mode).
 
   State = ``(history outputs [N, W-1, ...] (zero at positions >= new_index), cache)``. The history outputs are
   constant across DDIM steps and are returned with the new frame's output at ``new_index`` (the guidance rescale
@@ -587,7 +587,7 @@ def world_model_rollout_model(model_cfg, graphdef, frozen_graphdef, schedule: Sc
   frame; the context comes from ``WorldModel.context`` on that frame decoded to pixels (only computed for a
   CLIP/resampler context; the learned null context ignores it).
 
-  ``cached=True``: the cached fast path (``CachedDenoiser`` over ``models.unet_cached``): same outputs, each DDIM
+  ``cached=True``: the cached fast path (``CachedDenoiser`` over ``models.frame_cache``): same outputs, each DDIM
   step runs the UNet on the new frame only. Needs ``arch="unet"`` and a strictly causal UNet (ValueError
   otherwise; ``allow_noncausal`` does not apply: a non-causal model cannot be cached).
   """
@@ -608,10 +608,10 @@ def world_model_rollout_model(model_cfg, graphdef, frozen_graphdef, schedule: Sc
     schedule = schedules_lib.make_schedule(**dict(model_cfg.schedule))
   decode_for_context = model_cfg.get("context", "learned_null") != "learned_null"
 
-  def denoise(params, lat, t, cond, acts, mask):
+  def denoise(params, lat, t, cond, acts, mask, cache=None):
     wm = nnx.merge(graphdef, params[0])
     wm.eval()  # inference: dropout off (also keeps RNG streams untouched inside the scans)
-    return wm.denoise(lat, t, cond, acts, mask)
+    return wm.denoise(lat, t, cond, acts, mask, cache=cache)
 
   def cond_fn(params, first_latent):
     wm = nnx.merge(graphdef, params[0])
@@ -629,26 +629,15 @@ def world_model_rollout_model(model_cfg, graphdef, frozen_graphdef, schedule: Sc
   if not cached:
     return RolloutModel(denoiser=FnDenoiser(denoise), cond_fn=cond_fn, schedule=schedule)
 
-  from vid2world_jax.models import unet_cached
-
-  def unet_inputs(wm, lat, cond):
-    b, tt = lat.shape[:2]
-    concat = jnp.broadcast_to(cond["concat"][:, None], (b, tt) + cond["concat"].shape[1:]).astype(lat.dtype)
-    fs = None if wm.fps is None else jnp.full((b,), wm.fps, jnp.int32)
-    return jnp.concatenate([lat, concat], axis=-1), fs   # as WorldModel.denoise
+  from vid2world_jax.models.frame_cache import FrameCache
 
   def fill(params, lat, t, cond, acts, mask, new_index, window):
-    wm = nnx.merge(graphdef, params[0])
-    wm.eval()
-    x, fs = unet_inputs(wm, lat, cond)
-    return unet_cached.fill(wm.unet, x, t, cond["context"], fs, acts, mask, new_index=new_index, window=window)
+    cache = FrameCache.for_fill(new_index, window)
+    out = denoise(params, lat, t, cond, acts, mask, cache=cache)
+    return out, cache.entries
 
   def step(params, cache, lat, t, cond, acts, mask, new_index, window):
-    wm = nnx.merge(graphdef, params[0])
-    wm.eval()
-    x, fs = unet_inputs(wm, lat, cond)
-    return unet_cached.step(wm.unet, cache, x, t, cond["context"], fs, acts, mask, new_index=new_index,
-                            window=window)
+    return denoise(params, lat, t, cond, acts, mask, cache=FrameCache.for_step(cache, new_index, window))
 
   return RolloutModel(denoiser=CachedDenoiser(fill, step), cond_fn=cond_fn, schedule=schedule)
 

@@ -177,16 +177,19 @@ class WorldModel(nnx.Module):
     txt = jnp.broadcast_to(frozen.text_context[...][None], (b,) + frozen.text_context.shape).astype(img.dtype)
     return jnp.concatenate([txt, img], axis=1)
 
-  def denoise(self, x_t, t, cond, actions, action_mask):
+  def denoise(self, x_t, t, cond, actions, action_mask, cache=None):
     """``x_t [B,T,h,w,c]``, ``t [B,T]`` int, ``cond`` {"concat" [B,h,w,c], "context" [B,L,D]},
-    ``actions [B,T,A]`` (already aligned), ``action_mask [B,T]`` -> prediction ``[B,T,h,w,c]`` float32."""
+    ``actions [B,T,A]`` (already aligned), ``action_mask [B,T]`` -> prediction ``[B,T,h,w,c]`` float32.
+    ``cache``: a ``models.frame_cache.FrameCache`` for the cached rollout (``arch="unet"`` only)."""
     if self.arch == "toy":
+      if cache is not None:
+        raise ValueError("the frame cache needs arch='unet'")
       return self.unet(x_t, t, cond, actions, action_mask)
     b, tt = x_t.shape[:2]
     concat = jnp.broadcast_to(cond["concat"][:, None], (b, tt) + cond["concat"].shape[1:]).astype(x_t.dtype)
     x = jnp.concatenate([x_t, concat], axis=-1)       # hybrid conditioning: frame-0 latent on channels
     fs = None if self.fps is None else jnp.full((b,), self.fps, jnp.int32)
-    return self.unet(x, t, cond["context"], fs, actions, action_mask)
+    return self.unet(x, t, cond["context"], fs, actions, action_mask, cache=cache)
 
 
 def build(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> tuple[WorldModel, FrozenStage]:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vid2world_jax.models import layers
+from vid2world_jax.models.frame_cache import FrameCache, child
 from vid2world_jax.models.temporal import temporal_group_norm
 
 NEG_MAX = -float(jnp.finfo(jnp.float32).max)  # torch masked_fill value
@@ -31,6 +32,21 @@ def dot_attention(q, k, v, scale: float, mask=None):
 def causal_mask(t: int):
   """``[t, t]`` boolean, query i sees keys j <= i (torch ``tril(ones)``)."""
   return jnp.tril(jnp.ones((t, t), bool))
+
+
+def cached_self_attention_kv(cache: FrameCache, k, v, mask):
+  """Cache plumbing of a causal self-attention over frames (``k, v [..., T, h, d]``, ``mask [T, T]``).
+
+  Fill: records the history keys / values, returns the inputs unchanged. Step (``T = 1``): keys / values =
+  ``[cached history, new frame]`` with the mask ``[1, Th + 1]`` hiding history positions ``>= index``."""
+  if cache.is_fill:
+    cache.write("k", k)
+    cache.write("v", v)
+    return k, v, mask
+  kc, vc = cache.read("k"), cache.read("v")                   # [..., Th, h, d]
+  keep = jnp.concatenate([cache.valid_history(kc.shape[-3]), jnp.ones((k.shape[-3],), bool)])
+  return (jnp.concatenate([kc.astype(k.dtype), k], axis=-3), jnp.concatenate([vc.astype(v.dtype), v], axis=-3),
+          keep[None, :])
 
 
 class CrossAttention(nnx.Module):
@@ -64,12 +80,18 @@ class CrossAttention(nnx.Module):
   def _heads(self, x):
     return x.reshape(x.shape[:-1] + (self.heads, self.dim_head))
 
-  def __call__(self, x, text=None, image=None, mask=None):
+  def __call__(self, x, text=None, image=None, mask=None, cache: FrameCache | None = None):
     """``x [..., L, Cq]``. Self-attention if ``text is None`` (``mask`` applies); otherwise cross-attention to
-    ``text [..., Lt, D]`` and, with image cross-attention, separately to ``image [..., Li, D]``."""
+    ``text [..., Lt, D]`` and, with image cross-attention, separately to ``image [..., Li, D]``.
+    ``cache``: causal self-attention over frames only (:func:`cached_self_attention_kv`)."""
     q = self._heads(self.to_q(x))
     ctx = x if text is None else text
-    out = dot_attention(q, self._heads(self.to_k(ctx)), self._heads(self.to_v(ctx)), self.scale, mask)
+    k, v = self._heads(self.to_k(ctx)), self._heads(self.to_v(ctx))
+    if cache is not None:
+      if text is not None:
+        raise ValueError("a frame cache applies to self-attention over frames only")
+      k, v, mask = cached_self_attention_kv(cache, k, v, mask)
+    out = dot_attention(q, k, v, self.scale, mask)
     if self.image_cross_attention and text is not None:
       if image is None:
         raise ValueError("image cross-attention needs image context tokens (context longer than 77)")
@@ -120,9 +142,9 @@ class BasicTransformerBlock(nnx.Module):
     self.norm2 = layers.LayerNorm(dim, 1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
     self.norm3 = layers.LayerNorm(dim, 1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
-  def __call__(self, x, text=None, image=None, mask=None):
-    x = self.attn1(self.norm1(x), mask=mask) + x
-    x = self.attn2(self.norm2(x), text, image, mask=mask) + x
+  def __call__(self, x, text=None, image=None, mask=None, cache: FrameCache | None = None):
+    x = self.attn1(self.norm1(x), mask=mask, cache=child(cache, "attn1")) + x
+    x = self.attn2(self.norm2(x), text, image, mask=mask, cache=child(cache, "attn2")) + x
     return self.ff(self.norm3(x)) + x
 
 
@@ -181,19 +203,26 @@ class TemporalTransformer(nnx.Module):
         for _ in range(depth)])
     self.proj_out = _pointwise_proj(inner, in_channels, use_linear, 1, dtype=dtype, rngs=rngs)
 
-  def temporal_attention(self, h):
+  def cache_blockers(self) -> list[str]:
+    """Why this transformer cannot run with a frame cache (empty: it can)."""
+    out = [] if self.causal else ["temporal attention is not causal"]
+    return out + (["temporal_norm 'joint' pools GroupNorm statistics over time"] if self.norm_mode == "joint" else [])
+
+  def temporal_attention(self, h, cache: FrameCache | None = None):
     """The frame-mixing core: ``h [B, H*W, T, inner]`` (already projected) -> same shape."""
+    if cache is not None and not self.causal:
+      raise ValueError("non-causal temporal attention sees future frames: it cannot run cached")
     mask = causal_mask(h.shape[-2]) if self.causal else None
-    for blk in self.transformer_blocks:
-      h = blk(h, mask=mask)
+    for j, blk in enumerate(self.transformer_blocks):
+      h = blk(h, mask=mask, cache=child(cache, f"transformer_blocks.{j}"))
     return h
 
-  def __call__(self, x):
-    """``x [B, T, H, W, C]`` -> same shape."""
+  def __call__(self, x, cache: FrameCache | None = None):
+    """``x [B, T, H, W, C]`` -> same shape. ``cache``: see :mod:`~vid2world_jax.models.frame_cache`."""
     b, t, hh, ww, c = x.shape
-    h = temporal_group_norm(self.norm, x, self.norm_mode)
+    h = temporal_group_norm(self.norm, x, self.norm_mode, child(cache, "norm"))
     h = jnp.transpose(h.reshape(b, t, hh * ww, c), (0, 2, 1, 3))  # [B, HW, T, C]
     h = self.proj_in(h)
-    h = self.temporal_attention(h)
+    h = self.temporal_attention(h, cache)
     h = self.proj_out(h)
     return jnp.transpose(h, (0, 2, 1, 3)).reshape(x.shape) + x

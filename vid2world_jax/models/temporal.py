@@ -1,8 +1,8 @@
 """Operations that mix information across frames: 5-D GroupNorm modes and the temporal conv block.
 
-Everything here takes full sequences ``[B, T, H, W, C]`` (channels-last). Incremental (cached) rollout can be
-built on top of :meth:`TemporalConvBlock.temporal_conv` (the only place that looks at neighbouring frames of
-the conv path) and :func:`temporal_group_norm` (the only statistics that pool over frames).
+Everything here takes full sequences ``[B, T, H, W, C]`` (channels-last). With a ``cache``
+(:class:`~vid2world_jax.models.frame_cache.FrameCache`) the causal variants also run incrementally: a fill
+forward records what a new frame reads from the history, a step forward computes the new frame alone.
 """
 
 from __future__ import annotations
@@ -12,23 +12,27 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vid2world_jax.models import layers
+from vid2world_jax.models.frame_cache import FrameCache, child
 
 NORM_MODES = ("joint", "per_frame", "cumulative")
 PADDING_MODES = ("symmetric", "causal")
 
 
-def temporal_group_norm(gn: layers.GroupNorm, x, mode: str):
+def temporal_group_norm(gn: layers.GroupNorm, x, mode: str, cache: FrameCache | None = None):
   """GroupNorm of a video ``x [B, T, H, W, C]`` with the parameters of ``gn``; statistics per ``mode``.
 
   * ``"joint"``: torch's ``nn.GroupNorm`` on ``b c t h w`` (statistics over the group, all T, H, W).
   * ``"per_frame"``: statistics over (group, H, W) for each frame separately.
   * ``"cumulative"``: frame t uses the statistics of frames ``0..t`` pooled (a causal running version of
     "joint"; equals "joint" at the last frame). Computed exactly from per-frame means/variances.
+  ``cache`` (cumulative: the history's per-frame statistics; per_frame: unused; joint: refused).
   Returns the input dtype; statistics in float32.
   """
   if x.ndim != 5:
     raise ValueError(f"temporal_group_norm expects [B, T, H, W, C], got shape {x.shape}")
   if mode == "joint":
+    if cache is not None:
+      raise ValueError("temporal_norm 'joint' pools statistics over future frames: it cannot run cached")
     return gn(x)
   b, t = x.shape[:2]
   if mode == "per_frame":
@@ -36,19 +40,42 @@ def temporal_group_norm(gn: layers.GroupNorm, x, mode: str):
   if mode != "cumulative":
     raise ValueError(f"temporal_norm must be one of {NORM_MODES}, got {mode!r}")
   g, c = gn.num_groups, x.shape[-1]
-  hi = jax.lax.Precision.HIGHEST
   xf = x.astype(jnp.float32).reshape(b, t, -1, g, c // g)
   m_f = xf.mean(axis=(2, 4))                                             # [B, T, G] per-frame mean
   v_f = jnp.square(xf - m_f[:, :, None, :, None]).mean(axis=(2, 4))     # [B, T, G] per-frame variance
+  if cache is not None and not cache.is_fill:
+    mean, var = _pooled_with_history(cache, m_f, v_f)
+  else:
+    if cache is not None:
+      cache.write("frame_stats", (m_f, v_f))
+    mean, var = _pooled_causal(m_f, v_f)
+  y = (xf - mean[:, :, None, :, None]) * jax.lax.rsqrt(var + gn.eps)[:, :, None, :, None]
+  y = y.reshape(x.shape) * gn.scale[...] + gn.bias[...]
+  return y.astype(x.dtype)
+
+
+def _pooled_causal(m_f, v_f):
+  """Mean / variance of frames ``0..t`` for every t from per-frame ``m_f, v_f [B, T, G]``."""
+  t = m_f.shape[1]
+  hi = jax.lax.Precision.HIGHEST
   tri = jnp.tril(jnp.ones((t, t), jnp.float32))                          # [t, f]: f <= t
   cnt = jnp.arange(1, t + 1, dtype=jnp.float32)[:, None]                 # frames pooled at t
   mean = jnp.einsum("tf,bfg->btg", tri, m_f, precision=hi) / cnt
   d = m_f[:, None, :, :] - mean[:, :, None, :]                           # [B, t, f, G]
   var = (jnp.einsum("tf,bfg->btg", tri, v_f, precision=hi)
          + jnp.einsum("tf,btfg->btg", tri, d * d, precision=hi)) / cnt  # law of total variance
-  y = (xf - mean[:, :, None, :, None]) * jax.lax.rsqrt(var + gn.eps)[:, :, None, :, None]
-  y = y.reshape(x.shape) * gn.scale[...] + gn.bias[...]
-  return y.astype(x.dtype)
+  return mean, var
+
+
+def _pooled_with_history(cache: FrameCache, m_p, v_p):
+  """Mean / variance of the cached history frames ``< index`` and the new frame (``m_p, v_p [B, 1, G]``)."""
+  m_h, v_h = cache.read("frame_stats")                                  # [B, Th, G]
+  valid = cache.valid_history(m_h.shape[1])[None, :, None]
+  cnt = (cache.index + 1).astype(jnp.float32)
+  mean = (jnp.sum(jnp.where(valid, m_h, 0.0), axis=1, keepdims=True) + m_p) / cnt
+  var = (jnp.sum(jnp.where(valid, v_h + jnp.square(m_h - mean), 0.0), axis=1, keepdims=True)
+         + v_p + jnp.square(m_p - mean)) / cnt                           # law of total variance over frames <= p
+  return mean, var
 
 
 class TemporalConvBlock(nnx.Module):
@@ -77,22 +104,36 @@ class TemporalConvBlock(nnx.Module):
     self.conv4 = layers.Seq([layers.GroupNorm(out_dim, 32, 1e-5, rngs=rngs), layers.SiLU(),
                              layers.Dropout(dropout, rngs=rngs), conv(out_dim, in_dim)])
 
-  def temporal_conv(self, conv: nnx.Conv, x):
-    """Kernel-3 conv over frames of ``x [B, T, H, W, C]`` with zero padding per ``self.padding``."""
+  def cache_blockers(self) -> list[str]:
+    """Why this block cannot run with a frame cache (empty: it can)."""
+    out = [] if self.padding == "causal" else [f"temporal conv padding {self.padding!r}"]
+    return out + (["temporal_norm 'joint' pools GroupNorm statistics over time"] if self.norm == "joint" else [])
+
+  def temporal_conv(self, conv: nnx.Conv, x, cache: FrameCache | None = None):
+    """Kernel-3 conv over frames of ``x [B, T, H, W, C]`` with zero padding per ``self.padding``.
+
+    ``cache`` (causal padding only): fill records the conv inputs of frames ``index-2, index-1`` (zeros before
+    frame 0); step convolves them with the new frame ``x [B, 1, ...]``."""
+    if cache is not None and self.padding != "causal":
+      raise ValueError(f"temporal conv padding {self.padding!r} sees future frames: it cannot run cached")
+    if cache is not None and not cache.is_fill:
+      return conv(jnp.concatenate([cache.read("inputs").astype(x.dtype), x], axis=1))
     pad = (1, 1) if self.padding == "symmetric" else (2, 0)
     x = jnp.pad(x, ((0, 0), pad, (0, 0), (0, 0), (0, 0)))
+    if cache is not None:
+      cache.write("inputs", jax.lax.dynamic_slice_in_dim(x, cache.index, 2, axis=1))  # frames index-2, index-1
     return conv(x)
 
-  def _stage(self, seq: layers.Seq, x):
+  def _stage(self, seq: layers.Seq, x, cache: FrameCache | None):
     gn, *pointwise, conv = list(seq)
-    h = temporal_group_norm(gn, x, self.norm)
+    h = temporal_group_norm(gn, x, self.norm, child(cache, "norm"))
     for layer in pointwise:  # SiLU [, Dropout]
       h = layer(h)
-    return self.temporal_conv(conv, h)
+    return self.temporal_conv(conv, h, cache)
 
-  def __call__(self, x):
-    """``x [B, T, H, W, C]`` -> same shape."""
+  def __call__(self, x, cache: FrameCache | None = None):
+    """``x [B, T, H, W, C]`` -> same shape. ``cache``: see :mod:`~vid2world_jax.models.frame_cache`."""
     h = x
-    for seq in (self.conv1, self.conv2, self.conv3, self.conv4):
-      h = self._stage(seq, h)
+    for k, seq in enumerate((self.conv1, self.conv2, self.conv3, self.conv4), start=1):
+      h = self._stage(seq, h, child(cache, f"conv{k}"))
     return x + h

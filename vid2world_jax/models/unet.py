@@ -18,6 +18,7 @@ from vid2world_jax.conversion import core
 from vid2world_jax.models import layers, tracing
 from vid2world_jax.models.attention import SpatialTransformer, TemporalTransformer
 from vid2world_jax.models.embeddings import action_encoder, mlp_embed, timestep_embedding
+from vid2world_jax.models.frame_cache import FrameCache, check_cacheable
 from vid2world_jax.models.temporal import NORM_MODES, PADDING_MODES
 from vid2world_jax.models.unet_blocks import Downsample, EmbedSeq, ResBlock, Upsample, conv2d
 
@@ -284,10 +285,15 @@ class UNet(nnx.Module):
     return text, img
 
   # ---------------------------------------------------------------- forward
-  def __call__(self, x, timesteps, context, fs=None, actions=None, action_mask=None, capture=None):
+  def __call__(self, x, timesteps, context, fs=None, actions=None, action_mask=None, capture=None,
+               cache: FrameCache | None = None):
     """``x [B, T, H, W, in_channels]`` -> ``[B, T, H, W, out_channels]`` float32.
 
     ``capture``: optional dict filled with intermediate activations (debug/parity; not with ``remat``).
+    ``cache``: a :class:`~vid2world_jax.models.frame_cache.FrameCache` (strictly causal UNets only): fill mode
+    runs the history buffer ``[B, Th, ...]`` (``Th < cache.window``) and records the cache, step mode the new frame
+    ``[B, 1, ...]`` alone (``context`` is always the window's: per-frame image tokens are selected here). Inference
+    only: ``remat`` does not apply.
     """
     cfg = self.cfg
     if x.ndim != 5 or x.shape[-1] != cfg["in_channels"]:
@@ -296,14 +302,23 @@ class UNet(nnx.Module):
       raise ValueError("capture is not available with remat=True")
     b, t = x.shape[:2]
     actions, action_mask = self._check_actions(actions, action_mask, b, t)
-    ctx = self.split_context(context, b, t)
+    if cache is None:
+      ctx = self.split_context(context, b, t)
+    else:
+      check_cacheable(self)
+      if not (t == 1 if not cache.is_fill else t < cache.window):
+        raise ValueError(f"cached {cache.mode}: x must have {'1 frame' if not cache.is_fill else '< window frames'}"
+                         f" (window {cache.window}), got shape {x.shape}")
+      text, img = self.split_context(context, b, cache.window)
+      per_frame = img is not None and img.shape[1] == cache.window and cache.window > 1
+      ctx = (text, cache.frames_of_call(img, t) if per_frame else img)
     emb = self.embed(timesteps, fs, actions, action_mask, b, t, capture)
     h = x.astype(self.dtype)
 
     def run(block, h, emb, ctx, name):
-      return block(h, emb, ctx, capture, name)
+      return block(h, emb, ctx, capture, name, None if cache is None else cache.scope(name))
 
-    if cfg["remat"]:
+    if cfg["remat"] and cache is None:
       run = nnx.remat(run, static_argnums=(4,))
 
     hs = []

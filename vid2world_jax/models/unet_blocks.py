@@ -11,6 +11,7 @@ from flax import nnx
 
 from vid2world_jax.models import layers
 from vid2world_jax.models.attention import SpatialTransformer, TemporalTransformer
+from vid2world_jax.models.frame_cache import FrameCache, child
 from vid2world_jax.models.temporal import TemporalConvBlock
 
 
@@ -62,13 +63,13 @@ class ResBlock(nnx.Module):
     h = self.out_layers(h)
     return unfold(self.skip_connection(xf) + h, b)
 
-  def __call__(self, x, emb, capture=None, name=""):
+  def __call__(self, x, emb, capture=None, name="", cache: FrameCache | None = None):
     """``x [B, T, H, W, C]``, ``emb [B, T, E]`` -> ``[B, T, H, W, C_out]``."""
     h = self.spatial(x, emb)
     if self.use_temporal_conv:
       if capture is not None:
         capture.setdefault(f"{name}.temopral_conv/in", h)
-      h = self.temopral_conv(h)
+      h = self.temopral_conv(h, child(cache, "temopral_conv"))
     return h
 
 
@@ -96,16 +97,17 @@ class Upsample(nnx.Module):
 class EmbedSeq(nnx.List):
   """torch ``TimestepEmbedSequential``: calls each layer with what it needs (index i == torch index i)."""
 
-  def __call__(self, h, emb, ctx, capture=None, name=""):
-    """``h [B, T, H, W, C]``, ``emb [B, T, E]``, ``ctx = (text [B,1,Lt,D], image [B,T|1,Li,D] | None)``."""
+  def __call__(self, h, emb, ctx, capture=None, name="", cache: FrameCache | None = None):
+    """``h [B, T, H, W, C]``, ``emb [B, T, E]``, ``ctx = (text [B,1,Lt,D], image [B,T|1,Li,D] | None)``;
+    ``cache``: this block's scope of a frame cache (passed to the temporal layers)."""
     b = h.shape[0]
     for i, layer in enumerate(self):
       if isinstance(layer, ResBlock):
-        h = layer(h, emb, capture, f"{name}.{i}")
+        h = layer(h, emb, capture, f"{name}.{i}", child(cache, str(i)))
       elif isinstance(layer, SpatialTransformer):
         h = layer(h, *ctx)
       elif isinstance(layer, TemporalTransformer):
-        h = layer(h)
+        h = layer(h, child(cache, str(i)))
       elif isinstance(layer, (Downsample, Upsample)):
         h = layer(h)
       elif isinstance(layer, nnx.Conv):  # input_blocks.0.0, per frame
