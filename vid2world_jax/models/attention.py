@@ -34,19 +34,31 @@ def causal_mask(t: int):
   return jnp.tril(jnp.ones((t, t), bool))
 
 
-def cached_self_attention_kv(cache: FrameCache, k, v, mask):
-  """Cache plumbing of a causal self-attention over frames (``k, v [..., T, h, d]``, ``mask [T, T]``).
+def dot_attention_with_history(q, k_hist, v_hist, hist_mask, k, v, scale: float):
+  """Softmax attention of ``q [..., Lq, h, d]`` over the keys ``[history, new]``, the history read in place (no
+  concatenation, no transpose of a cached history): ``k_hist, v_hist [..., h, Th, d]`` (head-major) with
+  ``hist_mask [Th]`` (True = keep), ``k, v [..., Lk, h, d]`` (all kept). Logits/softmax in float32. Returns
+  ``[..., Lq, h, d]`` in ``v.dtype``."""
+  th = k_hist.shape[-2]
+  sim_hist = jnp.einsum("...qhd,...hkd->...hqk", q, k_hist.astype(q.dtype), preferred_element_type=jnp.float32)
+  sim_new = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
+  sim = jnp.concatenate([jnp.where(hist_mask, sim_hist, NEG_MAX), sim_new], axis=-1) * scale
+  p = jax.nn.softmax(sim, axis=-1).astype(v.dtype)
+  return (jnp.einsum("...hqk,...hkd->...qhd", p[..., :th], v_hist.astype(v.dtype))
+          + jnp.einsum("...hqk,...khd->...qhd", p[..., th:], v))
 
-  Fill: records the history keys / values, returns the inputs unchanged. Step (``T = 1``): keys / values =
-  ``[cached history, new frame]`` with the mask ``[1, Th + 1]`` hiding history positions ``>= index``."""
+
+def cached_self_attention(cache: FrameCache, q, k, v, scale: float, mask):
+  """Causal self-attention over frames with a frame cache (``q, k, v [..., T, h, d]``, ``mask [T, T]``).
+
+  Fill: records the history keys / values (head-major ``[..., h, T, d]``), then the ordinary attention. Step
+  (``T = 1``): the new frame attends to the cached history positions ``< index`` and to itself."""
   if cache.is_fill:
-    cache.write("k", k)
-    cache.write("v", v)
-    return k, v, mask
-  kc, vc = cache.read("k"), cache.read("v")                   # [..., Th, h, d]
-  keep = jnp.concatenate([cache.valid_history(kc.shape[-3]), jnp.ones((k.shape[-3],), bool)])
-  return (jnp.concatenate([kc.astype(k.dtype), k], axis=-3), jnp.concatenate([vc.astype(v.dtype), v], axis=-3),
-          keep[None, :])
+    cache.write("k", jnp.swapaxes(k, -3, -2))
+    cache.write("v", jnp.swapaxes(v, -3, -2))
+    return dot_attention(q, k, v, scale, mask)
+  k_hist = cache.read("k")
+  return dot_attention_with_history(q, k_hist, cache.read("v"), cache.valid_history(k_hist.shape[-2]), k, v, scale)
 
 
 class CrossAttention(nnx.Module):
@@ -83,15 +95,16 @@ class CrossAttention(nnx.Module):
   def __call__(self, x, text=None, image=None, mask=None, cache: FrameCache | None = None):
     """``x [..., L, Cq]``. Self-attention if ``text is None`` (``mask`` applies); otherwise cross-attention to
     ``text [..., Lt, D]`` and, with image cross-attention, separately to ``image [..., Li, D]``.
-    ``cache``: causal self-attention over frames only (:func:`cached_self_attention_kv`)."""
+    ``cache``: causal self-attention over frames only (:func:`cached_self_attention`)."""
     q = self._heads(self.to_q(x))
     ctx = x if text is None else text
     k, v = self._heads(self.to_k(ctx)), self._heads(self.to_v(ctx))
-    if cache is not None:
-      if text is not None:
-        raise ValueError("a frame cache applies to self-attention over frames only")
-      k, v, mask = cached_self_attention_kv(cache, k, v, mask)
-    out = dot_attention(q, k, v, self.scale, mask)
+    if cache is None:
+      out = dot_attention(q, k, v, self.scale, mask)
+    elif text is None:
+      out = cached_self_attention(cache, q, k, v, self.scale, mask)
+    else:
+      raise ValueError("a frame cache applies to self-attention over frames only")
     if self.image_cross_attention and text is not None:
       if image is None:
         raise ValueError("image cross-attention needs image context tokens (context longer than 77)")

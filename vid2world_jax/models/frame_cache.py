@@ -19,8 +19,9 @@ forward runs in one of two modes:
   the entries recorded by the fill.
 
 ``UNet(new frame, cache=step) == UNet(history + [new frame])[:, new_index]`` up to float rounding (tested <= 1e-5
-fp32). ``entries`` is a flat dict pytree keyed by module path (``"input_blocks.1.0.temopral_conv.conv1.hist"``),
-so it can be carried through ``lax.scan`` and duplicated for the two guidance branches.
+fp32). ``entries`` is a flat dict pytree keyed by module path
+(``"input_blocks.1.0.temopral_conv.conv1.history_part"``), so it can be carried through ``lax.scan`` and duplicated
+for the two guidance branches.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def temporal_group_norm(gn: layers.GroupNorm, x, mode: str, cache: FrameCache | 
     mean, var = _pooled_with_history(cache, m_f, v_f)
   else:
     if cache is not None:
-      cache.write("frame_stats", (m_f, v_f))
+      _record_history_stats(cache, m_f, v_f)
     mean, var = _pooled_causal(m_f, v_f)
   y = (xf - mean[:, :, None, :, None]) * jax.lax.rsqrt(var + gn.eps)[:, :, None, :, None]
   y = y.reshape(x.shape) * gn.scale[...] + gn.bias[...]
@@ -65,6 +65,10 @@ def _pooled_causal(m_f, v_f):
   var = (jnp.einsum("tf,bfg->btg", tri, v_f, precision=hi)
          + jnp.einsum("tf,btfg->btg", tri, d * d, precision=hi)) / cnt  # law of total variance
   return mean, var
+
+
+def _record_history_stats(cache: FrameCache, m_f, v_f):
+  cache.write("frame_stats", (m_f, v_f))
 
 
 def _pooled_with_history(cache: FrameCache, m_p, v_p):
@@ -112,16 +116,19 @@ class TemporalConvBlock(nnx.Module):
   def temporal_conv(self, conv: nnx.Conv, x, cache: FrameCache | None = None):
     """Kernel-3 conv over frames of ``x [B, T, H, W, C]`` with zero padding per ``self.padding``.
 
-    ``cache`` (causal padding only): fill records the conv inputs of frames ``index-2, index-1`` (zeros before
-    frame 0); step convolves them with the new frame ``x [B, 1, ...]``."""
+    ``cache`` (causal padding only): fill records the history's part of the new frame's output, ``conv`` of frames
+    ``index-2, index-1`` (zeros before frame 0) and a zero frame (bias included); step adds the new frame's part,
+    a matmul with the last kernel tap (a third of the conv, no copy of cached inputs)."""
     if cache is not None and self.padding != "causal":
       raise ValueError(f"temporal conv padding {self.padding!r} sees future frames: it cannot run cached")
     if cache is not None and not cache.is_fill:
-      return conv(jnp.concatenate([cache.read("inputs").astype(x.dtype), x], axis=1))
+      last_tap = conv.kernel[...][2, 0, 0].astype(x.dtype)              # [C_in, C_out]
+      return cache.read("history_part").astype(x.dtype) + jnp.einsum("bthwc,co->bthwo", x, last_tap)
     pad = (1, 1) if self.padding == "symmetric" else (2, 0)
     x = jnp.pad(x, ((0, 0), pad, (0, 0), (0, 0), (0, 0)))
     if cache is not None:
-      cache.write("inputs", jax.lax.dynamic_slice_in_dim(x, cache.index, 2, axis=1))  # frames index-2, index-1
+      prev = jax.lax.dynamic_slice_in_dim(x, cache.index, 2, axis=1)    # frames index-2, index-1
+      cache.write("history_part", conv(jnp.concatenate([prev, jnp.zeros_like(prev[:, :1])], axis=1)))
     return conv(x)
 
   def _stage(self, seq: layers.Seq, x, cache: FrameCache | None):
