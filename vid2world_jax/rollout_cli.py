@@ -5,7 +5,7 @@
 
 * ``--config``: the training config file; ``--checkpoint``: the training workdir, its ``checkpoints/`` folder or
   one step folder (``checkpoints/<step>``); the latest step is used. Only the trained parameters are read.
-* ``--context``: a video (.mp4/.gif/... read with imageio) or ``.npz`` (array ``frames``/``context``: uint8
+* ``--context``: a video (.mp4/.gif/..., read by ``video_io.read_video``) or ``.npz`` (array ``frames``/``context``: uint8
   ``[k, H, W, 3]`` or ``[B, k, H, W, 3]``); the first ``--context_frames`` frames are used (default
   ``config.eval.context_frames``).
 * ``--actions``: ``.npy`` ``[N, A]`` or ``[B, N, A]``; ``actions[f]`` is the action taken at frame f, so
@@ -151,8 +151,8 @@ def read_context(path: str) -> np.ndarray:
         raise ValueError(f"{path}: expected an array named 'frames' or 'context', found {z.files}")
       x = z[key]
   else:
-    import imageio.v3 as iio
-    x = np.asarray(iio.imread(path))
+    from vid2world_jax import video_io
+    x = video_io.read_video(path)
   if x.ndim == 4:
     x = x[None]
   if x.ndim != 5 or x.shape[-1] != 3:
@@ -169,14 +169,10 @@ def write_output(path: str, frames: np.ndarray, latents: np.ndarray, fps: int = 
   if path.endswith(".npz"):
     np.savez_compressed(path, frames=frames, latents=latents)
     return
-  import imageio.v3 as iio
-  video = np.concatenate(list(frames), axis=2)  # [T, H, B*W, 3]: batch side by side
-  if path.endswith(".gif"):
-    iio.imwrite(path, video, duration=1000 // fps, loop=0)
-  elif path.endswith(".mp4"):
-    iio.imwrite(path, video, fps=fps)
-  else:
+  from vid2world_jax import video_io
+  if not path.endswith((".mp4", ".gif")):
     raise ValueError(f"--out must end with .mp4, .gif or .npz, got {path!r}")
+  video_io.write_video(path, np.concatenate(list(frames), axis=2), fps=fps)  # [T, H, B*W, 3]: batch side by side
 
 
 def main(argv):
