@@ -1,0 +1,80 @@
+r"""Play a trained world model in the browser.
+
+  python -m vid2world_jax.play --config=configs/demo.py --checkpoint=runs/demo
+  # then open the printed http://127.0.0.1:<port>/ (this machine only)
+
+The page shows the model's frames and sends the keys held (key maps per action space: ``play/keymaps.py``, the
+README's "Play it in the browser"), with run/pause, step, reset (seed), guidance-scale controls and a frames-per-
+second readout; "Save recording" writes the episode under ``--out_dir`` (mp4, frames, actions, context, and a
+session.json with the rollout CLI command that replays it to the same frames). The sampler flags are the rollout
+CLI's (``--ddim_steps`` ...). ``--context``: a video or .npz of context frames (default: the config's embedded
+simulator, reset to the episode's seed).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from vid2world_jax import rollout_cli
+
+_SAMPLER_FLAGS = ("guidance_rescale", "ddim_steps", "eta", "window", "final_alpha_one", "history_noise",
+                  "allow_noncausal")
+
+
+def define_flags():
+  rollout_cli.define_model_flags()
+  flags.DEFINE_string("context", None, "context video (.mp4/.gif/...) or .npz ('frames' [k,H,W,3], optional "
+                      "'actions' [k-1,A]); default: the config's embedded simulator")
+  flags.DEFINE_integer("context_frames", 0, "context frames k (0 = config.eval.context_frames)")
+  flags.DEFINE_string("keymap", "auto", "key map: auto (from the config) | breakout | metaworld | rt1 | csgo | generic")
+  flags.DEFINE_float("axis_value", 1.0, "magnitude a key gives a continuous action dimension (metaworld, rt1, "
+                     "generic)")
+  flags.DEFINE_integer("port", 8765, "port on 127.0.0.1 (0 = any free port)")
+  flags.DEFINE_string("out_dir", "play_recordings", "folder of the saved recordings")
+  flags.DEFINE_float("video_fps", 8.0, "frame rate of the recorded session.mp4")
+  flags.DEFINE_bool("use_ema", True, "use the EMA parameters when the checkpoint has them")
+
+
+def replay_command(f, argv) -> list[str]:
+  """The rollout CLI's command for this model and sampler (the recording adds context/actions/seed/...)."""
+  cmd = ["python", "-m", "vid2world_jax.rollout"] + [a for a in argv[1:] if a.startswith("--config")]
+  cmd.append(f"--checkpoint={os.path.abspath(f.checkpoint)}")
+  for name in _SAMPLER_FLAGS:
+    v = f[name].value
+    cmd.append(f"--{name}={v}" if not isinstance(v, bool) else f"--{'' if v else 'no'}{name}")
+  if f.cached is not None:
+    cmd.append(f"--{'' if f.cached else 'no'}cached")
+  return cmd
+
+
+def main(argv):
+  del argv
+  from vid2world_jax import inference
+  from vid2world_jax.play import app as play_app
+  f = flags.FLAGS
+  cfg = f.config
+  sampler = rollout_cli.sampler_from_flags(cfg)
+  logging.info("loading %s", f.checkpoint)
+  session = inference.InferenceSession.load(f.checkpoint, cfg, use_ema=f.use_ema, sampler=sampler,
+                                            cached=f.cached, allow_noncausal=f.allow_noncausal)
+  player = play_app.make_player(
+      session, cfg, context=f.context, context_frames=f.context_frames, keymap=f.keymap, axis_value=f.axis_value,
+      guidance_scale=f.guidance, seed=f.seed, out_dir=f.out_dir, video_fps=f.video_fps,
+      replay_command=replay_command(f, sys.argv),
+      info={"checkpoint": os.path.abspath(f.checkpoint), "sampler": {n: f[n].value for n in _SAMPLER_FLAGS}})
+  srv = play_app.serve(player, port=f.port)
+  print(f"play: open {srv.url}  (key map {player.keymap.name}; Ctrl-C to stop)", flush=True)
+  try:
+    srv.serve_forever()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    srv.server_close()
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

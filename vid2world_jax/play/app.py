@@ -1,0 +1,26 @@
+"""Assembles the play server for a loaded model: key map, context source, player, server."""
+
+from __future__ import annotations
+
+from vid2world_jax.play import contexts, game, keymaps, server
+
+
+def make_player(session, cfg, *, context: str | None = None, context_frames: int = 0, keymap: str = "auto",
+                axis_value: float = 1.0, guidance_scale: float | None = None, seed: int = 0,
+                out_dir: str = "play_recordings", video_fps: float = 8.0, replay_command=None,
+                info: dict | None = None) -> game.Player:
+  """A ``game.Player`` on ``session`` (``inference.InferenceSession`` or any ``game.Stepper``) for config
+  ``cfg``: ``context`` a video/.npz (default: the config's embedded simulator), ``context_frames`` (0 = the
+  session's), ``keymap`` a ``keymaps.KEYMAPS`` name or ``auto``, ``guidance_scale`` (None = the config's)."""
+  k = int(context_frames or session.context_frames)
+  km = keymaps.for_config(cfg, keymap, axis_value)
+  ctx_fn = contexts.for_config(cfg, context, k, session.frame_shape, session.action_dim)
+  scale = float(cfg.eval.guidance_scale if guidance_scale is None else guidance_scale)
+  return game.Player(session, km, ctx_fn, guidance_scale=scale, seed=seed, out_dir=out_dir, video_fps=video_fps,
+                     replay_command=replay_command, info=info)
+
+
+def serve(player: game.Player, port: int = 0, verbose: bool = False) -> server.PlayServer:
+  """The server (bound to 127.0.0.1; ``port`` 0 = any free port); call ``serve_forever()`` or
+  ``start_background()``."""
+  return server.PlayServer(player, port=port, verbose=verbose)
