@@ -135,3 +135,99 @@ def test_play_server_api_and_localhost_only(tmp_path):
   finally:
     srv.shutdown()
     srv.server_close()
+
+
+# ------------------------------------------------------------------------------------------------ real browser
+def _browser_or_skip():
+  """Paths of Debian's chromium and chromedriver. CI installs them (.ci/run): missing there is a failure."""
+  chrome = shutil.which("chromium") or shutil.which("chromium-browser")
+  driver = shutil.which("chromedriver")
+  if chrome and driver:
+    return chrome, driver
+  msg = "chromium / chromedriver not installed (apt-get install -y chromium chromium-driver)"
+  if os.environ.get("CI"):
+    pytest.fail(msg)
+  pytest.skip(msg)
+
+
+def _driver(chrome, driver):
+  from selenium import webdriver
+  opts = webdriver.ChromeOptions()
+  for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,560"):
+    opts.add_argument(a)
+  opts.binary_location = chrome
+  return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
+
+
+def test_play_in_browser_keys_frames_recording_and_cli_replay(tmp_path):
+  """Keys pressed in a headless chromium -> new frames -> the saved recording -> the rollout CLI's command from
+  session.json regenerates exactly the recorded frames (same seed)."""
+  chrome, driver = _browser_or_skip()
+  from selenium.webdriver.common.action_chains import ActionChains
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.common.keys import Keys
+  from selenium.webdriver.support.ui import WebDriverWait
+  import _rollout_helpers as h
+  from vid2world_jax import inference
+  from vid2world_jax.play import app
+  cfg = h.write_toy_checkpoint(tmp_path / "work")            # a randomly initialised tiny model (configs/test_tiny:toy)
+  flag_values = {"ddim_steps": 2}
+  session = inference.InferenceSession.load(str(tmp_path / "work"), cfg,
+                                            sampler=inference.sampler_config(cfg, **flag_values))
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "ctx.npz", frames=rng.integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8))
+  command = app.rollout_cli_command([f"--config={REPO}/configs/test_tiny.py:toy"], str(tmp_path / "work"),
+                                    flag_values)
+  player = app.make_player(session, cfg, context=str(tmp_path / "ctx.npz"), guidance_scale=2.5, seed=3,
+                           out_dir=str(tmp_path / "rec"), replay_command=command)
+  srv = app.serve(player)
+  srv.start_background()
+  web = _driver(chrome, driver)
+  try:
+    web.get(srv.url)
+    wait = WebDriverWait(web, 30)
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    index = lambda: int(web.find_element(By.ID, "index").text)
+    src = lambda: web.find_element(By.ID, "frame").get_attribute("src")
+    seen = [src()]
+    ActionChains(web).key_down(Keys.ARROW_RIGHT).perform()   # held for 3 frames, then released for 2
+    for n in range(1, 6):
+      if n == 4:
+        ActionChains(web).key_up(Keys.ARROW_RIGHT).perform()
+      web.find_element(By.ID, "step").click()
+      wait.until(lambda d, n=n: index() == n)
+      seen.append(src())
+    assert len(set(seen)) == len(seen), "a step did not change the frame"
+    assert web.find_element(By.ID, "action").text == "[0, 0]"
+    web.find_element(By.ID, "save").click()
+    wait.until(lambda d: d.find_element(By.ID, "saved").text != "")
+    rec = web.find_element(By.ID, "saved").text
+    web.find_element(By.ID, "run").click()                   # the running loop and its frames-per-second readout
+    wait.until(lambda d: index() >= 8)
+    time.sleep(0.3)
+    web.find_element(By.ID, "run").click()
+    assert float(web.find_element(By.ID, "fps").text) > 0
+    assert web.find_element(By.ID, "error").text == ""
+    shot = os.environ.get("V2W_PLAY_SCREENSHOT") or str(tmp_path / "play.png")   # docs/play_screenshot.png
+    web.save_screenshot(shot)
+  finally:
+    web.quit()
+    srv.shutdown()
+    srv.server_close()
+  from PIL import Image
+  assert Image.open(shot).size[0] > 0
+  np.testing.assert_array_equal(np.load(os.path.join(rec, "actions.npy")), [[1, 0]] * 3 + [[0, 0]] * 2)
+  frames = np.load(os.path.join(rec, "frames.npz"))["frames"]
+  assert frames.shape == (6, 16, 16, 3)
+  assert video_io.read_video(os.path.join(rec, "session.mp4")).shape == frames.shape
+  meta = json.load(open(os.path.join(rec, "session.json")))
+  assert meta["seed"] == 3 and meta["guidance_scale"] == 2.5 and meta["context_source"].startswith("file:")
+  import shlex
+  cmd = shlex.split(meta["replay_command"])
+  assert cmd[:3] == ["python", "-m", "vid2world_jax.rollout"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  r = subprocess.run([sys.executable, *cmd[1:], "--noprogress"], cwd=REPO, env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  replay = np.load(os.path.join(rec, "replay.npz"))["frames"][0]
+  np.testing.assert_array_equal(replay, frames)

@@ -38,18 +38,6 @@ def define_flags():
   flags.DEFINE_bool("use_ema", True, "use the EMA parameters when the checkpoint has them")
 
 
-def replay_command(f, argv) -> list[str]:
-  """The rollout CLI's command for this model and sampler (the recording adds context/actions/seed/...)."""
-  cmd = ["python", "-m", "vid2world_jax.rollout"] + [a for a in argv[1:] if a.startswith("--config")]
-  cmd.append(f"--checkpoint={os.path.abspath(f.checkpoint)}")
-  for name in _SAMPLER_FLAGS:
-    v = f[name].value
-    cmd.append(f"--{name}={v}" if not isinstance(v, bool) else f"--{'' if v else 'no'}{name}")
-  if f.cached is not None:
-    cmd.append(f"--{'' if f.cached else 'no'}cached")
-  return cmd
-
-
 def main(argv):
   del argv
   from vid2world_jax import inference
@@ -63,7 +51,9 @@ def main(argv):
   player = play_app.make_player(
       session, cfg, context=f.context, context_frames=f.context_frames, keymap=f.keymap, axis_value=f.axis_value,
       guidance_scale=f.guidance, seed=f.seed, out_dir=f.out_dir, video_fps=f.video_fps,
-      replay_command=replay_command(f, sys.argv),
+      replay_command=play_app.rollout_cli_command(
+          [a for a in sys.argv[1:] if a.startswith("--config")], f.checkpoint,
+          {**{n: f[n].value for n in _SAMPLER_FLAGS}, "cached": f.cached}),
       info={"checkpoint": os.path.abspath(f.checkpoint), "sampler": {n: f[n].value for n in _SAMPLER_FLAGS}})
   srv = play_app.serve(player, port=f.port)
   print(f"play: open {srv.url}  (key map {player.keymap.name}; Ctrl-C to stop)", flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from vid2world_jax.play import contexts, game, keymaps, server
 
 
@@ -18,6 +20,20 @@ def make_player(session, cfg, *, context: str | None = None, context_frames: int
   scale = float(cfg.eval.guidance_scale if guidance_scale is None else guidance_scale)
   return game.Player(session, km, ctx_fn, guidance_scale=scale, seed=seed, out_dir=out_dir, video_fps=video_fps,
                      replay_command=replay_command, info=info)
+
+
+def rollout_cli_command(config_args, checkpoint: str, flag_values: dict) -> list[str]:
+  """The rollout CLI's command for this model and sampler, e.g. ``["python", "-m", "vid2world_jax.rollout",
+  "--config=configs/demo.py", "--checkpoint=/abs/runs/demo", "--ddim_steps=5", "--nocached"]``;
+  ``config_args``: the ``--config`` / ``--config.x=y`` arguments as given; ``flag_values``: CLI flag name ->
+  value (booleans become ``--name`` / ``--noname``, None is left out). The recording adds the context, actions,
+  seed, guidance and output flags."""
+  cmd = ["python", "-m", "vid2world_jax.rollout", *config_args, f"--checkpoint={os.path.abspath(checkpoint)}"]
+  for name, v in flag_values.items():
+    if v is None:
+      continue
+    cmd.append(f"--{'' if v else 'no'}{name}" if isinstance(v, bool) else f"--{name}={v}")
+  return cmd
 
 
 def serve(player: game.Player, port: int = 0, verbose: bool = False) -> server.PlayServer:
