@@ -291,13 +291,16 @@ class WindowState(NamedTuple):
   count: jax.Array       # [] int32 frames in the window
   frame: jax.Array       # [] int32 global index of the next frame to generate
   keys: jax.Array        # [B] per-rollout PRNG keys
+  scale: jax.Array       # [] float32 causal action guidance scale of the next frame (a traced value: changing it
+  #                        between frames needs no recompilation; unused when cfg.guidance_scale is None)
 
 
 def init_window(model: RolloutModel, cfg: SamplerConfig, context: jax.Array, context_actions: jax.Array,
-                keys: jax.Array) -> WindowState:
+                keys: jax.Array, scale: jax.Array | float | None = None) -> WindowState:
   """Window from ``k`` context latents ``[B, k, h, w, c]`` and the ``k - 1`` actions between them.
 
-  Only the last ``window - 1`` context frames are kept (the window needs room for the new frame)."""
+  Only the last ``window - 1`` context frames are kept (the window needs room for the new frame). ``scale``: the
+  guidance scale (default ``cfg.guidance_scale``; a traced value serves every scale with one compilation)."""
   b, k = context.shape[:2]
   w = cfg.window
   m = min(k, w - 1)
@@ -315,7 +318,10 @@ def init_window(model: RolloutModel, cfg: SamplerConfig, context: jax.Array, con
   noisy = noisy.at[:, :m].set(noisy_kept)
   if m > 1:
     acts = acts.at[:, :m - 1].set(context_actions[:, k - m:k - 1].astype(jnp.float32))
-  return WindowState(clean, noisy, acts, jnp.asarray(m, jnp.int32), jnp.asarray(k, jnp.int32), keys)
+  if scale is None:
+    scale = 1.0 if cfg.guidance_scale is None else cfg.guidance_scale
+  return WindowState(clean, noisy, acts, jnp.asarray(m, jnp.int32), jnp.asarray(k, jnp.int32), keys,
+                     jnp.asarray(scale, jnp.float32))
 
 
 def push_action(state: WindowState, action: jax.Array) -> WindowState:
@@ -368,8 +374,8 @@ def generate_frame(model: RolloutModel, cfg: SamplerConfig, params: Params, stat
   def step(carry, xs):
     x, ds = carry
     tau, tau_prev, z = xs
-    pred, ds = guided_prediction(model.denoiser, params, ds, inputs_for(x, tau), cfg.guidance_scale,
-                                 cfg.guidance_rescale)
+    scale = None if cfg.guidance_scale is None else state.scale
+    pred, ds = guided_prediction(model.denoiser, params, ds, inputs_for(x, tau), scale, cfg.guidance_rescale)
     v = jax.lax.dynamic_index_in_dim(pred, p, axis=1, keepdims=False).astype(jnp.float32)
     tb = jnp.full((b,), tau, jnp.int32)
     tpb = jnp.full((b,), tau_prev, jnp.int32)
@@ -427,9 +433,10 @@ def noise_mode():
 
 
 def _rollout_impl(model: RolloutModel, cfg: SamplerConfig, horizon: int, params: Params, context: jax.Array,
-                  actions: jax.Array, keys: jax.Array, progress: Callable[[Any], None] | None = None) -> jax.Array:
+                  actions: jax.Array, keys: jax.Array, progress: Callable[[Any], None] | None = None,
+                  scale: jax.Array | None = None) -> jax.Array:
   k = context.shape[1]
-  state = init_window(model, cfg, context, actions[:, :max(k - 1, 0)], keys)
+  state = init_window(model, cfg, context, actions[:, :max(k - 1, 0)], keys, scale)
   new_actions = jnp.swapaxes(actions[:, k - 1:k - 1 + horizon], 0, 1).astype(jnp.float32)  # [H, B, A]
 
   def body(st, a):
@@ -448,14 +455,16 @@ _REF_JIT = weakref.WeakKeyDictionary()     # denoiser -> jitted fn
 
 
 def rollout(model: RolloutModel, cfg: SamplerConfig, params: Params, context: jax.Array, actions: jax.Array,
-            keys: jax.Array, *, horizon: int | None = None, progress: Callable[[Any], None] | None = None
-            ) -> jax.Array:
+            keys: jax.Array, *, horizon: int | None = None, progress: Callable[[Any], None] | None = None,
+            guidance_scale: float | jax.Array | None = None) -> jax.Array:
   """Autoregressive rollout (jit: one compilation per (model, cfg, horizon, shapes)).
 
   Args:
     context: ``[B, k, h, w, c]`` context latents. actions: ``[B, N, A]``, ``actions[:, f]`` taken at frame f.
     keys: ``[B]`` PRNG keys (``rollout_keys``). horizon: new frames (default ``N - k + 1``).
     progress: optional host callback, called with the number of frames produced so far after each frame.
+    guidance_scale: the guidance scale as a traced value (default ``cfg.guidance_scale``); every scale shares
+      one compilation. Ignored when ``cfg.guidance_scale is None`` (conditional pass only).
   Returns:
     ``[B, k + horizon, h, w, c]``: the context followed by the generated latents.
   """
@@ -469,10 +478,12 @@ def rollout(model: RolloutModel, cfg: SamplerConfig, params: Params, context: ja
   key = (cfg, horizon, progress)
   fn = cache.get(key)
   if fn is None:
-    fn = jax.jit(lambda p, c, a, kk: _rollout_impl(model, cfg, horizon, p, c, a, kk, progress))
+    fn = jax.jit(lambda p, c, a, kk, s: _rollout_impl(model, cfg, horizon, p, c, a, kk, progress, s))
     cache[key] = fn
+  if guidance_scale is None:
+    guidance_scale = 1.0 if cfg.guidance_scale is None else cfg.guidance_scale
   with noise_mode():
-    return fn(params, context, actions, keys)
+    return fn(params, context, actions, keys, jnp.float32(guidance_scale))
 
 
 def rollout_reference(model: RolloutModel, cfg: SamplerConfig, params: Params, context, actions, keys, *,
