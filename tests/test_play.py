@@ -153,7 +153,7 @@ def _browser_or_skip():
 def _driver(chrome, driver):
   from selenium import webdriver
   opts = webdriver.ChromeOptions()
-  for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,560"):
+  for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1040,640"):
     opts.add_argument(a)
   opts.binary_location = chrome
   return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
@@ -177,7 +177,8 @@ def test_play_in_browser_keys_frames_recording_and_cli_replay(tmp_path):
   rng = np.random.default_rng(0)
   np.savez(tmp_path / "ctx.npz", frames=rng.integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8))
   command = app.rollout_cli_command([f"--config={REPO}/configs/test_tiny.py:toy"], str(tmp_path / "work"),
-                                    flag_values)
+                                    app.sampler_flag_values(session))
+  assert "--ddim_steps=2" in command
   player = app.make_player(session, cfg, context=str(tmp_path / "ctx.npz"), guidance_scale=2.5, seed=3,
                            out_dir=str(tmp_path / "rec"), replay_command=command)
   srv = app.serve(player)

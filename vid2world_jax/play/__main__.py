@@ -7,7 +7,7 @@ The page shows the model's frames and sends the keys held (key maps per action s
 README's "Play it in the browser"), with run/pause, step, reset (seed), guidance-scale controls and a frames-per-
 second readout; "Save recording" writes the episode under ``--out_dir`` (mp4, frames, actions, context, and a
 session.json with the rollout CLI command that replays it to the same frames). The sampler flags are the rollout
-CLI's (``--ddim_steps`` ...). ``--context``: a video or .npz of context frames (default: the config's embedded
+CLI's (``--ddim_steps`` ...); those not given keep the run's settings (``inference.sampler_config``). ``--context``: a video or .npz of context frames (default: the config's embedded
 simulator, reset to the episode's seed).
 """
 
@@ -20,8 +20,7 @@ from absl import app, flags, logging
 
 from vid2world_jax import rollout_cli
 
-_SAMPLER_FLAGS = ("guidance_rescale", "ddim_steps", "eta", "window", "final_alpha_one", "history_noise",
-                  "allow_noncausal")
+_SAMPLER_FLAGS = ("guidance_rescale", "ddim_steps", "eta", "window", "final_alpha_one", "history_noise")
 
 
 def define_flags():
@@ -44,17 +43,22 @@ def main(argv):
   from vid2world_jax.play import app as play_app
   f = flags.FLAGS
   cfg = f.config
-  sampler = rollout_cli.sampler_from_flags(cfg)
+  overrides = {n: f[n].value for n in _SAMPLER_FLAGS if f[n].present}   # else the run's sampler settings
+  if "history_noise" in overrides and overrides["history_noise"] != "second_last":
+    overrides["history_noise"] = int(overrides["history_noise"])
   logging.info("loading %s", f.checkpoint)
-  session = inference.InferenceSession.load(f.checkpoint, cfg, use_ema=f.use_ema, sampler=sampler,
-                                            cached=f.cached, allow_noncausal=f.allow_noncausal)
+  session = inference.InferenceSession.load(f.checkpoint, cfg, use_ema=f.use_ema,
+                                            sampler=inference.sampler_config(cfg, **overrides), cached=f.cached,
+                                            allow_noncausal=f.allow_noncausal)
+  cli_flags = play_app.sampler_flag_values(session)
+  if f.allow_noncausal:
+    cli_flags["allow_noncausal"] = True
   player = play_app.make_player(
       session, cfg, context=f.context, context_frames=f.context_frames, keymap=f.keymap, axis_value=f.axis_value,
       guidance_scale=f.guidance, seed=f.seed, out_dir=f.out_dir, video_fps=f.video_fps,
       replay_command=play_app.rollout_cli_command(
-          [a for a in sys.argv[1:] if a.startswith("--config")], f.checkpoint,
-          {**{n: f[n].value for n in _SAMPLER_FLAGS}, "cached": f.cached}),
-      info={"checkpoint": os.path.abspath(f.checkpoint), "sampler": {n: f[n].value for n in _SAMPLER_FLAGS}})
+          [a for a in sys.argv[1:] if a.startswith("--config")], f.checkpoint, cli_flags),
+      info={"checkpoint": os.path.abspath(f.checkpoint), "sampler": cli_flags})
   srv = play_app.serve(player, port=f.port)
   print(f"play: open {srv.url}  (key map {player.keymap.name}; Ctrl-C to stop)", flush=True)
   try:

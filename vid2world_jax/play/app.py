@@ -36,6 +36,15 @@ def rollout_cli_command(config_args, checkpoint: str, flag_values: dict) -> list
   return cmd
 
 
+def sampler_flag_values(session) -> dict:
+  """The rollout CLI flags that reproduce ``session``'s sampler exactly (all explicit, whatever the CLI's
+  defaults)."""
+  sc = session.sampler
+  return {"ddim_steps": int(sc.ddim_steps), "eta": float(sc.eta), "guidance_rescale": float(sc.guidance_rescale),
+          "history_noise": sc.history_noise, "window": int(sc.window),
+          "final_alpha_one": bool(sc.final_alpha_one), "cached": bool(session.cached)}
+
+
 def serve(player: game.Player, port: int = 0, verbose: bool = False) -> server.PlayServer:
   """The server (bound to 127.0.0.1; ``port`` 0 = any free port); call ``serve_forever()`` or
   ``start_background()``."""
