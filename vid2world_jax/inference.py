@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +33,10 @@ import numpy as np
 from flax import nnx
 
 from vid2world_jax import rollout as rl
+
+# fold_in stream of a rollout key that draws the VAE posterior noise of its context (frame noise uses the
+# frame indices 0, 1, ...).
+ENCODE_STREAM = 2 ** 31 - 1
 
 # Sub-workdir of the default job (configs/demo.py) whose trainer checkpoints hold the world model.
 DEMO_MODEL_DIR = "finetune"
@@ -48,6 +51,8 @@ def find_state_dir(path: str) -> str:
   if not path or not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint not found: {path!r}")
   path = os.path.abspath(path)
+  if os.path.basename(path) == "state" and os.path.isdir(path):
+    return path
   if os.path.isdir(os.path.join(path, "state")):
     return os.path.join(path, "state")
   candidates = [os.path.join(path, "checkpoints"), os.path.join(path, DEMO_MODEL_DIR, "checkpoints"), path]
@@ -96,6 +101,13 @@ def sampler_config(cfg, **overrides) -> rl.SamplerConfig:
             window=int(cfg.model.unet.temporal_length), final_alpha_one=bool(d.get("final_alpha_one", False)))
   kw.update({k: v for k, v in overrides.items() if v is not None})
   return rl.SamplerConfig(**kw)
+
+
+def default_guidance(cfg) -> float:
+  """The run's guidance scale: ``config.demo.guidance_scale`` (the default job), else ``config.eval``'s (2.5)."""
+  d = cfg.get("demo") or {}
+  ev = cfg.get("eval") or {}
+  return float(d.get("guidance_scale", ev.get("guidance_scale", 2.5)))
 
 
 def to_uint8(frames: jax.Array) -> jax.Array:
@@ -154,8 +166,15 @@ class InferenceSession:
     self._frame_shape = (h, w, 3)
     self._action_dim = int(mcfg.unet.action_dim)
     fg = frozen_graphdef
-    self._encode = jax.jit(lambda fst, x, key: nnx.merge(fg, fst).encode(x.astype(jnp.float32) / 127.5 - 1.0, key))
+    def encode(fst, x, keys):  # each rollout's frames encoded with its own key (batch-independent)
+      fs = nnx.merge(fg, fst)
+      enc_keys = jax.vmap(lambda k: jax.random.fold_in(k, ENCODE_STREAM))(keys)
+      one = lambda xb, kb: fs.encode(xb[None].astype(jnp.float32) / 127.5 - 1.0, kb)[0]
+      return jax.vmap(one)(x, enc_keys)
+
+    self._encode = jax.jit(encode)
     self._decode = jax.jit(lambda fst, z: to_uint8(nnx.merge(fg, fst).decode(z)))
+    self._decode_unit = jax.jit(lambda fst, z: jnp.clip(nnx.merge(fg, fst).decode(z).astype(jnp.float32), -1, 1))
     model, cfg = self._model, sampler
     self._init = jax.jit(lambda c, a, k, s: rl.init_window(model, cfg, c, a, k, s))
     self._step = jax.jit(lambda p, st, a, s: rl.generate_frame(model, cfg, p, rl.push_action(st, a)._replace(
@@ -256,6 +275,11 @@ class InferenceSession:
     return int(self.sampler.window)
 
   @property
+  def guidance_scale(self) -> float:
+    """The run's default guidance scale (``config.demo.guidance_scale``, else ``config.eval.guidance_scale``)."""
+    return default_guidance(self.config)
+
+  @property
   def params(self):
     """``(world-model state, frozen state)``: the parameters of ``rollout_model``."""
     return self._params
@@ -266,13 +290,28 @@ class InferenceSession:
 
   # -- pixels <-> latents --------------------------------------------------------------------------------------
 
-  def encode(self, frames_u8, *, seed: int = 0) -> jax.Array:
-    """uint8 ``[B, T, H, W, 3]`` -> latents ``[B, T, h, w, c]`` (a VAE samples its posterior with ``seed``)."""
-    return self._encode(self._params[1], jnp.asarray(frames_u8), jax.random.key(int(seed)))
+  @staticmethod
+  def rollout_keys(seed, batch: int) -> jax.Array:
+    """``[B]`` PRNG keys: ``seed`` an int (split into one key per rollout, as ``rollout.rollout_keys``) or a
+    sequence of B ints (one seed per rollout: rollout b then equals a batch-1 rollout with keys ``[key(s_b)]``)."""
+    if np.ndim(seed) == 0:
+      return rl.rollout_keys(int(seed), batch)
+    seeds = np.asarray(seed)
+    if seeds.shape != (batch,) or not np.issubdtype(seeds.dtype, np.integer):
+      raise ValueError(f"seed must be an int or {batch} ints (one per rollout), got {seed!r}")
+    return jnp.stack([jax.random.key(int(x)) for x in seeds])
 
-  def decode(self, latents) -> np.ndarray:
-    """latents ``[B, T, h, w, c]`` -> uint8 ``[B, T, H, W, 3]``."""
-    return np.asarray(self._decode(self._params[1], jnp.asarray(latents)))
+  def encode(self, frames_u8, *, seed=0) -> jax.Array:
+    """uint8 ``[B, T, H, W, 3]`` -> latents ``[B, T, h, w, c]`` (a VAE samples its posterior with a key derived
+    from rollout b's key, see ``rollout_keys``)."""
+    frames_u8 = jnp.asarray(frames_u8)
+    return self._encode(self._params[1], frames_u8, self.rollout_keys(seed, frames_u8.shape[0]))
+
+  def decode(self, latents, *, as_uint8: bool = True) -> np.ndarray:
+    """latents ``[B, T, h, w, c]`` -> uint8 ``[B, T, H, W, 3]`` (``as_uint8=False``: float32 in [-1, 1], not
+    quantised, for metrics)."""
+    fn = self._decode if as_uint8 else self._decode_unit
+    return np.asarray(fn(self._params[1], jnp.asarray(latents)))
 
   # -- autoregressive rollout ----------------------------------------------------------------------------------
 
@@ -298,7 +337,7 @@ class InferenceSession:
     ``[B, k + horizon, h, w, c]``. ``guidance_scale=None``: the conditional pass only."""
     ctx = jnp.asarray(context_latents)
     cfg = self.sampler if guidance_scale is not None else dataclasses.replace(self.sampler, guidance_scale=None)
-    keys = rl.rollout_keys(int(seed), ctx.shape[0])
+    keys = self.rollout_keys(seed, ctx.shape[0])
     return rl.rollout(self._model, cfg, self._params, ctx, jnp.asarray(actions, jnp.float32), keys, horizon=horizon,
                       progress=progress, guidance_scale=guidance_scale)
 
@@ -306,7 +345,16 @@ class InferenceSession:
               progress=None) -> np.ndarray:
     """``context_u8 [B, k, H, W, 3]`` + ``actions [B, T, A]`` (``actions[:, t]`` taken at the newest frame, it
     leads to generated frame t) -> the T generated frames, uint8 ``[B, T, H, W, 3]``. ``context_actions``
-    ``[B, k - 1, A]``: the actions between the context frames (default zeros)."""
+    ``[B, k - 1, A]``: the actions between the context frames (default zeros). ``guidance_scale=None``: the
+    conditional pass only (half the work; scale 1 gives the same prediction through both passes)."""
+    k = np.shape(context_u8)[1] if np.ndim(context_u8) == 5 else 0
+    return self.rollout_with_context(context_u8, actions, guidance_scale=guidance_scale, seed=seed,
+                                     context_actions=context_actions, progress=progress)[1][:, k:]
+
+  def rollout_with_context(self, context_u8, actions, *, guidance_scale: float | None, seed: int,
+                           context_actions=None, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """``rollout`` returning ``(latents [B, k + T, h, w, c], frames uint8 [B, k + T, H, W, 3])``: the context
+    (frames verbatim) followed by the generated frames. ``progress(frames done)``: optional host callback."""
     ctx, ca = self._check_context(context_u8, context_actions)
     acts = np.asarray(actions, np.float32)
     if acts.ndim != 3 or acts.shape[0] != ctx.shape[0] or acts.shape[2] != self._action_dim or acts.shape[1] < 1:
@@ -315,13 +363,14 @@ class InferenceSession:
     lat = self.encode(ctx, seed=seed)
     out = self.latent_rollout(lat, np.concatenate([ca, acts], axis=1), guidance_scale=guidance_scale, seed=seed,
                               horizon=acts.shape[1], progress=progress)
-    return self.decode(out[:, ctx.shape[1]:])
+    k = ctx.shape[1]
+    return np.asarray(out), np.concatenate([ctx, self.decode(out[:, k:])], axis=1)
 
   def start(self, context_u8, *, seed: int, context_actions=None) -> SessionState:
     """Opaque rollout state from the context frames (``[B, k, H, W, 3]`` uint8); see ``step``."""
     ctx, ca = self._check_context(context_u8, context_actions)
     lat = self.encode(ctx, seed=seed)
-    keys = rl.rollout_keys(int(seed), ctx.shape[0])
+    keys = self.rollout_keys(seed, ctx.shape[0])
     with rl.noise_mode():
       win = self._init(lat, jnp.asarray(ca), keys, jnp.float32(1.0))
     return SessionState(win, int(ctx.shape[0]))
