@@ -159,34 +159,41 @@ def _driver(chrome, driver):
   return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
 
 
+def _start_play_cli(args, env):
+  """``python -m vid2world_jax.play ... --port=0``; returns (process, url) once it serves."""
+  proc = subprocess.Popen([sys.executable, "-m", "vid2world_jax.play", *args, "--port=0"], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  lines = []
+  for line in proc.stdout:   # ends when the process exits
+    lines.append(line)
+    if line.startswith("play: open "):
+      return proc, line.split()[2]
+  proc.wait()
+  raise AssertionError("play CLI exited before serving:\n" + "".join(lines[-40:]))
+
+
 def test_play_in_browser_keys_frames_recording_and_cli_replay(tmp_path):
-  """Keys pressed in a headless chromium -> new frames -> the saved recording -> the rollout CLI's command from
-  session.json regenerates exactly the recorded frames (same seed)."""
+  """``python -m vid2world_jax.play`` on a tiny model, driven by a headless chromium: keys pressed -> new
+  frames -> the saved recording -> the rollout CLI command from session.json regenerates exactly the recorded
+  frames (same seed)."""
   chrome, driver = _browser_or_skip()
   from selenium.webdriver.common.action_chains import ActionChains
   from selenium.webdriver.common.by import By
   from selenium.webdriver.common.keys import Keys
   from selenium.webdriver.support.ui import WebDriverWait
   import _rollout_helpers as h
-  from vid2world_jax import inference
-  from vid2world_jax.play import app
-  cfg = h.write_toy_checkpoint(tmp_path / "work")            # a randomly initialised tiny model (configs/test_tiny:toy)
-  flag_values = {"ddim_steps": 2}
-  session = inference.InferenceSession.load(str(tmp_path / "work"), cfg,
-                                            sampler=inference.sampler_config(cfg, **flag_values))
+  h.write_toy_checkpoint(tmp_path / "work")            # a randomly initialised tiny model (configs/test_tiny:toy)
   rng = np.random.default_rng(0)
   np.savez(tmp_path / "ctx.npz", frames=rng.integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8))
-  command = app.rollout_cli_command([f"--config={REPO}/configs/test_tiny.py:toy"], str(tmp_path / "work"),
-                                    app.sampler_flag_values(session))
-  assert "--ddim_steps=2" in command
-  player = app.make_player(session, cfg, context=str(tmp_path / "ctx.npz"), guidance_scale=2.5, seed=3,
-                           out_dir=str(tmp_path / "rec"), replay_command=command)
-  srv = app.serve(player)
-  srv.start_background()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  proc, url = _start_play_cli([f"--config={REPO}/configs/test_tiny.py:toy", f"--checkpoint={tmp_path / 'work'}",
+                               f"--context={tmp_path / 'ctx.npz'}", "--ddim_steps=2", "--guidance=2.5", "--seed=3",
+                               f"--out_dir={tmp_path / 'rec'}"], env)
+  assert url.startswith("http://127.0.0.1:")
   web = _driver(chrome, driver)
   try:
-    web.get(srv.url)
-    wait = WebDriverWait(web, 30)
+    web.get(url)
+    wait = WebDriverWait(web, 60)
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
     index = lambda: int(web.find_element(By.ID, "index").text)
     src = lambda: web.find_element(By.ID, "frame").get_attribute("src")
@@ -213,8 +220,8 @@ def test_play_in_browser_keys_frames_recording_and_cli_replay(tmp_path):
     web.save_screenshot(shot)
   finally:
     web.quit()
-    srv.shutdown()
-    srv.server_close()
+    proc.terminate()
+    proc.wait(timeout=30)
   from PIL import Image
   assert Image.open(shot).size[0] > 0
   np.testing.assert_array_equal(np.load(os.path.join(rec, "actions.npy")), [[1, 0]] * 3 + [[0, 0]] * 2)
@@ -225,8 +232,7 @@ def test_play_in_browser_keys_frames_recording_and_cli_replay(tmp_path):
   assert meta["seed"] == 3 and meta["guidance_scale"] == 2.5 and meta["context_source"].startswith("file:")
   import shlex
   cmd = shlex.split(meta["replay_command"])
-  assert cmd[:3] == ["python", "-m", "vid2world_jax.rollout"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  assert cmd[:3] == ["python", "-m", "vid2world_jax.rollout"] and "--ddim_steps=2" in cmd
   r = subprocess.run([sys.executable, *cmd[1:], "--noprogress"], cwd=REPO, env=env, capture_output=True, text=True,
                      timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]

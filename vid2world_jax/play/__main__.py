@@ -7,8 +7,9 @@ The page shows the model's frames and sends the keys held (key maps per action s
 README's "Play it in the browser"), with run/pause, step, reset (seed), guidance-scale controls and a frames-per-
 second readout; "Save recording" writes the episode under ``--out_dir`` (mp4, frames, actions, context, and a
 session.json with the rollout CLI command that replays it to the same frames). The sampler flags are the rollout
-CLI's (``--ddim_steps`` ...); those not given keep the run's settings (``inference.sampler_config``). ``--context``: a video or .npz of context frames (default: the config's embedded
-simulator, reset to the episode's seed).
+CLI's (``--ddim_steps``, ``--cached``, ``--ema`` ...); those not given keep the run's settings, and the model is
+loaded as the CLI loads it (``rollout_cli.load_session_from_flags``). ``--context``: a video or .npz of context
+frames (default: the config's embedded simulator, reset to the episode's seed).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from absl import app, flags, logging
 
 from vid2world_jax import rollout_cli
 
-_SAMPLER_FLAGS = ("guidance_rescale", "ddim_steps", "eta", "window", "final_alpha_one", "history_noise")
+
+def _config_args(argv) -> list[str]:
+  """The ``--config`` / ``--config.x=y`` arguments as given (for the replay command)."""
+  out = []
+  for i, a in enumerate(argv):
+    if a.startswith("--config"):
+      out.append(a if "=" in a or i + 1 >= len(argv) else f"{a}={argv[i + 1]}")
+  return out
 
 
 def define_flags():
@@ -34,30 +42,24 @@ def define_flags():
   flags.DEFINE_integer("port", 8765, "port on 127.0.0.1 (0 = any free port)")
   flags.DEFINE_string("out_dir", "play_recordings", "folder of the saved recordings")
   flags.DEFINE_float("video_fps", 8.0, "frame rate of the recorded session.mp4")
-  flags.DEFINE_bool("use_ema", True, "use the EMA parameters when the checkpoint has them")
 
 
 def main(argv):
   del argv
-  from vid2world_jax import inference
   from vid2world_jax.play import app as play_app
   f = flags.FLAGS
-  cfg = f.config
-  overrides = {n: f[n].value for n in _SAMPLER_FLAGS if f[n].present}   # else the run's sampler settings
-  if "history_noise" in overrides and overrides["history_noise"] != "second_last":
-    overrides["history_noise"] = int(overrides["history_noise"])
   logging.info("loading %s", f.checkpoint)
-  session = inference.InferenceSession.load(f.checkpoint, cfg, use_ema=f.use_ema,
-                                            sampler=inference.sampler_config(cfg, **overrides), cached=f.cached,
-                                            allow_noncausal=f.allow_noncausal)
-  cli_flags = play_app.sampler_flag_values(session)
-  if f.allow_noncausal:
-    cli_flags["allow_noncausal"] = True
+  try:
+    session, scale = rollout_cli.load_session_from_flags()   # the rollout CLI's loading: same model, same sampler
+  except (FileNotFoundError, ValueError) as e:
+    raise SystemExit(str(e)) from None
+  cli_flags = {**play_app.sampler_flag_values(session), "ema": bool(f.ema), "dtype": f.dtype,
+               "allow_noncausal": True if f.allow_noncausal else None}
   player = play_app.make_player(
-      session, cfg, context=f.context, context_frames=f.context_frames, keymap=f.keymap, axis_value=f.axis_value,
-      guidance_scale=f.guidance, seed=f.seed, out_dir=f.out_dir, video_fps=f.video_fps,
+      session, session.config, context=f.context, context_frames=f.context_frames, keymap=f.keymap,
+      axis_value=f.axis_value, guidance_scale=scale, seed=f.seed, out_dir=f.out_dir, video_fps=f.video_fps,
       replay_command=play_app.rollout_cli_command(
-          [a for a in sys.argv[1:] if a.startswith("--config")], f.checkpoint, cli_flags),
+          _config_args(sys.argv[1:]), f.checkpoint, cli_flags),
       info={"checkpoint": os.path.abspath(f.checkpoint), "sampler": cli_flags})
   srv = play_app.serve(player, port=f.port)
   print(f"play: open {srv.url}  (key map {player.keymap.name}; Ctrl-C to stop)", flush=True)
