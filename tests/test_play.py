@@ -238,3 +238,21 @@ def test_play_in_browser_keys_frames_recording_and_cli_replay(tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   replay = np.load(os.path.join(rec, "replay.npz"))["frames"][0]
   np.testing.assert_array_equal(replay, frames)
+
+
+# ------------------------------------------------------------------------------------------------ contexts
+def test_play_context_from_embedded_breakout_and_from_video(tmp_path):
+  from vid2world_jax.play import contexts
+  cfg = _config("demo")
+  fn = contexts.for_config(cfg, None, 3, (32, 32, 3), 3)
+  a, b = fn(0), fn(1)
+  assert a.frames.shape == (3, 32, 32, 3) and a.frames.dtype == np.uint8 and a.actions.shape == (2, 3)
+  assert a.source == "breakout:seed=0" and not np.array_equal(a.frames, b.frames)   # the seed sets the start
+  np.testing.assert_array_equal(a.actions.sum(-1), 1.0)                              # the tracker's one-hot moves
+  video_io.write_video(tmp_path / "c.mp4", np.repeat(a.frames, 2, axis=1).repeat(2, axis=2))   # 64x64 video
+  c = contexts.for_config(_config("test_tiny"), str(tmp_path / "c.mp4"), 2, (16, 16, 3), 2)(5)
+  assert c.frames.shape == (2, 16, 16, 3) and c.actions.shape == (1, 2) and not c.actions.any()
+  with pytest.raises(ValueError, match="pass --context"):
+    contexts.for_config(_config("test_tiny"), None, 1, (16, 16, 3), 2)
+  with pytest.raises(ValueError, match="the model needs 4 context frames"):
+    contexts.for_config(cfg, str(tmp_path / "c.mp4"), 4, (32, 32, 3), 3)
