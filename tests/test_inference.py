@@ -185,7 +185,7 @@ def test_inference_long_rollout_constant_memory_and_time_per_frame():
     if f in (20, 200):
       saved[f] = st
     frame, st = sess.step(st, a, guidance_scale=2.0)
-  assert frame.shape == (1, 8, 8, 3) and int(st.window.frame) == 201
+  assert frame.shape == (1, 8, 8, 3) and st.frame == 201
   size = lambda s: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(s.window))
   assert size(saved[20]) == size(saved[200]) == size(st)            # constant memory
   assert sess._step._cache_size() == 1                              # one compilation for every frame

@@ -16,8 +16,8 @@ evaluation, the demo, play).
   change between steps without recompiling. The window slides after ``window`` frames at a fixed buffer size:
   memory and per-frame time do not grow with the rollout length.
 * ``sample_nar``: non-autoregressive sampling (all frames denoised jointly, ``sampling.nar_sample``).
-The model input (``WorldModel.denoise``) and the guidance combination (``rollout.combine_guidance``) each exist
-once; this module only assembles them.
+The model input (``world_model.unet_denoise``) and the guidance combination
+(``diffusion.guidance.causal_action_guidance``) each exist once; this module only assembles them.
 """
 
 from __future__ import annotations
@@ -145,6 +145,11 @@ class SessionState:
   """Opaque rollout state of ``start``/``step``: the window (``rollout.WindowState``) and the batch size."""
   window: rl.WindowState
   batch: int
+
+  @property
+  def frame(self) -> int:
+    """Global index of the next frame to generate (context frames count from 0)."""
+    return int(self.window.frame)
 
 
 class InferenceSession:
