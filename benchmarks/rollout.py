@@ -3,7 +3,8 @@
   python benchmarks/rollout.py [--window=16] [--ddim_steps=10] [--channels=64] [--latent_hw=8] [--reps=3]
 
 One generated frame = ``rollout.generate_frame`` (the body of the rollout scan: ``ddim_steps`` guided network calls,
-both guidance branches batched) through ``rollout.FrameGenerator`` (one jit per path). History length h = frames
+both guidance branches batched), jitted once per path (``FrameStepper``: ``init_window`` + ``generate_frame``, what
+``inference.InferenceSession.start``/``step`` run, on latents). History length h = frames
 already in the window (the new frame is frame h+1). Uncached: every DDIM step runs the UNet on the whole
 ``window``-frame buffer. Cached (``world_model_rollout_model(..., cached=True)``): one UNet pass on the history
 buffer fills the cache, then every DDIM step runs the UNet on the new frame only.
@@ -34,6 +35,27 @@ flags.DEFINE_integer("min_history", 1, "smallest history length measured")
 FLAGS = flags.FLAGS
 
 
+class FrameStepper:
+  """One generated frame at a time on latents: ``start`` (context -> window state), ``step`` (push an action,
+  generate a frame), as ``inference.InferenceSession.start``/``step`` run them."""
+
+  def __init__(self, model, sampler):
+    import jax
+    from vid2world_jax import rollout as rl
+    self._init = jax.jit(lambda c, a, k: rl.init_window(model, sampler, c, a, k))
+    self._step = jax.jit(lambda p, st, a: rl.generate_frame(model, sampler, p, rl.push_action(st, a)))
+
+  def start(self, context, context_actions, keys):
+    from vid2world_jax import rollout as rl
+    with rl.noise_mode():
+      return self._init(context, context_actions, keys)
+
+  def step(self, params, state, action):
+    from vid2world_jax import rollout as rl
+    with rl.noise_mode():
+      return self._step(params, state, action)
+
+
 def main(_):
   import jax
   import jax.numpy as jnp
@@ -58,8 +80,8 @@ def main(_):
   params = (s, fss)
   sampler = rl.SamplerConfig(ddim_steps=FLAGS.ddim_steps, eta=1.0, guidance_scale=2.5, guidance_rescale=0.7,
                              window=w)
-  gens = {"uncached": rl.FrameGenerator(rl.world_model_rollout_model(c.model, g, fg), sampler),
-          "cached": rl.FrameGenerator(rl.world_model_rollout_model(c.model, g, fg, cached=True), sampler)}
+  gens = {"uncached": FrameStepper(rl.world_model_rollout_model(c.model, g, fg), sampler),
+          "cached": FrameStepper(rl.world_model_rollout_model(c.model, g, fg, cached=True), sampler)}
   hw = FLAGS.latent_hw
   rng = np.random.default_rng(0)
   frames = jnp.asarray(rng.normal(size=(b, w - 1, hw, hw, 12)).astype(np.float32))

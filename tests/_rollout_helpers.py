@@ -107,3 +107,32 @@ def write_toy_checkpoint(workdir, step: int = 5, seed: int = 3):
   ckpt.save(path, {"params": params, "step": np.int32(step)})
   ckpt.wait_until_finished()
   return cfg
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Inference sessions of tiny world models (8x8 RGB frames, window 4).
+
+def random_pure_params(model_cfg, seed: int = 1):
+  """Every trainable parameter of ``world_model.build(model_cfg)`` drawn at random (zero-inits included, so every
+  path influences the output), as a pure dict of numpy arrays (built abstractly: no eager initialisation)."""
+  from vid2world_jax import world_model
+  abs_wm, _ = nnx.eval_shape(lambda: world_model.build(model_cfg, rngs=nnx.Rngs(0)))
+  pure = nnx.to_pure_dict(nnx.state(abs_wm, nnx.Param))
+  r = np.random.default_rng(seed)
+  return jax.tree.map(lambda x: (r.standard_normal(x.shape) / np.sqrt(x.shape[0] if x.ndim else 1))
+                      .astype(np.float32), pure)
+
+
+def tiny_session(arch: str = "toy", window: int = 4, action_dim: int = 3, seed: int = 1, sampler=None,
+                 cached: bool = False, context_frames: int = 1):
+  """``inference.InferenceSession`` of a randomised tiny causal world model (2 DDIM steps, eta 1, rescale 0.7)."""
+  from vid2world_jax import inference
+  c = tiny_model_config(arch, window, action_dim)
+  if arch == "unet":  # one level: the nested-scan rollouts compile quickly
+    c.model.unet.channel_mult = [1]
+    c.model.unet.attention_resolutions = [1]
+  c.eval.context_frames = context_frames
+  sampler = sampler or rl.SamplerConfig(ddim_steps=2, eta=1.0, guidance_scale=1.0, guidance_rescale=0.7,
+                                        window=window)
+  return inference.InferenceSession.from_params(c, random_pure_params(c.model, seed), sampler=sampler,
+                                                cached=cached)

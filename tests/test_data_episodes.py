@@ -265,13 +265,13 @@ def test_data_unit_range_and_augment_clip_consistent():
 
 # ------------------------------------------------------------------------------------------------ converter
 def test_data_convert_videos_to_episodes(tmp_path):
-  import imageio.v3 as iio
+  from vid2world_jax import video_io
   src, out = tmp_path / "videos", tmp_path / "eps"
   src.mkdir()
   frames = _frames(3, 9, 16, 16)
-  iio.imwrite(src / "run1.gif", frames, duration=100, loop=0)
+  video_io.write_video(src / "run1.gif", frames)
   np.save(src / "run1.npy", _actions(3, 9))
-  iio.imwrite(src / "noactions.gif", frames, duration=100, loop=0)
+  video_io.write_video(src / "noactions.gif", frames)
   with pytest.raises(common.BadDataError, match="noactions.gif episode noactions: no action file"):
     convert_videos.convert_folder(str(src), str(out), progress=False)
   names = convert_videos.convert_folder(str(src), str(out), on_bad_data="skip", progress=False)

@@ -98,8 +98,8 @@ def test_demo_end_to_end_report(demo_run):
   assert all(pe["real"][p] >= 0.0 and pe["world_model"][p] >= 0.0 for p in pe["policies"])
   assert "mmrv" in pe and "pearson_r" in pe
   assert len(os.listdir(os.path.join(rdir, "videos", "policy_eval"))) == 2
-  import imageio.v2 as imageio
-  first = imageio.mimread(os.path.join(rdir, "videos", sorted(gifs)[0]))[0]
+  from vid2world_jax import video_io
+  first = video_io.read_video(os.path.join(rdir, "videos", sorted(gifs)[0]))[0]
   assert first.shape[0] == 32 * 3   # upscaled by demo.video_scale
   assert m["timing"]["total"] > 0
 
@@ -107,13 +107,40 @@ def test_demo_end_to_end_report(demo_run):
 def test_demo_stages_are_cached(demo_run, capsys):
   from vid2world_jax.demo import pipeline
   wd, m = demo_run
-  before = os.path.getmtime(os.path.join(wd, "finetune", "params.pkl"))
+  before = os.path.getmtime(os.path.join(wd, "finetune", "output", "tree.json"))
   m2 = pipeline.run(demo_test_config(), wd)
   out = capsys.readouterr().out
   assert "stage (a) pretrain: cached" in out and "stage (b) finetune: cached" in out
-  assert "eval/rollouts.pkl" in out and "eval/long_horizon.pkl" in out
-  assert os.path.getmtime(os.path.join(wd, "finetune", "params.pkl")) == before
+  assert "eval/rollouts" in out and "eval/long_horizon" in out
+  assert os.path.getmtime(os.path.join(wd, "finetune", "output", "tree.json")) == before
   assert m2["per_horizon"] == m["per_horizon"]
+
+
+def test_demo_workdir_loads_in_the_session_and_the_rollout_cli(demo_run, tmp_path):
+  """The default job's workdir is a usable model: no pickle anywhere in it, ``InferenceSession.load(workdir)``
+  (config read from the checkpoint) and ``rollout_cli --checkpoint=<workdir>`` give the same frames for the
+  same seed."""
+  from vid2world_jax import inference
+  wd, _ = demo_run
+  files = [os.path.join(r, f) for r, _, fs in os.walk(wd) for f in fs]
+  assert not [f for f in files if f.endswith((".pkl", ".pickle"))]
+  sess = inference.InferenceSession.load(wd)
+  assert sess.frame_shape == (32, 32, 3) and sess.action_dim == 3 and sess.context_frames == 1
+  rng = np.random.default_rng(0)
+  ctx = rng.integers(0, 256, size=(1, 1, 32, 32, 3)).astype(np.uint8)
+  acts = np.eye(3, dtype=np.float32)[rng.integers(0, 3, size=5)]           # 5 generated frames > window 4
+  want = sess.rollout(ctx, acts[None], guidance_scale=2.5, seed=3)
+  np.savez(tmp_path / "ctx.npz", frames=ctx[0])
+  np.save(tmp_path / "acts.npy", acts)
+  r = _cli(["vid2world_jax.rollout_cli", f"--config={_tiny_config_file(tmp_path)}", f"--checkpoint={wd}",
+            f"--context={tmp_path / 'ctx.npz'}", f"--actions={tmp_path / 'acts.npy'}", "--guidance=2.5", "--seed=3",
+            f"--out={tmp_path / 'out.npz'}", "--noprogress"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  with np.load(tmp_path / "out.npz") as z:
+    frames = z["frames"]
+  assert frames.shape == (1, 6, 32, 32, 3)
+  np.testing.assert_array_equal(frames[:, 0], ctx[:, 0])
+  np.testing.assert_array_equal(frames[:, 1:], want)
 
 
 def test_demo_ablations_table(demo_run):
@@ -178,22 +205,19 @@ def test_demo_report_side_by_side_and_gif(tmp_path):
   v = report.side_by_side([a, b], scale=2, gap=2)
   assert v.shape == (3, 16, 34, 3) and v.dtype == np.uint8
   assert v[0, 0, 0, 0] == 0 and v[0, 0, -1, 0] == 255
-  # distinct frames (GIF writers merge identical consecutive frames into one longer frame)
-  v = v.copy()
-  v[:, :2, :2] = np.arange(3, dtype=np.uint8)[:, None, None, None] * 80
-  p = report.write_gif(str(tmp_path / "x.gif"), v)
-  import imageio.v2 as imageio
-  assert len(imageio.mimread(p)) == 3
+  p = report.write_gif(str(tmp_path / "x.gif"), v)   # identical consecutive frames stay separate frames
+  from vid2world_jax import video_io
+  assert len(video_io.read_video(p)) == 3
 
 
 def test_demo_guidance_scale_one_is_no_guidance():
-  """The traced-scale guidance denoiser at s=1 returns the conditional prediction exactly."""
+  """The guided prediction with a traced scale (as every rollout runs it) at s=1 returns the conditional
+  prediction."""
+  import jax
   import jax.numpy as jnp
   from vid2world_jax import rollout as rl
-  from vid2world_jax import sampling
   import _rollout_helpers as h
   params = h.standin_params(action_dim=3)
-  fn = lambda p, *a: h.standin_denoise(p[0], *a)
   b, w = 2, 4
   rng = np.random.default_rng(0)
   inputs = rl.WindowInputs(
@@ -203,11 +227,12 @@ def test_demo_guidance_scale_one_is_no_guidance():
             "context": jnp.asarray(rng.normal(size=(b, 2, 8)), jnp.float32)},
       actions=jnp.asarray(rng.normal(size=(b, w, 3)), jnp.float32),
       action_mask=jnp.ones((b, w), jnp.float32), new_index=jnp.asarray(2, jnp.int32))
-  den = sampling.GuidanceDenoiser(fn, rescale=0.7)
-  out1, _ = den((params, None, jnp.float32(1.0)), (), inputs)
-  ref = fn((params,), inputs.latents, inputs.t, inputs.cond, inputs.actions, inputs.action_mask)
+  den = rl.FnDenoiser(h.standin_denoise)
+  guided = jax.jit(lambda s: rl.guided_prediction(den, params, (), inputs, s, 0.7)[0])
+  out1 = guided(jnp.float32(1.0))
+  ref = h.standin_denoise(params, inputs.latents, inputs.t, inputs.cond, inputs.actions, inputs.action_mask)
   np.testing.assert_allclose(np.asarray(out1)[:, :3], np.asarray(ref)[:, :3], rtol=1e-6, atol=1e-6)
-  out3, _ = den((params, None, jnp.float32(3.0)), (), inputs)
+  out3 = guided(jnp.float32(3.0))
   assert float(jnp.max(jnp.abs(out3[:, 2] - ref[:, 2]))) > 1e-4   # the newest frame's action matters
 
 
@@ -351,9 +376,9 @@ def test_demo_strict_exits_nonzero_with_the_shortfalls(demo_run, capsys):
   assert "demo.strict: the quality bar was not met" in capsys.readouterr().out
 
 
-def test_runner_cached_rollout_matches_the_traced_scale_rollout():
-  """The long-horizon and policy evaluations use the cached fast path at a fixed scale: the same frames as the
-  traced-scale (uncached) rollout of the main evaluation, at scale 1 and 2.5, across a sliding window."""
+def test_session_cached_rollout_matches_the_uncached_rollout():
+  """The demo's sessions on the cached fast path give the frames of the full-window path, at scale 1 and 2.5,
+  across a sliding window (the guidance scale is a traced value on both)."""
   import jax
   import jax.numpy as jnp
   from flax import nnx
@@ -363,13 +388,17 @@ def test_runner_cached_rollout_matches_the_traced_scale_rollout():
   mcfg = evaluation.model_config(c)
   wm, _ = world_model.build(mcfg, rngs=nnx.Rngs(3))
   params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(wm, nnx.Param)))
-  runner = evaluation.make_runner(c, params)
+  c.demo.cached_rollout = True
+  cached = evaluation.make_session(c, params)
+  c.demo.cached_rollout = False
+  plain = evaluation.make_session(c, params)
+  assert cached.cached and not plain.cached
   rng = np.random.default_rng(0)
-  ctx = runner.encode(rng.uniform(-1, 1, size=(2, 1, 32, 32, 3)).astype(np.float32))
+  ctx = plain.encode(rng.integers(0, 256, size=(2, 1, 32, 32, 3)).astype(np.uint8))
   acts = np.eye(3, dtype=np.float32)[rng.integers(0, 3, size=(2, 6))]
   for scale in (1.0, 2.5):
-    a = runner.rollout(ctx, acts, scale, seed=5, horizon=6)       # 7 frames > window 4: the window slides
-    b = runner.rollout_cached(ctx, acts, scale, seed=5, horizon=6)
+    a = plain.latent_rollout(ctx, acts, guidance_scale=scale, seed=5, horizon=6)   # 7 frames > window 4: slides
+    b = cached.latent_rollout(ctx, acts, guidance_scale=scale, seed=5, horizon=6)
     assert a.shape == b.shape == (2, 7) + ctx.shape[2:]
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-4, rtol=0)
     assert float(jnp.max(jnp.abs(a[:, 1:] - ctx))) > 1e-2   # it generated something

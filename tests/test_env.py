@@ -1,19 +1,23 @@
-"""WorldModelEnv / WorldModelVectorEnv: gymnasium API (check_env), step == rollout, reward/success hooks."""
+"""WorldModelEnv / WorldModelVectorEnv over an inference session: gymnasium API (check_env), step == rollout,
+reward/success hooks."""
+
+import functools
 
 import gymnasium as gym
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 import _rollout_helpers as h
 from vid2world_jax import envs
-from vid2world_jax import rollout as rl
-from vid2world_jax.world_model import patchify, unpatchify
 
-SAMPLER = rl.SamplerConfig(ddim_steps=2, eta=1.0, guidance_scale=2.5, guidance_rescale=0.7, window=4)
 FRAME = (8, 8, 3)
+SCALE = 2.5
+
+
+@functools.lru_cache(maxsize=None)
+def _session():
+  return h.tiny_session("toy", window=4)
 
 
 def _contexts(n=3, k=1, seed=0):
@@ -21,9 +25,7 @@ def _contexts(n=3, k=1, seed=0):
 
 
 def _env(**kw):
-  return envs.WorldModelEnv(h.standin_model(), h.standin_params(), SAMPLER, encode_fn=lambda x: patchify(x, 2),
-                            decode_fn=lambda z: unpatchify(z, 2), frame_shape=FRAME, action_dim=3,
-                            initial_contexts=_contexts(), **kw)
+  return envs.WorldModelEnv(_session(), guidance_scale=SCALE, initial_contexts=_contexts(), **kw)
 
 
 def test_env_passes_gymnasium_check_env():
@@ -46,14 +48,12 @@ def test_env_steps_reproduce_the_rollout_frames():
     assert env.observation_space.contains(obs) and reward == 0.0 and not terminated and not truncated
   frames = env.episode_frames()
   assert frames.shape == (7,) + FRAME
-  # the same rollout through rollout.rollout with the env's key
-  eng = env._engine
-  keys = eng.state.keys
-  latents = patchify(envs.to_unit(ctx)[None], 2)
-  all_actions = jnp.asarray(np.concatenate([ca, acts])[None])
-  out = rl.rollout(h.standin_model(), SAMPLER, h.standin_params(), latents, all_actions, keys, horizon=5)
-  want = envs.to_uint8(unpatchify(out, 2))[0]
-  assert np.abs(want.astype(int) - frames.astype(int)).max() <= 1  # rounding of equal latents up to 1e-5
+  # the same rollout through session.rollout (the jitted scan) with the env's seed: the same frames exactly
+  seed = int(env._last_seed)
+  want = _session().rollout(ctx[None], acts[None], guidance_scale=SCALE, seed=[seed], context_actions=ca[None])[0]
+  np.testing.assert_array_equal(frames[2:], want)
+  np.testing.assert_array_equal(frames[:2], ctx)
+  assert np.abs(frames[-1].astype(int) - frames[-2].astype(int)).max() > 0
 
 
 def test_env_reward_success_truncation_and_errors():
@@ -82,9 +82,7 @@ def test_env_reward_success_truncation_and_errors():
 
 
 def test_env_vector_version_matches_single_envs():
-  venv = envs.WorldModelVectorEnv(h.standin_model(), h.standin_params(), SAMPLER, num_envs=2,
-                                  encode_fn=lambda x: patchify(x, 2), decode_fn=lambda z: unpatchify(z, 2),
-                                  frame_shape=FRAME, action_dim=3, max_episode_steps=3,
+  venv = envs.WorldModelVectorEnv(_session(), num_envs=2, guidance_scale=SCALE, max_episode_steps=3,
                                   success_fn=lambda f: f.mean() > 300)   # never
   ctx = _contexts(2, k=1, seed=9)
   obs, info = venv.reset(seed=3, options={"context": ctx})
@@ -95,12 +93,10 @@ def test_env_vector_version_matches_single_envs():
   assert obs.shape == (2,) + FRAME and rew.shape == (2,) and not term.any() and trunc.all()
   vf = venv.episode_frames()
   assert vf.shape == (2, 4) + FRAME
-  # env 1 alone with the same per-rollout key gives the same frames
-  keys = venv._engine.state.keys
-  out = rl.rollout(h.standin_model(), SAMPLER, h.standin_params(), patchify(envs.to_unit(ctx[1:]), 2),
-                   jnp.asarray(acts[:, 1][None]), keys[1:], horizon=3)
-  want = envs.to_uint8(unpatchify(out, 2))[0]
-  assert np.abs(want.astype(int) - vf[1].astype(int)).max() <= 1
+  # env 1 alone with its seed gives the same frames (one key per rollout: batch-independent)
+  seeds = venv._last_seeds
+  want = _session().rollout(ctx[1:], acts[:, 1][None], guidance_scale=SCALE, seed=[int(seeds[1])])[0]
+  np.testing.assert_array_equal(vf[1, 1:], want)
   with pytest.raises(ValueError, match="num_envs"):
     venv.step(np.zeros((3, 3), np.float32))
 

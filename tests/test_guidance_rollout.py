@@ -69,11 +69,13 @@ def test_guidance_combine_matches_diffusion_guidance_and_ignores_padding():
   r = np.random.default_rng(1)
   c = jnp.asarray(r.normal(size=(2, 4) + h.LATENT).astype(np.float32))
   u = jnp.asarray(r.normal(size=(2, 4) + h.LATENT).astype(np.float32))
-  full = rl.combine_guidance(c, u, 2.5, 0.7)
+  full = guidance_lib.causal_action_guidance(c, u, 2.5, 0.7, jnp.ones((4,), bool))   # masked std, all valid
   np.testing.assert_allclose(np.asarray(full), np.asarray(guidance_lib.causal_action_guidance(c, u, 2.5, 0.7)),
                              rtol=1e-5, atol=1e-6)
+  traced = jax.jit(lambda s: guidance_lib.causal_action_guidance(c, u, s, 0.7))(jnp.float32(2.5))  # traced scale
+  np.testing.assert_allclose(np.asarray(traced), np.asarray(full), rtol=1e-5, atol=1e-6)
   valid = jnp.arange(4) <= 1
-  padded = rl.combine_guidance(c, u, 2.5, 0.7, valid)
+  padded = guidance_lib.causal_action_guidance(c, u, 2.5, 0.7, valid)
   exact = guidance_lib.causal_action_guidance(c[:, :2], u[:, :2], 2.5, 0.7)
   np.testing.assert_allclose(np.asarray(padded[:, :2]), np.asarray(exact), rtol=1e-5, atol=1e-6)
   assert float(jnp.abs(padded[:, :2] - full[:, :2]).max()) > 1e-4  # the padding would have changed it

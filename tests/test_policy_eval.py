@@ -11,8 +11,6 @@ import pytest
 import _rollout_helpers as h
 from vid2world_jax import envs
 from vid2world_jax import policy_eval as pe
-from vid2world_jax import rollout as rl
-from vid2world_jax.world_model import patchify, unpatchify
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,11 +45,8 @@ def test_policy_metrics_reversed_tied_and_perfect_rankings():
 
 
 def test_policy_evaluation_loop_in_world_model():
-  sampler = rl.SamplerConfig(ddim_steps=2, guidance_scale=2.5, window=4)
   frame = (8, 8, 3)
-  venv = envs.WorldModelVectorEnv(h.standin_model(), h.standin_params(), sampler, num_envs=3,
-                                  encode_fn=lambda x: patchify(x, 2), decode_fn=lambda z: unpatchify(z, 2),
-                                  frame_shape=frame, action_dim=3)
+  venv = envs.WorldModelVectorEnv(h.tiny_session("toy", window=4), num_envs=3, guidance_scale=2.5)
   ctx = np.random.default_rng(0).integers(0, 256, size=(3, 1) + frame, dtype=np.uint8)
   seen = []
 

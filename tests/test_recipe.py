@@ -3,6 +3,7 @@ config's order and cached ones are skipped; train.py imports no demo code; one n
 (action-free) models; ``init_params``."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -37,7 +38,7 @@ def _stage_always(cfg, ctx):
   return {"seen": sorted(ctx.outputs), "timed": sorted(ctx.timing)}
 
 
-STAGE_B = recipe.Stage(_stage_b, "b_dir/b.pkl", "(2) b")
+STAGE_B = recipe.Stage(_stage_b, "b_dir/b", "(2) b")
 STAGE_ALWAYS = recipe.Stage(_stage_always, None)
 
 
@@ -61,7 +62,8 @@ def test_recipe_runs_stages_in_config_order_and_skips_cached(tmp_path, capsys):
   assert ctx.outputs["always"] == {"seen": ["a", "b", "none"], "timed": ["a", "b", "none"]}
   assert set(ctx.timing) == set(ctx.cpu) == {"a", "none", "b", "always"}
   assert all(v >= 0 for v in ctx.timing.values())
-  assert os.path.exists(tmp_path / "a" / "output.pkl") and os.path.exists(tmp_path / "b_dir" / "b.pkl")
+  assert os.path.exists(tmp_path / "a" / "output" / "tree.json")
+  assert os.path.exists(tmp_path / "b_dir" / "b" / "tree.json")
   assert not os.path.exists(tmp_path / "none")        # a None output is not cached
   capsys.readouterr()
   CALLS.clear()
@@ -69,12 +71,41 @@ def test_recipe_runs_stages_in_config_order_and_skips_cached(tmp_path, capsys):
   assert CALLS == ["none", "always"]                   # a and b loaded from their cache files
   assert ctx.outputs["b"] == {"value": 42}
   out = capsys.readouterr().out
-  assert "stage (2) b: cached" in out and "b_dir/b.pkl" in out
+  assert "stage (2) b: cached" in out and "b_dir/b" in out
   # the order is the config's: b first finds a's cached output
   CALLS.clear()
-  os.remove(tmp_path / "b_dir" / "b.pkl")
+  shutil.rmtree(tmp_path / "b_dir" / "b")
   recipe.run(_config(["a", "b"]), str(tmp_path))
   assert CALLS == ["b"]
+
+
+def test_recipe_outputs_round_trip_without_pickle(tmp_path):
+  """Stage outputs: JSON + npz (allow_pickle=False) + orbax for parameters; types, int keys, tuples, None and
+  numpy scalars survive; objects are refused (no pickle is ever written or loaded)."""
+  from vid2world_jax import tree_store
+  r = np.random.default_rng(0)
+  obj = {"params": {"unet": {0: {"w": r.normal(size=(3, 4)).astype(np.float32)}, "b": np.arange(3)}},
+         "losses": [0.5, 0.25], "seconds": np.float64(1.5), "steps": np.int32(7), "init": "pretrained",
+         "none": None, "pair": (1, "x"), "videos": r.integers(0, 255, (2, 3, 4, 4, 3)).astype(np.uint8),
+         "names": ["a", "b"], "nested": {"per_horizon": {"psnr": [1.0, float("nan")]}}, "flag": True}
+  recipe.save(str(tmp_path / "out"), obj)
+  got = recipe.load(str(tmp_path / "out"))
+  assert sorted(os.listdir(tmp_path / "out")) == ["arrays.npz", "params", "tree.json"]
+  np.testing.assert_array_equal(got["params"]["unet"][0]["w"], obj["params"]["unet"][0]["w"])
+  assert got["params"]["unet"][0]["w"].dtype == np.float32 and list(got["params"]["unet"]) == [0, "b"]
+  np.testing.assert_array_equal(got["videos"], obj["videos"])
+  assert got["videos"].dtype == np.uint8
+  assert got["pair"] == (1, "x") and got["none"] is None and got["seconds"] == 1.5 and got["steps"] == 7
+  assert got["losses"] == [0.5, 0.25] and got["names"] == ["a", "b"] and got["flag"] is True
+  assert np.isnan(got["nested"]["per_horizon"]["psnr"][1])
+  with np.load(tmp_path / "out" / "arrays.npz", allow_pickle=False) as z:   # readable without pickle
+    assert len(z.files) == 1
+  with pytest.raises(TypeError, match="not storable without pickle"):
+    tree_store.save(str(tmp_path / "bad"), {"x": object()})
+  with pytest.raises(TypeError, match="dtype object"):
+    tree_store.save(str(tmp_path / "bad"), {"x": np.asarray([{}], dtype=object)})
+  with pytest.raises(ValueError, match="not pickles"):
+    recipe.save(str(tmp_path / "x.pkl"), {"a": 1})
 
 
 def test_recipe_bad_entries_are_config_errors(tmp_path):

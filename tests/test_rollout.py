@@ -191,8 +191,8 @@ def test_rollout_cli_writes_npz_and_gif(cli_files):
   assert "frames" in r.stderr  # the progress bar
   r = _cli(*common, f"--out={d / 'out.gif'}", "--noprogress")
   assert r.returncode == 0, r.stderr[-3000:]
-  import imageio.v3 as iio
-  assert iio.imread(d / "out.gif").shape[0] == 6
+  from vid2world_jax import video_io
+  assert video_io.read_video(d / "out.gif").shape[0] == 6
 
 
 def test_rollout_cli_clear_errors(cli_files):

@@ -196,20 +196,25 @@ def test_rollout_cached_refuses_noncausal_models():
 
 @pytest.mark.slow
 def test_rollout_world_model_cached_rgb_equals_uncached():
-  """The public RGB entry point (``rollout_world_model``, default-optimised ``rl.rollout`` jit) with
-  ``cached=True`` == ``cached=False``. Slow (two full-optimisation compiles of the nested scans); the same code
-  path is covered quickly by ``test_rollout_cached_equals_uncached``."""
-  from vid2world_jax import world_model
+  """The public RGB entry point (``InferenceSession.rollout_with_context``, default-optimised ``rl.rollout`` jit)
+  with ``cached=True`` == ``cached=False``. Slow (two full-optimisation compiles of the nested scans); the same
+  code path is covered quickly by ``test_rollout_cached_equals_uncached``."""
+  from vid2world_jax import inference, world_model
   c = h.tiny_model_config("unet", window=WINDOW)
   c.model.unet.channel_mult = [1]
   c.model.unet.attention_resolutions = [1]
-  wm, fs = random_build(lambda: world_model.build(c.model, rngs=nnx.Rngs(0)), 3)
-  cfg = rl.SamplerConfig(ddim_steps=2, eta=1.0, guidance_scale=2.5, window=WINDOW)
+  wm, _ = random_build(lambda: world_model.build(c.model, rngs=nnx.Rngs(0)), 3)
+  params = nnx.to_pure_dict(nnx.state(wm, nnx.Param))
+  cfg = rl.SamplerConfig(ddim_steps=2, eta=1.0, guidance_scale=1.0, window=WINDOW)
   frames = np.random.default_rng(0).integers(0, 256, (1, 2, 8, 8, 3)).astype(np.uint8)
   acts = np.random.default_rng(1).normal(size=(1, 5, 3)).astype(np.float32)
-  lat0, rgb0 = rl.rollout_world_model(c.model, wm, fs, cfg, frames, acts, seed=1, horizon=4)
-  lat1, rgb1 = rl.rollout_world_model(c.model, wm, fs, cfg, frames, acts, seed=1, horizon=4, cached=True)
-  np.testing.assert_allclose(np.asarray(lat1), np.asarray(lat0), rtol=0, atol=TOL)
+  out = []
+  for cached in (False, True):
+    sess = inference.InferenceSession.from_params(c, params, sampler=cfg, cached=cached)
+    out.append(sess.rollout_with_context(frames, acts[:, 1:], guidance_scale=2.5, seed=1,
+                                         context_actions=acts[:, :1]))
+  (lat0, rgb0), (lat1, rgb1) = out
+  np.testing.assert_allclose(lat1, lat0, rtol=0, atol=TOL)
   assert rgb1.shape == rgb0.shape == (1, 6, 8, 8, 3)
   assert np.abs(rgb1.astype(int) - rgb0.astype(int)).max() <= 1
 

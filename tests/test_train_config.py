@@ -71,8 +71,8 @@ def test_train_writes_sample_rollout_video(tmp_path):
   train.train_and_evaluate(cfg, str(tmp_path))
   gifs = os.listdir(tmp_path / "samples")
   assert gifs == ["rollout_gt_vs_generated_00000002.gif"]
-  import imageio
-  frames = imageio.mimread(str(tmp_path / "samples" / gifs[0]))
+  from vid2world_jax import video_io
+  frames = video_io.read_video(tmp_path / "samples" / gifs[0])
   assert len(frames) == 4 and frames[0].shape[:2] == (16, 2 * 16 * 2)   # T frames; 2 clips x (gt | generated)
 
 

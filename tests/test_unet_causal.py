@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 from hypothesis import given, settings, strategies as st
 
-from vid2world_jax.models import api
+from vid2world_jax.world_model import unet_denoise
 from vid2world_jax.models import unet as U
 
 A = 3          # action dim
@@ -73,7 +73,7 @@ def _jitted(model, with_mask: bool):
 
     def f(state, x, t, concat, context, fs, actions, mask):
       m = nnx.merge(graphdef, state)
-      return api.denoise(m, x, t, {"concat": concat, "context": context, "fs": fs}, actions,
+      return unet_denoise(m, x, t, {"concat": concat, "context": context, "fs": fs}, actions,
                          mask if with_mask else None)
 
     _JITS[key] = (jax.jit(f, compiler_options=_FAST), state)
@@ -235,20 +235,20 @@ def test_action_required_and_shape_errors():
   inp = make_inputs(0, 1, 2)
   cond = {"concat": inp["concat"], "context": inp["context"], "fs": None}
   with pytest.raises(ValueError, match="actions"):
-    api.denoise(model, inp["x"], inp["t"], cond)
+    unet_denoise(model, inp["x"], inp["t"], cond)
   with pytest.raises(ValueError, match="actions must be"):
-    api.denoise(model, inp["x"], inp["t"], cond, inp["actions"][..., :2])
+    unet_denoise(model, inp["x"], inp["t"], cond, inp["actions"][..., :2])
   with pytest.raises(ValueError, match="action_mask"):
-    api.denoise(model, inp["x"], inp["t"], cond, inp["actions"], inp["mask"][:, :1])
+    unet_denoise(model, inp["x"], inp["t"], cond, inp["actions"], inp["mask"][:, :1])
   with pytest.raises(ValueError, match="t must be"):
-    api.denoise(model, inp["x"], inp["t"][:, :1], cond, inp["actions"])
+    unet_denoise(model, inp["x"], inp["t"][:, :1], cond, inp["actions"])
   with pytest.raises(ValueError, match="concat"):
-    api.denoise(model, inp["x"], inp["t"], {**cond, "concat": inp["concat"][:, :2]}, inp["actions"])
+    unet_denoise(model, inp["x"], inp["t"], {**cond, "concat": inp["concat"][:, :2]}, inp["actions"])
   with pytest.raises(ValueError, match="context"):
-    api.denoise(model, inp["x"], inp["t"], {**cond, "context": inp["context"][..., :3]}, inp["actions"])
+    unet_denoise(model, inp["x"], inp["t"], {**cond, "context": inp["context"][..., :3]}, inp["actions"])
   no_act = nnx.eval_shape(lambda: U.build(tiny_config(False, action_dim=0), rngs=nnx.Rngs(0)))
   with pytest.raises(ValueError, match="action_dim=0"):
-    api.denoise(no_act, inp["x"], inp["t"], cond, inp["actions"])
+    unet_denoise(no_act, inp["x"], inp["t"], cond, inp["actions"])
 
 
 def test_causal_remat_and_bfloat16_match_float32():

@@ -97,3 +97,58 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter):
 
 def abstract_with_shardings(tree, shardings):
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Inference: the trainable parameters only.
+
+def _str_keys(tree):
+  """orbax stores every dict key as a string (nnx pure dicts use ints for list entries)."""
+  if isinstance(tree, dict):
+    return {str(k): _str_keys(v) for k, v in tree.items()}
+  return tree
+
+
+def _rekey_like(want, got):
+  if isinstance(want, dict):
+    return {k: _rekey_like(v, got[str(k)]) for k, v in want.items()}
+  return got
+
+
+def _check_against(want, have, where: str, path: str = "") -> None:
+  """Clear one-line errors when the stored tree does not fit the model (wrong config for this checkpoint)."""
+  if isinstance(want, dict):
+    if not isinstance(have, dict):
+      raise ValueError(f"checkpoint {where}: {path or '/'} is not a dict")
+    missing = [str(k) for k in want if str(k) not in have]
+    if missing:
+      raise ValueError(f"checkpoint {where} lacks parameter {path}/{missing[0]} (wrong config for this checkpoint?)")
+    extra = sorted(set(have) - {str(k) for k in want})
+    if extra:
+      raise ValueError(f"checkpoint {where} has parameters the config's model lacks: {path}/{extra[:5]}")
+    for k, v in want.items():
+      _check_against(v, have[str(k)], where, f"{path}/{k}")
+    return
+  if tuple(have.shape) != tuple(want.shape):
+    raise ValueError(f"checkpoint {where}: {path} has shape {tuple(have.shape)}, the config's model "
+                     f"{tuple(want.shape)}")
+
+
+def restore_params(state_dir: str, abstract_params, *, use_ema: bool = True):
+  """The trainable parameters of a trainer checkpoint's ``state`` item, nothing else (no optimizer state).
+
+  ``abstract_params``: the model's parameter pure dict as ``jax.ShapeDtypeStruct`` leaves carrying the target
+  dtype (the stored float32 values are cast on restore, e.g. to bfloat16) and sharding. Restores the ``ema``
+  entry when ``use_ema`` and the checkpoint has one, else ``params``. Returns ``(params, name of the entry)``."""
+  ckptr = ocp.PyTreeCheckpointer()
+  meta = ckptr.metadata(state_dir).item_metadata
+  stored = meta.tree if hasattr(meta, "tree") else meta
+  name = "ema" if use_ema and "ema" in stored else "params"
+  if name not in stored:
+    raise ValueError(f"{state_dir} holds no 'params' (keys: {sorted(stored)})")
+  _check_against(abstract_params, stored[name], state_dir)
+  target = {name: _str_keys(abstract_params)}
+  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype), target)
+  out = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                                             partial_restore=True))
+  return _rekey_like(abstract_params, out[name]), name

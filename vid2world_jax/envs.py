@@ -2,8 +2,9 @@
 
 ``reset`` takes context frames (``options={"context": uint8 [k, H, W, 3]}``, optional ``"context_actions"``
 ``[k - 1, A]``; without options a context is drawn from ``initial_contexts`` with the env's seeded RNG) and returns
-the last context frame; ``step(action)`` generates the next frame autoregressively (``rollout.FrameGenerator``:
-same sampler, guidance, sliding window and noise derivation as ``rollout.rollout``) and returns it.
+the last context frame; ``step(action)`` generates the next frame autoregressively (``InferenceSession.step``:
+same sampler, guidance, sliding window and noise as ``InferenceSession.rollout``; episode i of a reset with seed
+s_i equals ``session.rollout(..., seed=[s_i])``) and returns it.
 
 Observations are uint8 RGB ``[H, W, 3]`` (``Box(0, 255)``); actions are float32 ``[A]`` (``Box(low, high)``).
 Optional user functions on the frames of the episode so far (uint8 ``[t, H, W, 3]``, context included):
@@ -20,40 +21,24 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
-import jax
-import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from vid2world_jax import rollout as rl
 
 FramesFn = Callable[[np.ndarray], Any]
 
 
-def to_unit(frames_u8: np.ndarray) -> jax.Array:
-  """uint8 ``[..., 3]`` -> float32 in [-1, 1]."""
-  return jnp.asarray(frames_u8, jnp.float32) / 127.5 - 1.0
-
-
-def to_uint8(frames: jax.Array) -> np.ndarray:
-  """float in [-1, 1] -> uint8 (rounded, clipped)."""
-  return np.asarray(jnp.clip(jnp.round((jnp.asarray(frames, jnp.float32) + 1.0) * 127.5), 0, 255)).astype(np.uint8)
-
-
 class _Engine:
-  """Batched state shared by both environments."""
+  """Batched episode state shared by both environments: an ``inference.InferenceSession`` stepped one frame at a
+  time (``start``/``step``) and the frames so far."""
 
-  def __init__(self, model: rl.RolloutModel, params, sampler: rl.SamplerConfig,
-               encode_fn: Callable[[jax.Array], jax.Array], decode_fn: Callable[[jax.Array], jax.Array],
-               frame_shape: tuple[int, int, int], action_dim: int):
-    self.gen = rl.FrameGenerator(model, sampler)
-    self.params = params
-    self.encode = jax.jit(encode_fn)
-    self.decode = jax.jit(decode_fn)
-    self.frame_shape = tuple(int(s) for s in frame_shape)
-    self.action_dim = int(action_dim)
+  def __init__(self, session, guidance_scale: float | None):
+    self.session = session
+    self.guidance_scale = session.guidance_scale if guidance_scale is None else float(guidance_scale)
+    self.frame_shape = tuple(session.frame_shape)
+    self.action_dim = int(session.action_dim)
     self.state = None
     self.frames: list[np.ndarray] = []   # per step: uint8 [B, H, W, 3]
 
@@ -65,23 +50,17 @@ class _Engine:
     if context_u8.dtype != np.uint8:
       raise ValueError(f"context frames must be uint8 RGB, got {context_u8.dtype}")
     b, k = context_u8.shape[:2]
-    if context_actions is None:
-      context_actions = np.zeros((b, k - 1, self.action_dim), np.float32)
-    context_actions = np.asarray(context_actions, np.float32)
-    if context_actions.shape != (b, k - 1, self.action_dim):
+    if context_actions is not None and np.shape(context_actions) != (b, k - 1, self.action_dim):
       raise ValueError(f"context_actions must be [k - 1, A] = [{k - 1}, {self.action_dim}] per env, "
-                       f"got shape {context_actions.shape[1:]}")
-    latents = self.encode(to_unit(context_u8))
-    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
-    self.state = self.gen.start(latents, jnp.asarray(context_actions), keys)
+                       f"got shape {np.shape(context_actions)[1:]}")
+    self.state = self.session.start(context_u8, seed=np.asarray(seeds, np.int64), context_actions=context_actions)
     self.frames = [context_u8[:, j].copy() for j in range(k)]
     return context_u8[:, -1].copy()
 
   def step(self, actions: np.ndarray) -> np.ndarray:
     if self.state is None:
       raise RuntimeError("call reset() before step()")
-    x, self.state = self.gen.step(self.params, self.state, jnp.asarray(actions, jnp.float32))
-    frame = to_uint8(self.decode(x[:, None])[:, 0])
+    frame, self.state = self.session.step(self.state, actions, guidance_scale=self.guidance_scale)
     self.frames.append(frame)
     return frame.copy()
 
@@ -117,10 +96,9 @@ class WorldModelEnv(gym.Env):
   """A single rollout of the world model as a gymnasium ``Env``.
 
   Args:
-    model, params, sampler: the rollout model (``rollout.RolloutModel``), its parameters and sampler settings.
-    encode_fn: pixels ``[B, k, H, W, 3]`` in [-1, 1] -> latents ``[B, k, h, w, c]`` (jit-able).
-    decode_fn: latents ``[B, T, h, w, c]`` -> pixels in [-1, 1].
-    frame_shape: ``(H, W, 3)``. action_dim: A. action_low / action_high: bounds of the action Box.
+    session: the world model (``inference.InferenceSession``: frame shape, action dim, sampler).
+    guidance_scale: causal action guidance scale of every step (default: the session's run default).
+    action_low / action_high: bounds of the action Box.
     initial_contexts: uint8 ``[N, k, H, W, 3]`` contexts ``reset`` draws from when no context is given.
     reward_fn / success_fn: optional functions of the episode's frames (see module doc).
     max_episode_steps: truncation horizon (None = never).
@@ -128,17 +106,17 @@ class WorldModelEnv(gym.Env):
 
   metadata = {"render_modes": ["rgb_array"], "render_fps": 3}
 
-  def __init__(self, model: rl.RolloutModel, params, sampler: rl.SamplerConfig, *, encode_fn, decode_fn,
-               frame_shape: tuple[int, int, int], action_dim: int, action_low=-1.0, action_high=1.0,
+  def __init__(self, session, *, guidance_scale: float | None = None, action_low=-1.0, action_high=1.0,
                initial_contexts: np.ndarray | None = None, reward_fn: FramesFn | None = None,
                success_fn: FramesFn | None = None, max_episode_steps: int | None = None,
                render_mode: str | None = None, action_space: spaces.Space | None = None):
     if render_mode is not None and render_mode not in self.metadata["render_modes"]:
       raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
     self.render_mode = render_mode
+    self._engine = _Engine(session, guidance_scale)
+    frame_shape, action_dim = self._engine.frame_shape, self._engine.action_dim
     self.observation_space = spaces.Box(0, 255, tuple(frame_shape), np.uint8)
     self.action_space = _check_space(action_space, action_dim) or _action_space(action_dim, action_low, action_high)
-    self._engine = _Engine(model, params, sampler, encode_fn, decode_fn, frame_shape, action_dim)
     self._contexts = _check_contexts(initial_contexts, frame_shape)
     self.reward_fn, self.success_fn = reward_fn, success_fn
     self.max_episode_steps = max_episode_steps
@@ -157,6 +135,7 @@ class WorldModelEnv(gym.Env):
     ca = options.get("context_actions")
     ca = None if ca is None else np.asarray(ca, np.float32)[None]
     rng_seed = int(self.np_random.integers(0, 2**31 - 1))
+    self._last_seed = rng_seed   # the rollout seed of this episode (session.rollout(..., seed=[it]) replays it)
     obs = self._engine.start(context[None], ca, np.asarray([rng_seed]))[0]
     self._steps = 0
     self._last = obs.copy()
@@ -194,20 +173,20 @@ class WorldModelVectorEnv(VectorEnv):
 
   metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.DISABLED}
 
-  def __init__(self, model: rl.RolloutModel, params, sampler: rl.SamplerConfig, *, num_envs: int, encode_fn,
-               decode_fn, frame_shape: tuple[int, int, int], action_dim: int, action_low=-1.0, action_high=1.0,
-               initial_contexts: np.ndarray | None = None, reward_fn: FramesFn | None = None,
+  def __init__(self, session, *, num_envs: int, guidance_scale: float | None = None, action_low=-1.0,
+               action_high=1.0, initial_contexts: np.ndarray | None = None, reward_fn: FramesFn | None = None,
                success_fn: FramesFn | None = None, max_episode_steps: int | None = None,
                action_space: spaces.Space | None = None):
     if num_envs < 1:
       raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     self.num_envs = int(num_envs)
+    self._engine = _Engine(session, guidance_scale)
+    frame_shape, action_dim = self._engine.frame_shape, self._engine.action_dim
     self.single_observation_space = spaces.Box(0, 255, tuple(frame_shape), np.uint8)
     self.single_action_space = (_check_space(action_space, action_dim)
                                 or _action_space(action_dim, action_low, action_high))
     self.observation_space = batch_space(self.single_observation_space, self.num_envs)
     self.action_space = batch_space(self.single_action_space, self.num_envs)
-    self._engine = _Engine(model, params, sampler, encode_fn, decode_fn, frame_shape, action_dim)
     self._contexts = _check_contexts(initial_contexts, frame_shape)
     self.reward_fn, self.success_fn = reward_fn, success_fn
     self.max_episode_steps = max_episode_steps
@@ -226,6 +205,7 @@ class WorldModelVectorEnv(VectorEnv):
       raise ValueError(f"context must be [num_envs={self.num_envs}, k, H, W, 3], got shape {context.shape}")
     ca = options.get("context_actions")
     seeds = self.np_random.integers(0, 2**31 - 1, size=self.num_envs)
+    self._last_seeds = seeds   # per-env rollout seeds of these episodes
     obs = self._engine.start(context, None if ca is None else np.asarray(ca, np.float32), seeds)
     self._steps = 0
     return obs, {"frame_index": np.full(self.num_envs, context.shape[1] - 1)}
@@ -253,27 +233,3 @@ class WorldModelVectorEnv(VectorEnv):
   def episode_frames(self) -> np.ndarray:
     """uint8 ``[num_envs, t, H, W, 3]``."""
     return np.stack([self._engine.episode_frames(i) for i in range(self.num_envs)])
-
-
-def make_world_model_env(model_cfg, world_model, frozen, sampler: rl.SamplerConfig, *, frame_shape, num_envs=None,
-                         allow_noncausal: bool = False, encode_seed: int = 0, cached: bool = False, **kwargs):
-  """Env (``num_envs=None``) or vector env for a ``world_model.build`` bundle (WorldModel, FrozenStage).
-  ``cached``: the cached fast path of the rollout (``rollout.world_model_rollout_model``; causal UNet only)."""
-  from flax import nnx
-  g, s = nnx.split(world_model)
-  fg, fs_state = nnx.split(frozen)
-  model = rl.world_model_rollout_model(model_cfg, g, fg, allow_noncausal=allow_noncausal, cached=cached)
-  enc_key = jax.random.key(encode_seed)
-
-  def encode_fn(frames):
-    return nnx.merge(fg, fs_state).encode(frames, enc_key)
-
-  def decode_fn(latents):
-    return nnx.merge(fg, fs_state).decode(latents)
-
-  action_dim = int(model_cfg.unet.action_dim)
-  common = dict(encode_fn=encode_fn, decode_fn=decode_fn, frame_shape=tuple(frame_shape), action_dim=action_dim,
-                **kwargs)
-  if num_envs is None:
-    return WorldModelEnv(model, (s, fs_state), sampler, **common)
-  return WorldModelVectorEnv(model, (s, fs_state), sampler, num_envs=num_envs, **common)

@@ -41,13 +41,12 @@ class MetricWriter:
     a TensorBoard image strip (first clip, frames side by side). Returns the gif path."""
     if not self.enabled:
       return None
-    import imageio
+    from vid2world_jax import video_io
     x = np.clip((np.asarray(frames, np.float32) + 1.0) * 127.5, 0, 255).astype(np.uint8)
     n, t, h, w, c = x.shape
     row = np.concatenate(list(x), axis=2)   # [T, H, N*W, 3]: the N clips side by side
     path = os.path.join(self.workdir, "samples", f"{tag}_{step:08d}.gif")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    imageio.mimsave(path, list(row), duration=1.0 / fps, loop=0)
+    video_io.write_video(path, row, fps=fps)
     strip = np.concatenate(list(x[0]), axis=1)  # [H, T*W, 3]
     self._tb.add_image(tag, strip, step, dataformats="HWC")
     return path

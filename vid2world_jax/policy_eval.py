@@ -264,20 +264,20 @@ def main(argv):
   else:
     raise SystemExit("no success function: pass --success=pkg.module:fn or put verifier_frames/verifier_labels "
                      "in the eval set")
-  cfg, wm, frozen, sampler = rollout_cli.load_world_model_from_flags()
+  try:
+    sess, scale = rollout_cli.load_session_from_flags()
+  except (FileNotFoundError, ValueError) as e:
+    raise SystemExit(str(e)) from None
   ctx = es["contexts"]
   replays = [p.actions.shape[1] for p in es["policies"].values() if isinstance(p, ReplayPolicy)]
   steps = f.steps or es.get("steps") or (min(replays) if replays else 0)
   if steps < 1:
     raise SystemExit("--steps is required when no replayed action sequences fix the episode length")
-  action_dim = int(cfg.model.unet.action_dim)
   for name, p in es["policies"].items():
-    if isinstance(p, ReplayPolicy) and p.actions.shape[2] != action_dim:
-      raise SystemExit(f"actions__{name}: action dimension {p.actions.shape[2]} != model action_dim {action_dim}")
-  venv = envs.make_world_model_env(cfg.model, wm, frozen, sampler, frame_shape=ctx.shape[2:],
-                                   num_envs=ctx.shape[0], allow_noncausal=f.allow_noncausal,
-                                   cached=bool(cfg.eval.get("cached_rollout", False)) if f.cached is None
-                                   else f.cached)
+    if isinstance(p, ReplayPolicy) and p.actions.shape[2] != sess.action_dim:
+      raise SystemExit(f"actions__{name}: action dimension {p.actions.shape[2]} != model action_dim "
+                       f"{sess.action_dim}")
+  venv = envs.WorldModelVectorEnv(sess, num_envs=ctx.shape[0], guidance_scale=scale)
   report = evaluate(venv, es["policies"], ctx, steps, success_fn, es["real"] or None, seed=f.seed)
   for name, rate in report["success_rates"].items():
     real = es["real"].get(name)

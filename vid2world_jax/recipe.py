@@ -7,7 +7,9 @@
 
 Every value is plain data (import paths), so ``train.py`` dispatches to ``run`` without importing any recipe's
 code. An entry of ``fns`` names either a ``Stage`` (a function plus the file its output is cached in) or a plain
-function (cached in ``<workdir>/<name>/output.pkl``). A stage function is called as ``fn(cfg, ctx)`` with a
+function (cached in ``<workdir>/<name>/output``). Outputs are cached in folders in non-executable formats
+(``tree_store``: JSON structure, npz arrays, orbax for model parameters); a pickle is never written or loaded.
+A stage function is called as ``fn(cfg, ctx)`` with a
 ``Context``: the workdir and the outputs of the earlier stages (``ctx.outputs[name]``). A stage whose cache file
 exists is not run again (its output is loaded); an output of ``None`` (a stage that does nothing under this
 config) is not cached. Each stage is timed (wall and process-CPU seconds, ``ctx.timing`` / ``ctx.cpu``), cached
@@ -20,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-import pickle
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,21 +63,23 @@ def resolve(path: str) -> Any:
 
 
 def save(path: str, obj) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    pickle.dump(obj, f)
-  os.replace(tmp, path)   # atomic: an interrupted save never leaves a half-written cache
+  """``obj`` cached in the folder ``path`` (atomic: an interrupted save never leaves a half-written cache)."""
+  from vid2world_jax import tree_store  # pylint: disable=import-outside-toplevel
+  if path.endswith(".pkl"):
+    raise ValueError(f"stage outputs are folders in non-executable formats, not pickles: {path!r}")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tree_store.save(path, obj)
 
 
 def load(path: str):
-  with open(path, "rb") as f:
-    return pickle.load(f)
+  from vid2world_jax import tree_store  # pylint: disable=import-outside-toplevel
+  return tree_store.load(path)
 
 
 def cached(path: str, fn: Callable[[], Any], label: str = "") -> Any:
-  """``fn()`` cached in ``path`` (loaded when it exists; a None result is not saved)."""
-  if os.path.exists(path):
+  """``fn()`` cached in the folder ``path`` (loaded when it exists; a None result is not saved)."""
+  from vid2world_jax import tree_store  # pylint: disable=import-outside-toplevel
+  if tree_store.exists(path):
     log(f"stage {label or os.path.basename(path)}: cached {path}")
     return load(path)
   out = fn()
@@ -100,7 +103,7 @@ def stages(cfg) -> list[tuple[str, Stage]]:
     if not isinstance(obj, Stage):
       if not callable(obj):
         raise ValueError(f"recipe stage {name!r}: {fns[name]!r} is neither a Stage nor a function")
-      obj = Stage(fn=obj, output=os.path.join(name, "output.pkl"))
+      obj = Stage(fn=obj, output=os.path.join(name, "output"))
     out.append((name, obj))
   return out
 

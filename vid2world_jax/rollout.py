@@ -12,8 +12,10 @@ Frame-by-frame generation, as the released sampler (``ar=True``) does it:
   position j the action taken at window frame j-1 (exactly as a training clip that starts at the window's start).
 * Concat / context conditioning is computed from the FIRST frame of the current window (``cond_fn``).
 * Causal action guidance: both passes in one batched forward (rows ``[:B]`` all actions, rows ``[B:]`` the
-  newest frame's action masked out), combined as ``uncond + scale * (cond - uncond)`` + CFG rescale, with the
-  rescale statistics over the window's valid frames (the released sampler takes them over the whole window).
+  newest frame's action masked out), combined by ``diffusion.guidance.causal_action_guidance`` (``uncond + scale *
+  (cond - uncond)`` + CFG rescale, the rescale statistics over the window's valid frames; the released sampler
+  takes them over the whole window). The scale is a traced value carried in the window state (``WindowState.scale``):
+  every scale shares one compilation and it may change from frame to frame (``inference.InferenceSession.step``).
 * Windows: at most ``window`` frames (the UNet's temporal length): the first ``window`` frames grow the window,
   later frames slide it (the oldest frame drops out).
 
@@ -138,7 +140,7 @@ class WindowDenoiser(Protocol):
 @dataclasses.dataclass(frozen=True, eq=False)
 class FnDenoiser:
   """Stateless default: ``fn(params, latents, t, cond, actions, action_mask) -> [N, W, h, w, c]`` on the whole
-  window (e.g. ``WorldModel.denoise`` / ``models.api.denoise``)."""
+  window (e.g. ``WorldModel.denoise``)."""
   fn: Callable[..., jax.Array]
 
   def init_state(self, params, inputs):
@@ -212,32 +214,6 @@ class RolloutModel:
 # ------------------------------------------------------------------------------------------------------------
 # Pure pieces.
 
-def combine_guidance(cond: jax.Array, uncond: jax.Array, scale: float, rescale: float,
-                     valid: jax.Array | None = None) -> jax.Array:
-  """``uncond + scale * (cond - uncond)`` then CFG rescale over the valid frames.
-
-  ``cond``/``uncond``: ``[B, W, ...]``; ``valid``: bool ``[W]`` (frames that exist in the window; None = all).
-  Equals ``diffusion.guidance.causal_action_guidance`` when every frame is valid; padded frames are excluded from
-  the std statistics (and returned as computed, they are never used).
-  """
-  guided = scale * cond + (1.0 - scale) * uncond  # == uncond + scale (cond - uncond); exact at scale 0 / 1
-  if rescale == 0.0:
-    return guided
-  if valid is None:
-    valid = jnp.ones((cond.shape[1],), bool)
-  w = valid.astype(cond.dtype).reshape((1, -1) + (1,) * (cond.ndim - 2))
-  w = jnp.broadcast_to(w, cond.shape)
-  axes = tuple(range(1, cond.ndim))
-  n = jnp.sum(w, axis=axes, keepdims=True)
-
-  def std(x):  # unbiased like torch .std; the ratio std(cond)/std(guided) does not depend on ddof
-    mu = jnp.sum(x * w, axis=axes, keepdims=True) / n
-    return jnp.sqrt(jnp.sum(((x - mu) * w) ** 2, axis=axes, keepdims=True) / (n - 1))
-
-  resc = guided * (std(cond) / std(guided))
-  return rescale * resc + (1.0 - rescale) * guided
-
-
 def guided_prediction(denoiser: WindowDenoiser, params: Params, state: Any, inputs: WindowInputs,
                       scale: float | None, rescale: float) -> tuple[jax.Array, Any]:
   """Window prediction ``[B, W, ...]`` with causal action guidance (one batched call of 2B rows), or the
@@ -248,7 +224,7 @@ def guided_prediction(denoiser: WindowDenoiser, params: Params, state: Any, inpu
   out, state = denoiser(params, state, both)
   cond, uncond = guidance_lib.split_branches(out)
   valid = jnp.arange(inputs.latents.shape[1]) <= inputs.new_index
-  return combine_guidance(cond, uncond, scale, rescale, valid), state
+  return guidance_lib.causal_action_guidance(cond, uncond, scale, rescale, valid), state
 
 
 def branch_inputs(inputs: WindowInputs) -> WindowInputs:
@@ -282,7 +258,7 @@ def noise_history(schedule: Schedule, x0: jax.Array, t_small: int, noise: jax.Ar
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Window state and one generated frame (shared by the scan, the environment and the CLI).
+# Window state and one generated frame (shared by the scan and the step-by-step session, inference.py).
 
 class WindowState(NamedTuple):
   clean: jax.Array       # [B, W, h, w, c] clean latents of the window's frames (zeros after ``count``)
@@ -291,13 +267,16 @@ class WindowState(NamedTuple):
   count: jax.Array       # [] int32 frames in the window
   frame: jax.Array       # [] int32 global index of the next frame to generate
   keys: jax.Array        # [B] per-rollout PRNG keys
+  scale: jax.Array       # [] float32 causal action guidance scale of the next frame (a traced value: changing it
+  #                        between frames needs no recompilation; unused when cfg.guidance_scale is None)
 
 
 def init_window(model: RolloutModel, cfg: SamplerConfig, context: jax.Array, context_actions: jax.Array,
-                keys: jax.Array) -> WindowState:
+                keys: jax.Array, scale: jax.Array | float | None = None) -> WindowState:
   """Window from ``k`` context latents ``[B, k, h, w, c]`` and the ``k - 1`` actions between them.
 
-  Only the last ``window - 1`` context frames are kept (the window needs room for the new frame)."""
+  Only the last ``window - 1`` context frames are kept (the window needs room for the new frame). ``scale``: the
+  guidance scale (default ``cfg.guidance_scale``; a traced value serves every scale with one compilation)."""
   b, k = context.shape[:2]
   w = cfg.window
   m = min(k, w - 1)
@@ -315,7 +294,10 @@ def init_window(model: RolloutModel, cfg: SamplerConfig, context: jax.Array, con
   noisy = noisy.at[:, :m].set(noisy_kept)
   if m > 1:
     acts = acts.at[:, :m - 1].set(context_actions[:, k - m:k - 1].astype(jnp.float32))
-  return WindowState(clean, noisy, acts, jnp.asarray(m, jnp.int32), jnp.asarray(k, jnp.int32), keys)
+  if scale is None:
+    scale = 1.0 if cfg.guidance_scale is None else cfg.guidance_scale
+  return WindowState(clean, noisy, acts, jnp.asarray(m, jnp.int32), jnp.asarray(k, jnp.int32), keys,
+                     jnp.asarray(scale, jnp.float32))
 
 
 def push_action(state: WindowState, action: jax.Array) -> WindowState:
@@ -368,8 +350,8 @@ def generate_frame(model: RolloutModel, cfg: SamplerConfig, params: Params, stat
   def step(carry, xs):
     x, ds = carry
     tau, tau_prev, z = xs
-    pred, ds = guided_prediction(model.denoiser, params, ds, inputs_for(x, tau), cfg.guidance_scale,
-                                 cfg.guidance_rescale)
+    scale = None if cfg.guidance_scale is None else state.scale
+    pred, ds = guided_prediction(model.denoiser, params, ds, inputs_for(x, tau), scale, cfg.guidance_rescale)
     v = jax.lax.dynamic_index_in_dim(pred, p, axis=1, keepdims=False).astype(jnp.float32)
     tb = jnp.full((b,), tau, jnp.int32)
     tpb = jnp.full((b,), tau_prev, jnp.int32)
@@ -427,9 +409,10 @@ def noise_mode():
 
 
 def _rollout_impl(model: RolloutModel, cfg: SamplerConfig, horizon: int, params: Params, context: jax.Array,
-                  actions: jax.Array, keys: jax.Array, progress: Callable[[Any], None] | None = None) -> jax.Array:
+                  actions: jax.Array, keys: jax.Array, progress: Callable[[Any], None] | None = None,
+                  scale: jax.Array | None = None) -> jax.Array:
   k = context.shape[1]
-  state = init_window(model, cfg, context, actions[:, :max(k - 1, 0)], keys)
+  state = init_window(model, cfg, context, actions[:, :max(k - 1, 0)], keys, scale)
   new_actions = jnp.swapaxes(actions[:, k - 1:k - 1 + horizon], 0, 1).astype(jnp.float32)  # [H, B, A]
 
   def body(st, a):
@@ -448,14 +431,16 @@ _REF_JIT = weakref.WeakKeyDictionary()     # denoiser -> jitted fn
 
 
 def rollout(model: RolloutModel, cfg: SamplerConfig, params: Params, context: jax.Array, actions: jax.Array,
-            keys: jax.Array, *, horizon: int | None = None, progress: Callable[[Any], None] | None = None
-            ) -> jax.Array:
+            keys: jax.Array, *, horizon: int | None = None, progress: Callable[[Any], None] | None = None,
+            guidance_scale: float | jax.Array | None = None) -> jax.Array:
   """Autoregressive rollout (jit: one compilation per (model, cfg, horizon, shapes)).
 
   Args:
     context: ``[B, k, h, w, c]`` context latents. actions: ``[B, N, A]``, ``actions[:, f]`` taken at frame f.
     keys: ``[B]`` PRNG keys (``rollout_keys``). horizon: new frames (default ``N - k + 1``).
     progress: optional host callback, called with the number of frames produced so far after each frame.
+    guidance_scale: the guidance scale as a traced value (default ``cfg.guidance_scale``); every scale shares
+      one compilation. Ignored when ``cfg.guidance_scale is None`` (conditional pass only).
   Returns:
     ``[B, k + horizon, h, w, c]``: the context followed by the generated latents.
   """
@@ -469,10 +454,12 @@ def rollout(model: RolloutModel, cfg: SamplerConfig, params: Params, context: ja
   key = (cfg, horizon, progress)
   fn = cache.get(key)
   if fn is None:
-    fn = jax.jit(lambda p, c, a, kk: _rollout_impl(model, cfg, horizon, p, c, a, kk, progress))
+    fn = jax.jit(lambda p, c, a, kk, s: _rollout_impl(model, cfg, horizon, p, c, a, kk, progress, s))
     cache[key] = fn
+  if guidance_scale is None:
+    guidance_scale = 1.0 if cfg.guidance_scale is None else cfg.guidance_scale
   with noise_mode():
-    return fn(params, context, actions, keys)
+    return fn(params, context, actions, keys, jnp.float32(guidance_scale))
 
 
 def rollout_reference(model: RolloutModel, cfg: SamplerConfig, params: Params, context, actions, keys, *,
@@ -526,38 +513,6 @@ def _rollout_reference(model, cfg, params, context, actions, keys, horizon):
     clean.append(x.astype(context.dtype))
     noisy.append(noise_history(model.schedule, clean[-1], t_small, hist_noise))
   return jnp.stack(clean, axis=1)
-
-
-class FrameGenerator:
-  """Step-by-step generation with the same semantics (and noise) as ``rollout``: the engine behind the
-  gymnasium environments. Two compiled functions: ``start`` (context -> window state) and ``step`` (push one
-  action per rollout, generate one frame)."""
-
-  def __init__(self, model: RolloutModel, cfg: SamplerConfig):
-    self.model, self.cfg = model, cfg
-    self._init = jax.jit(lambda c, a, k: init_window(model, cfg, c, a, k))
-    self._step = jax.jit(lambda p, s, a: generate_frame(model, cfg, p, push_action(s, a)))
-
-  def start(self, context: jax.Array, context_actions: jax.Array, keys: jax.Array) -> WindowState:
-    """``context [B, k, h, w, c]``, ``context_actions [B, k - 1, A]`` (actions between the context frames)."""
-    context = jnp.asarray(context)
-    if context.ndim != 5 or context.shape[1] < 1:
-      raise ValueError(f"context latents must be [B, k >= 1, h, w, c], got shape {context.shape}")
-    context_actions = jnp.asarray(context_actions, jnp.float32)
-    if context_actions.ndim != 3 or context_actions.shape[:2] != (context.shape[0], context.shape[1] - 1):
-      raise ValueError(f"context_actions must be [B, k - 1, A] = [{context.shape[0]}, {context.shape[1] - 1}, A],"
-                       f" got shape {context_actions.shape}")
-    with noise_mode():
-      return self._init(context, context_actions, keys)
-
-  def step(self, params: Params, state: WindowState, action: jax.Array) -> tuple[jax.Array, WindowState]:
-    """``action [B, A]`` taken at the newest frame -> (next latent ``[B, h, w, c]``, new state)."""
-    action = jnp.asarray(action, jnp.float32)
-    if action.shape != state.actions.shape[:1] + state.actions.shape[2:]:
-      raise ValueError(f"action must be [B, A] = {state.actions.shape[:1] + state.actions.shape[2:]}, "
-                       f"got shape {action.shape}")
-    with noise_mode():
-      return self._step(params, state, action)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -640,36 +595,6 @@ def world_model_rollout_model(model_cfg, graphdef, frozen_graphdef, schedule: Sc
     return denoise(params, lat, t, cond, acts, mask, cache=FrameCache.for_step(cache, new_index, window))
 
   return RolloutModel(denoiser=CachedDenoiser(fill, step), cond_fn=cond_fn, schedule=schedule)
-
-
-def rollout_world_model(model_cfg, world_model, frozen, cfg: SamplerConfig, context_frames, actions, *, seed: int = 0,
-                        horizon: int | None = None, allow_noncausal: bool = False, cached: bool = False,
-                        progress: Callable[[Any], None] | None = None) -> tuple[jax.Array, np.ndarray]:
-  """RGB in, RGB out: ``context_frames`` uint8 ``[B, k, H, W, 3]`` + ``actions [B, N, A]`` ->
-  ``(latents [B, k + horizon, h, w, c], frames uint8 [B, k + horizon, H, W, 3])`` (context frames verbatim).
-  ``cached``: the cached fast path (see ``world_model_rollout_model``).
-
-  ``world_model``/``frozen``: the ``world_model.build`` bundle (trained parameters loaded)."""
-  from flax import nnx
-  ctx = np.asarray(context_frames)
-  if ctx.ndim != 5 or ctx.shape[-1] != 3 or ctx.dtype != np.uint8:
-    raise ValueError(f"context_frames must be uint8 [B, k, H, W, 3], got {ctx.dtype} {ctx.shape}")
-  a_dim = int(model_cfg.unet.action_dim)
-  if np.shape(actions)[-1] != a_dim:
-    raise ValueError(f"action dimension mismatch: actions have {np.shape(actions)[-1]} dims, the model expects "
-                     f"{a_dim}")
-  g, s = nnx.split(world_model)
-  fg, fs_state = nnx.split(frozen)
-  model = world_model_rollout_model(model_cfg, g, fg, allow_noncausal=allow_noncausal, cached=cached)
-  encode = jax.jit(lambda st, x: nnx.merge(fg, st).encode(x, jax.random.key(seed)))
-  decode = jax.jit(lambda st, z: nnx.merge(fg, st).decode(z))
-  latents_ctx = encode(fs_state, jnp.asarray(ctx, jnp.float32) / 127.5 - 1.0)
-  keys = rollout_keys(seed, ctx.shape[0])
-  out = rollout(model, cfg, (s, fs_state), latents_ctx, jnp.asarray(actions, jnp.float32), keys, horizon=horizon,
-                progress=progress)
-  rgb = np.asarray(jnp.clip(jnp.round((decode(fs_state, out) + 1.0) * 127.5), 0, 255)).astype(np.uint8)
-  rgb[:, :ctx.shape[1]] = ctx
-  return out, rgb
 
 
 if __name__ == "__main__":  # python -m vid2world_jax.rollout --config=... (see rollout_cli)

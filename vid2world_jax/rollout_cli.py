@@ -3,9 +3,11 @@
   python -m vid2world_jax.rollout --config=configs/test_tiny.py --checkpoint=/tmp/v2w_tiny \\
       --context=clip.mp4 --actions=actions.npy --guidance=2.5 --out=rollout.gif
 
-* ``--config``: the training config file; ``--checkpoint``: the training workdir, its ``checkpoints/`` folder or
-  one step folder (``checkpoints/<step>``); the latest step is used. Only the trained parameters are read.
-* ``--context``: a video (.mp4/.gif/... read with imageio) or ``.npz`` (array ``frames``/``context``: uint8
+* ``--checkpoint``: the training workdir, its ``checkpoints/`` folder, one step folder (``checkpoints/<step>``) or
+  the default job's workdir (``runs/demo``); the latest step is used. Only the trained parameters are read (the EMA
+  when present, ``--noema`` for the raw ones; ``--dtype=bfloat16`` casts them). ``--config``: the training config
+  file (default: the config saved with the checkpoint). The rollout runs through ``inference.InferenceSession``.
+* ``--context``: a video (.mp4/.gif/..., read by ``video_io.read_video``) or ``.npz`` (array ``frames``/``context``: uint8
   ``[k, H, W, 3]`` or ``[B, k, H, W, 3]``); the first ``--context_frames`` frames are used (default
   ``config.eval.context_frames``).
 * ``--actions``: ``.npy`` ``[N, A]`` or ``[B, N, A]``; ``actions[f]`` is the action taken at frame f, so
@@ -13,7 +15,8 @@
 * ``--out``: ``.mp4``/``.gif`` (decoded RGB; a batch is tiled side by side) or ``.npz`` (``frames`` uint8
   ``[B, k + horizon, H, W, 3]`` and ``latents``).
 Sampler flags (``--guidance``, ``--guidance_rescale``, ``--ddim_steps``, ``--eta``, ``--window``,
-``--history_noise``) default to the config's ``eval`` section / the paper's settings. ``--cached`` (default
+``--history_noise``) default to the config's ``demo`` / ``eval`` sections, else the paper's settings
+(``inference.sampler_config``). ``--cached`` (default
 ``config.eval.cached_rollout``) selects the cached fast path (strictly causal UNet only; same frames).
 """
 
@@ -35,109 +38,44 @@ def define_model_flags():
     return
   _DEFINED = True
   from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "training config file (configs/*.py)", lock_config=False)
-  flags.DEFINE_string("checkpoint", None, "training workdir, its checkpoints/ folder, or a step folder")
-  flags.DEFINE_float("guidance", None, "causal action guidance scale s (default config.eval.guidance_scale); "
-                     "1 = conditional prediction only")
-  flags.DEFINE_float("guidance_rescale", None, "CFG rescale phi (default config.eval.guidance_rescale)")
-  flags.DEFINE_integer("ddim_steps", 50, "DDIM steps per generated frame")
-  flags.DEFINE_float("eta", 1.0, "DDIM eta (1 = stochastic, as the released evaluation)")
+  config_flags.DEFINE_config_file("config", None, "training config file (configs/*.py); default: the config saved "
+                                  "with the checkpoint", lock_config=False)
+  flags.DEFINE_string("checkpoint", None, "training workdir, its checkpoints/ folder, a step folder, or the default "
+                      "job's workdir (e.g. runs/demo)")
+  flags.DEFINE_float("guidance", None, "causal action guidance scale s (default config.demo.guidance_scale, else "
+                     "config.eval.guidance_scale); 1 = conditional prediction only")
+  flags.DEFINE_float("guidance_rescale", None, "CFG rescale phi (default config.demo / config.eval)")
+  flags.DEFINE_integer("ddim_steps", None, "DDIM steps per generated frame (default config.demo.ddim_steps, else 50)")
+  flags.DEFINE_float("eta", None, "DDIM eta (default config.demo.eta, else 1 = stochastic, as the released "
+                     "evaluation)")
   flags.DEFINE_integer("window", 0, "temporal window in frames (0 = the UNet's temporal_length)")
-  flags.DEFINE_bool("final_alpha_one", False, "last DDIM step to alpha-bar 1 (returns x0_hat; no residual noise) "
+  flags.DEFINE_bool("final_alpha_one", None, "last DDIM step to alpha-bar 1 (returns x0_hat; no residual noise) "
                     "instead of DynamiCrafter's alpha-bar[0]")
-  flags.DEFINE_string("history_noise", "second_last", "noise level of history frames: 'second_last' or an int")
+  flags.DEFINE_string("history_noise", None, "noise level of history frames: 'second_last' or an int (default "
+                      "config.demo.history_noise, else second_last)")
   flags.DEFINE_integer("seed", 0, "rollout seed (one key per rollout is split from it)")
   flags.DEFINE_bool("allow_noncausal", False, "run even if the UNet config is not strictly causal")
   flags.DEFINE_bool("cached", None, "cached fast path of the rollout (strictly causal UNet only; same frames): "
                     "each DDIM step runs the UNet on the new frame only (default config.eval.cached_rollout)")
-  flags.mark_flags_as_required(["config", "checkpoint"])
+  flags.DEFINE_bool("ema", True, "use the EMA parameters when the checkpoint has them")
+  flags.DEFINE_string("dtype", None, "parameter / compute dtype, e.g. bfloat16 (default: the run's precision)")
+  flags.mark_flags_as_required(["checkpoint"])
 
 
-def find_checkpoint(path: str) -> str:
-  """The ``state`` folder of the latest step under ``path`` (workdir, checkpoints/ or a step folder)."""
-  if not path or not os.path.exists(path):
-    raise FileNotFoundError(f"checkpoint not found: {path!r}")
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, "state")):
-    return os.path.join(path, "state")
-  root = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
-  steps = sorted((int(d) for d in os.listdir(root) if d.isdigit() and os.path.isdir(os.path.join(root, d, "state"))))
-  if not steps:
-    raise FileNotFoundError(f"no checkpoint (<step>/state) found under {root}")
-  return os.path.join(root, str(steps[-1]), "state")
-
-
-def load_world_model(cfg, checkpoint: str):
-  """``(WorldModel, FrozenStage)`` built from ``cfg.model`` with the trained parameters of ``checkpoint``."""
-  import jax
-  import orbax.checkpoint as ocp
-  from flax import nnx
-  import ml_collections
-  from vid2world_jax import world_model
-  state_dir = find_checkpoint(checkpoint)
-  # as train.model_config (not imported: train.py defines absl flags at import time)
-  mcfg = ml_collections.ConfigDict(cfg.model.to_dict())
-  mcfg.unet.dtype = cfg.precision
-  mcfg.unet.remat = bool(cfg.remat)
-  wm, frozen = world_model.build(mcfg, rngs=nnx.Rngs(params=0, dropout=1))
-  restored = ocp.StandardCheckpointer().restore(state_dir)
-  if "params" not in restored:
-    raise ValueError(f"{state_dir} holds no 'params' (keys: {sorted(restored)})")
-  params = nnx.state(wm, nnx.Param)
-  want = nnx.to_pure_dict(params)
-  got = _match_structure(want, restored["params"], state_dir)
-  nnx.replace_by_pure_dict(params, got)
-  nnx.update(wm, params)
-  if mcfg.first_stage == "vae" or mcfg.context == "resampler":
-    if not cfg.get("init_from"):
-      raise ValueError("the VAE / CLIP weights are not in training checkpoints: set config.init_from")
-    from vid2world_jax import init_from  # frozen encoders come from the converted checkpoint
-    _, fstate = nnx.split(frozen)
-    _, fstate = init_from.load(cfg, mcfg, None, fstate, None, None)
-    nnx.update(frozen, fstate)
-  return mcfg, wm, frozen
-
-
-def _match_structure(want, got, where, path=""):
-  """``got`` (orbax turns integer dict keys into strings) re-keyed like ``want``; clear error on a mismatch."""
-  if isinstance(want, dict):
-    if not isinstance(got, dict):
-      raise ValueError(f"checkpoint {where}: {path or '/'} is not a dict")
-    out = {}
-    for k, v in want.items():
-      key = k if k in got else str(k)
-      if key not in got:
-        raise ValueError(f"checkpoint {where} lacks parameter {path}/{k} (wrong --config for this checkpoint?)")
-      out[k] = _match_structure(v, got[key], where, f"{path}/{k}")
-    extra = set(map(str, got)) - set(map(str, want))
-    if extra:
-      raise ValueError(f"checkpoint {where} has parameters the config's model lacks: {path}/{sorted(extra)[:5]}")
-    return out
-  arr = np.asarray(got)
-  if arr.shape != np.shape(want):
-    raise ValueError(f"checkpoint {where}: {path} has shape {arr.shape}, the config's model {np.shape(want)}")
-  return arr
-
-
-def sampler_from_flags(cfg):
-  from vid2world_jax import rollout as rl
+def load_session_from_flags():
+  """``(InferenceSession, guidance scale)`` from the model flags."""
+  from vid2world_jax import inference
   f = flags.FLAGS
-  scale = cfg.eval.guidance_scale if f.guidance is None else f.guidance
-  rescale = cfg.eval.guidance_rescale if f.guidance_rescale is None else f.guidance_rescale
-  hn = f.history_noise if f.history_noise == "second_last" else int(f.history_noise)
-  window = f.window or int(cfg.model.unet.temporal_length)
-  return rl.SamplerConfig(ddim_steps=f.ddim_steps, eta=f.eta, guidance_scale=float(scale),
-                          guidance_rescale=float(rescale), history_noise=hn, window=window,
-                          final_alpha_one=bool(f.final_alpha_one))
-
-
-def load_world_model_from_flags():
-  """``(config with model = the built model config, WorldModel, FrozenStage, SamplerConfig)``."""
-  f = flags.FLAGS
-  cfg = f.config
-  mcfg, wm, frozen = load_world_model(cfg, f.checkpoint)
-  cfg.model = mcfg
-  return cfg, wm, frozen, sampler_from_flags(cfg)
+  hn = f.history_noise
+  overrides = dict(ddim_steps=f.ddim_steps, eta=f.eta, guidance_rescale=f.guidance_rescale,
+                   history_noise=None if hn is None else (hn if hn == "second_last" else int(hn)),
+                   window=f.window or None, final_alpha_one=f.final_alpha_one)
+  state_dir = inference.find_state_dir(f.checkpoint)
+  cfg = f.config if f.config is not None else inference.read_config(state_dir)
+  sess = inference.InferenceSession.load(state_dir, cfg, use_ema=f.ema, dtype=f.dtype,
+                                         sampler=inference.sampler_config(cfg, **overrides), cached=f.cached,
+                                         allow_noncausal=f.allow_noncausal)
+  return sess, (sess.guidance_scale if f.guidance is None else float(f.guidance))
 
 
 def read_context(path: str) -> np.ndarray:
@@ -151,8 +89,8 @@ def read_context(path: str) -> np.ndarray:
         raise ValueError(f"{path}: expected an array named 'frames' or 'context', found {z.files}")
       x = z[key]
   else:
-    import imageio.v3 as iio
-    x = np.asarray(iio.imread(path))
+    from vid2world_jax import video_io
+    x = video_io.read_video(path)
   if x.ndim == 4:
     x = x[None]
   if x.ndim != 5 or x.shape[-1] != 3:
@@ -169,44 +107,37 @@ def write_output(path: str, frames: np.ndarray, latents: np.ndarray, fps: int = 
   if path.endswith(".npz"):
     np.savez_compressed(path, frames=frames, latents=latents)
     return
-  import imageio.v3 as iio
-  video = np.concatenate(list(frames), axis=2)  # [T, H, B*W, 3]: batch side by side
-  if path.endswith(".gif"):
-    iio.imwrite(path, video, duration=1000 // fps, loop=0)
-  elif path.endswith(".mp4"):
-    iio.imwrite(path, video, fps=fps)
-  else:
+  from vid2world_jax import video_io
+  if not path.endswith((".mp4", ".gif")):
     raise ValueError(f"--out must end with .mp4, .gif or .npz, got {path!r}")
+  video_io.write_video(path, np.concatenate(list(frames), axis=2), fps=fps)  # [T, H, B*W, 3]: batch side by side
 
 
 def main(argv):
   del argv
-  import jax
   from tqdm import tqdm
-  from vid2world_jax import rollout as rl
   f = flags.FLAGS
   if not f.out.endswith((".mp4", ".gif", ".npz")):
     raise SystemExit(f"--out must end with .mp4, .gif or .npz, got {f.out!r}")
   ctx = read_context(f.context)
-  k = f.context_frames or int(f.config.eval.context_frames)
-  if ctx.shape[1] < k:
-    raise SystemExit(f"too few context frames: {f.context} has {ctx.shape[1]}, need {k} (--context_frames)")
-  ctx = ctx[:, :k]
   if not os.path.exists(f.actions):
     raise SystemExit(f"actions not found: {f.actions}")
-  acts = np.load(f.actions).astype(np.float32)
+  acts = np.load(f.actions, allow_pickle=False).astype(np.float32)
   if acts.ndim == 2:
     acts = acts[None]
   if acts.ndim != 3:
     raise SystemExit(f"--actions must be [N, A] or [B, N, A], got shape {acts.shape}")
   try:
-    cfg, wm, frozen, sampler = load_world_model_from_flags()
-  except FileNotFoundError as e:
+    sess, scale = load_session_from_flags()
+  except (FileNotFoundError, ValueError) as e:
     raise SystemExit(str(e)) from None
-  a_dim = int(cfg.model.unet.action_dim)
-  if acts.shape[2] != a_dim:
+  k = f.context_frames or sess.context_frames
+  if ctx.shape[1] < k:
+    raise SystemExit(f"too few context frames: {f.context} has {ctx.shape[1]}, need {k} (--context_frames)")
+  ctx = ctx[:, :k]
+  if acts.shape[2] != sess.action_dim:
     raise SystemExit(f"action dimension mismatch: {f.actions} has {acts.shape[2]}-dim actions, the model "
-                     f"expects {a_dim}")
+                     f"expects {sess.action_dim}")
   if ctx.shape[0] != acts.shape[0]:
     if ctx.shape[0] == 1:
       ctx = np.repeat(ctx, acts.shape[0], axis=0)
@@ -224,19 +155,12 @@ def main(argv):
     bar.n = int(frame) - k
     bar.refresh()
 
-  cached = bool(cfg.eval.get("cached_rollout", False)) if f.cached is None else f.cached
-  try:
-    out, frames = rl.rollout_world_model(cfg.model, wm, frozen, sampler, ctx, acts, seed=f.seed, horizon=horizon,
-                                         allow_noncausal=f.allow_noncausal, cached=cached, progress=progress)
-  except ValueError as e:
-    if not cached or "cached rollout" not in str(e):
-      raise
-    raise SystemExit(str(e)) from None
-  out = jax.block_until_ready(out)
+  latents, frames = sess.rollout_with_context(ctx, acts[:, k - 1:k - 1 + horizon], guidance_scale=scale,
+                                              seed=f.seed, context_actions=acts[:, :k - 1], progress=progress)
   bar.close()
-  write_output(f.out, frames, np.asarray(out))
+  write_output(f.out, frames, latents)
   print(f"wrote {f.out}: {frames.shape[0]} rollout(s) of {frames.shape[1]} frames "
-        f"({k} context + {horizon} generated), guidance {sampler.guidance_scale}", file=sys.stderr)
+        f"({k} context + {horizon} generated), guidance {scale}", file=sys.stderr)
 
 
 def define_rollout_flags():

@@ -409,18 +409,19 @@ def write_samples(setup, state, rest, frozen, local, writer, step: int) -> None:
   if jax.process_count() > 1:
     logging.log_first_n(logging.WARNING, "sample rollouts are skipped on multi-process runs", 1)
     return
-  from vid2world_jax import rollout
+  from vid2world_jax import inference, rollout
   cfg = setup.cfg
   params = state["ema"] if "ema" in state else state["params"]
-  wm = nnx.merge(setup.graphdef, nnx.State(params), rest)
-  fz = nnx.merge(setup.frozen_graphdef, frozen)
   k, n = int(cfg.eval.context_frames), min(2, local["frames"].shape[0])
   gt = np.asarray(local["frames"][:n])
   ctx = np.clip(np.round((gt[:, :k] + 1.0) * 127.5), 0, 255).astype(np.uint8)
-  scfg = rollout.SamplerConfig(ddim_steps=int(cfg.train.sample_ddim_steps), guidance_scale=cfg.eval.guidance_scale,
+  scfg = rollout.SamplerConfig(ddim_steps=int(cfg.train.sample_ddim_steps), guidance_scale=1.0,
                                guidance_rescale=cfg.eval.guidance_rescale, window=int(setup.mcfg.unet.temporal_length))
-  _, rgb = rollout.rollout_world_model(setup.mcfg, wm, fz, scfg, ctx, np.asarray(local["actions"][:n]), seed=step,
-                                       horizon=gt.shape[1] - k)
+  sess = inference.InferenceSession.from_params(cfg, params,
+                                                nnx.merge(setup.frozen_graphdef, frozen), sampler=scfg)
+  acts = np.asarray(local["actions"][:n])
+  _, rgb = sess.rollout_with_context(ctx, acts[:, k - 1:gt.shape[1] - 1], guidance_scale=cfg.eval.guidance_scale,
+                                     seed=step, context_actions=acts[:, :k - 1])
   gen = rgb.astype(np.float32) / 127.5 - 1.0
   writer.video(step, "rollout_gt_vs_generated", np.concatenate([gt, gen], axis=3))
 

@@ -1,8 +1,8 @@
 """Convert a folder of videos + action files into generic episodes (one .npz per episode, see episodes.py).
 
 Input folder layout:
-  <in>/<name>.<mp4|gif|avi|webm|mov|mkv>   one video per episode (anything imageio can read; mp4 needs
-                                            the imageio-ffmpeg plugin), T frames
+  <in>/<name>.<mp4|gif|avi|webm|mov|mkv>   one video per episode (read by vid2world_jax.video_io: gif with
+                                            Pillow, the others with imageio-ffmpeg's ffmpeg), T frames
   <in>/<name>.npy                            float actions [T, A] (row t = action taken at frame t)
   <in>/success.json                          optional {"<name>": true/false}
 Usage:
@@ -21,21 +21,8 @@ import numpy as np
 
 from vid2world_jax.data import common
 from vid2world_jax.data import episodes as episodes_lib
+from vid2world_jax import video_io
 from vid2world_jax.data import video_ops
-
-VIDEO_EXTS = (".mp4", ".gif", ".avi", ".webm", ".mov", ".mkv")
-
-
-def read_video(path: str) -> np.ndarray:
-  """All frames of a video as uint8 [T, H, W, 3] RGB."""
-  import imageio.v3 as iio  # pylint: disable=import-outside-toplevel
-  frames = np.asarray(iio.imread(path, index=None))
-  if frames.ndim == 3:  # single frame or grey
-    frames = frames[..., None] if frames.shape[-1] not in (3, 4) else frames[None]
-  if frames.shape[-1] == 1:
-    frames = np.repeat(frames, 3, axis=-1)
-  return np.ascontiguousarray(frames[..., :3].astype(np.uint8))
-
 
 def convert_folder(in_dir: str, out_dir: str, *, resolution=None, on_bad_data: str = "raise",
                    progress: bool = True) -> list:
@@ -43,9 +30,9 @@ def convert_folder(in_dir: str, out_dir: str, *, resolution=None, on_bad_data: s
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
   if not os.path.isdir(in_dir):
     raise common.BadDataError(f"video folder not found: {in_dir!r}")
-  videos = sorted(f for f in os.listdir(in_dir) if os.path.splitext(f)[1].lower() in VIDEO_EXTS)
+  videos = sorted(f for f in os.listdir(in_dir) if os.path.splitext(f)[1].lower() in video_io.VIDEO_EXTS)
   if not videos:
-    raise common.BadDataError(f"no videos ({', '.join(VIDEO_EXTS)}) in {in_dir}")
+    raise common.BadDataError(f"no videos ({', '.join(video_io.VIDEO_EXTS)}) in {in_dir}")
   success = {}
   if os.path.exists(os.path.join(in_dir, "success.json")):
     with open(os.path.join(in_dir, "success.json")) as f:
@@ -59,7 +46,7 @@ def convert_folder(in_dir: str, out_dir: str, *, resolution=None, on_bad_data: s
       common.bad_data(on_bad_data, "missing_actions", f"{vpath} episode {name}: no action file {apath}")
       continue
     try:
-      frames = read_video(vpath)
+      frames = video_io.read_video(vpath)
     except Exception as e:  # noqa: BLE001
       common.bad_data(on_bad_data, "corrupt_file", f"{vpath} episode {name}: cannot read video ({e})")
       continue

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from vid2world_jax import recipe
+from vid2world_jax import recipe, tree_store
 from vid2world_jax.demo import evaluation, pipeline, report, training
 from vid2world_jax.demo import quality_bar as qb
 
@@ -94,8 +94,8 @@ def run_ablations(config, workdir: str) -> dict:
                       e["delta_psnr"]))
   # The reference model: pretrained + configured transfer, with every sampler-side ablation.
   ref_name, ref = variant("pretrained", d.weight_transfer)
-  main_eval = os.path.join(workdir, "eval", "rollouts.pkl")
-  if ref_name == "finetune" and os.path.exists(main_eval):  # the default run's evaluation (same clips/settings)
+  main_eval = os.path.join(workdir, "eval", "rollouts")
+  if ref_name == "finetune" and tree_store.exists(main_eval):  # the default run's evaluation (same clips/settings)
     ev0 = recipe.load(main_eval)
     ev = {"per_horizon": dict(ev0["per_horizon"]), "guidance_sweep": ev0.get("guidance_sweep"),
           "horizons": ev0["horizons"], "per_clip_psnr": ev0.get("per_clip_psnr"), "delta_psnr": ev0.get("delta_psnr")}

@@ -1,11 +1,10 @@
 """Stage (c) of the demo: held-out embedded episodes rolled out from their first frame and real actions (causal
-action guidance, ``sampling.WorldModelRunner``), a guidance-scale sweep, a shuffled-actions control, long-horizon
+action guidance, ``inference.InferenceSession``), a guidance-scale sweep, a shuffled-actions control, long-horizon
 sliding-window rollouts, non-autoregressive sampling (ablation iv), and the policy evaluation (paper §5.1
 analogue): closed loop on Breakout (``breakout_eval``), open-loop replay on Meta-World (``metaworld_eval``).
 
-Autoregressive rollouts run on the cached fast path at a fixed guidance scale (``demo.cached_rollout``: one
-compilation per scale of the sweep); with ``demo.cached_rollout=False`` the scale is a traced value of the sampler
-and every scale shares one compilation.
+Autoregressive rollouts run on the cached fast path (``demo.cached_rollout``, causal UNet only) or the full-window
+path; either way the guidance scale is a traced value and every scale of the sweep shares one compilation.
 """
 
 from __future__ import annotations
@@ -13,12 +12,11 @@ from __future__ import annotations
 import functools
 import time
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vid2world_jax import inference
 from vid2world_jax import rollout as rl
-from vid2world_jax import sampling
 from vid2world_jax.metrics import world_model_metrics as wmm
 
 
@@ -36,18 +34,24 @@ def model_config(cfg):
   return train.model_config(cfg)
 
 
-def make_runner(cfg, params: dict, *, window: int | None = None, ddim_steps: int | None = None
-                ) -> sampling.WorldModelRunner:
-  """The sampler of ``params`` with the ``config.demo`` settings (DDIM steps, eta, history noise, rescale)."""
+def make_session(cfg, params: dict, *, window: int | None = None, ddim_steps: int | None = None
+                 ) -> inference.InferenceSession:
+  """The inference session of ``params`` with the ``config.demo`` settings (DDIM steps, eta, history noise,
+  rescale; the cached fast path when ``demo.cached_rollout``)."""
   d = cfg.demo
   mcfg = model_config(cfg)
   hn = d.history_noise
   scfg = rl.SamplerConfig(
       ddim_steps=int(d.ddim_steps if ddim_steps is None else ddim_steps), eta=float(d.eta),
-      guidance_scale=None, guidance_rescale=float(d.guidance_rescale),
+      guidance_scale=1.0, guidance_rescale=float(d.guidance_rescale),
       history_noise=hn if isinstance(hn, str) else int(hn),
       window=int(window or mcfg.unet.temporal_length), final_alpha_one=bool(d.final_alpha_one))
-  return sampling.WorldModelRunner(mcfg, params, scfg, seed=int(cfg.seed))
+  return inference.InferenceSession.from_params(cfg, params, sampler=scfg, cached=bool(d.cached_rollout))
+
+
+def to_uint8(frames_pm1: np.ndarray) -> np.ndarray:
+  """Frames in [-1, 1] (the data pipeline's) -> uint8 (exact for frames that came from uint8)."""
+  return np.clip(np.round((np.asarray(frames_pm1, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def load_eval_clips(cfg) -> dict:
@@ -75,11 +79,11 @@ def per_clip_psnr(m: dict) -> list:
   return wmm.per_clip(m["psnr"])
 
 
-def sample_videos(runner: sampling.WorldModelRunner, clips: dict, scale: float, *, seed: int, batch: int,
-                  shuffle_actions: bool = False, mode: str = "ar", progress: bool = False, desc: str = ""
+def sample_videos(session: inference.InferenceSession, clips: dict, scale: float, *, seed: int, batch: int,
+                  shuffle_actions: bool = False, nar: bool = False, progress: bool = False, desc: str = ""
                   ) -> np.ndarray:
-  """Rollouts of all eval clips from their first frame, ``batch`` per sampler call (the last call padded to the
-  same shape: one compilation): ``[N, T, H, W, 3]`` in [0, 1]."""
+  """Rollouts of all eval clips from their first frame (autoregressive, or ``nar``: non-autoregressive), ``batch``
+  per sampler call (the last call padded to the same shape: one compilation): ``[N, T, H, W, 3]`` in [0, 1]."""
   frames, actions = clips["frames"], clips["actions"]
   if shuffle_actions:  # the actions of another clip (a derangement: roll by one)
     actions = np.roll(actions, 1, axis=0)
@@ -93,28 +97,21 @@ def sample_videos(runner: sampling.WorldModelRunner, clips: dict, scale: float, 
       if m < bsz:  # pad to the fixed batch (one compilation)
         fb = np.concatenate([fb, np.repeat(fb[-1:], bsz - m, 0)])
         ab = np.concatenate([ab, np.repeat(ab[-1:], bsz - m, 0)])
-      z = runner.encode(fb)
-      if mode == "ar":
-        lat = runner.rollout(z[:, :1], ab, scale, seed + s, horizon=t - 1)
-      elif mode == "ar_cached":
-        lat = runner.rollout_cached(z[:, :1], ab, scale, seed + s, horizon=t - 1)
-      elif mode == "nar":
-        lat = runner.nar_sample(z[:, 0], ab, scale, seed + s, t)
+      z = session.encode(to_uint8(fb[:, :1]))
+      if nar:
+        lat = session.nar_latents(z[:, 0], ab, guidance_scale=scale, seed=seed + s, frames=t)
       else:
-        raise ValueError(f"mode must be 'ar', 'ar_cached' or 'nar', got {mode!r}")
-      outs.append(runner.decode01(lat)[:m])
+        lat = session.latent_rollout(z, ab, guidance_scale=scale, seed=seed + s, horizon=t - 1)
+      outs.append((session.decode(lat, as_uint8=False)[:m] + 1.0) / 2.0)
       bar.update(m)
   return np.concatenate(outs)
 
 
-def _sampler(cfg, runner, clips, progress, seed=None):
-  """``sample(scale, **kw)``: ``sample_videos`` of these clips with the demo's seed and batch; autoregressive on
-  the cached fast path when ``demo.cached_rollout`` (one compilation per guidance scale), else the traced-scale
-  path (one compilation for every scale)."""
+def _sampler(cfg, session, clips, progress, seed=None):
+  """``sample(scale, **kw)``: ``sample_videos`` of these clips with the demo's seed and batch."""
   d = cfg.demo
-  return functools.partial(sample_videos, runner, clips, seed=int(d.seed) if seed is None else seed,
-                           batch=int(d.eval_batch), progress=progress,
-                           mode="ar_cached" if d.cached_rollout else "ar")
+  return functools.partial(sample_videos, session, clips, seed=int(d.seed) if seed is None else seed,
+                           batch=int(d.eval_batch), progress=progress)
 
 
 def evaluate(cfg, params: dict, *, clips: dict | None = None, sweep: bool = True, shuffled: bool = True,
@@ -123,13 +120,13 @@ def evaluate(cfg, params: dict, *, clips: dict | None = None, sweep: bool = True
   d = cfg.demo
   progress = bool(d.progress) if progress is None else progress
   clips = load_eval_clips(cfg) if clips is None else clips
-  runner = make_runner(cfg, params)
+  session = make_session(cfg, params)
   gt01 = (clips["frames"] + 1.0) / 2.0
   from vid2world_jax.demo import baselines
   base01 = baselines.copy_last_frame(gt01, 1)
   out = {"names": clips["names"], "gt": gt01, "copy_last": base01}
   scale = float(d.guidance_scale)
-  sample = _sampler(cfg, runner, clips, progress)
+  sample = _sampler(cfg, session, clips, progress)
   pred = sample(scale, desc=f"(c) rollouts{tag} s={scale:g}")
   out["pred"] = pred
   fm = frame_metrics(pred, gt01)
@@ -149,7 +146,7 @@ def evaluate(cfg, params: dict, *, clips: dict | None = None, sweep: bool = True
                              "shuffled": wmm.position_error(breakout_eval.paddle_positions(det, sh), pos_gt)}
       out["shuffled"] = sh
   if nar:
-    nv = sample(scale, mode="nar", desc=f"(c) non-AR sampling{tag}")
+    nv = sample(scale, nar=True, desc=f"(c) non-AR sampling{tag}")
     ph["non_autoregressive"] = per_horizon(frame_metrics(nv, gt01))
   out["per_horizon"] = ph
   out["horizons"] = list(range(1, gt01.shape[1]))
@@ -200,10 +197,10 @@ def long_horizon(cfg, params: dict, progress: bool | None = None) -> dict | None
   except Exception as e:  # noqa: BLE001 - no episode long enough
     log(f"long-horizon evaluation skipped: {type(e).__name__}: {e}")
     return None
-  runner = make_runner(cfg, params, window=window)
+  session = make_session(cfg, params, window=window)
   gt01 = (clips["frames"] + 1.0) / 2.0
   from vid2world_jax.demo import baselines  # pylint: disable=import-outside-toplevel
-  pred = _sampler(cfg, runner, clips, progress, seed=int(d.seed) + 7)(
+  pred = _sampler(cfg, session, clips, progress, seed=int(d.seed) + 7)(
       float(d.guidance_scale), desc=f"(c) long horizon ({gt01.shape[1] - 1} frames)")
   ph = {"world_model": per_horizon(frame_metrics(pred, gt01)),
         "copy_last_frame": per_horizon(frame_metrics(baselines.copy_last_frame(gt01, 1), gt01))}
@@ -217,12 +214,12 @@ def nar_metrics(cfg, params: dict, clips: dict, progress: bool | None = None) ->
   ``{"per_horizon": {...}, "delta_psnr": {...}}``."""
   d = cfg.demo
   progress = bool(d.progress) if progress is None else progress
-  runner = make_runner(cfg, params)
+  session = make_session(cfg, params)
   gt01 = (clips["frames"] + 1.0) / 2.0
-  sample = _sampler(cfg, runner, clips, progress)
+  sample = _sampler(cfg, session, clips, progress)
   fm = {}
   for shuffle in (False, True):
-    v = sample(float(d.guidance_scale), mode="nar", shuffle_actions=shuffle,
+    v = sample(float(d.guidance_scale), nar=True, shuffle_actions=shuffle,
                desc="(c) non-AR sampling" + (", shuffled" if shuffle else ""))
     fm[shuffle] = frame_metrics(v, gt01)
   return {"per_horizon": per_horizon(fm[False]), "delta_psnr": wmm.delta_psnr(fm[False]["psnr"], fm[True]["psnr"])}
@@ -238,20 +235,13 @@ def policy_evaluation(cfg, params: dict) -> dict:
   pe = cfg.demo.policy_eval
   if cfg.data.get("embedded", {}).get("env", "breakout") == "metaworld":
     from vid2world_jax.demo import metaworld_eval  # pylint: disable=import-outside-toplevel
-    out = metaworld_eval.policy_evaluation(cfg, make_runner(cfg, params, ddim_steps=int(pe.ddim_steps)))
+    out = metaworld_eval.policy_evaluation(cfg, make_session(cfg, params, ddim_steps=int(pe.ddim_steps)))
   else:
     from vid2world_jax import envs  # pylint: disable=import-outside-toplevel
     from vid2world_jax.demo import breakout_eval  # pylint: disable=import-outside-toplevel
-    runner = make_runner(cfg, params, ddim_steps=int(pe.ddim_steps))
+    session = make_session(cfg, params, ddim_steps=int(pe.ddim_steps))
     n = len(pe.policies) * int(pe.episodes)
-    if cfg.demo.cached_rollout:
-      model, scfg, wm_params = runner.cached_model(float(cfg.demo.guidance_scale))
-    else:
-      model, scfg = runner.model, runner.scfg
-      wm_params = (runner.state, runner.fstate, jnp.float32(cfg.demo.guidance_scale))
-    venv = envs.WorldModelVectorEnv(model, wm_params, scfg, num_envs=n, encode_fn=runner.encode_raw,
-                                    decode_fn=runner.decode_raw, frame_shape=tuple(cfg.data.resolution) + (3,),
-                                    action_dim=int(cfg.data.action_dim))
+    venv = envs.WorldModelVectorEnv(session, num_envs=n, guidance_scale=float(cfg.demo.guidance_scale))
     t0 = time.time()
     out = breakout_eval.policy_evaluation(venv, pe.policies, int(pe.episodes), int(pe.first_seed), int(pe.horizon),
                                           position_detector(cfg), seed=int(cfg.demo.seed) + 99)

@@ -60,13 +60,14 @@ class SuccessVerifier:
     return xn @ self.w > 0.0
 
 
-def policy_evaluation(cfg, runner) -> dict:
+def policy_evaluation(cfg, session) -> dict:
   """Scripted policies in the real simulator and inside the world model, from the same initial frames.
 
   The scripted policies act on the simulator's STATE observation, which an imagined video does not provide, so
   the world model replays each real episode's actions open-loop from the real initial frame (the paper's
   closed-loop protocol needs an image policy). Success in both worlds is judged by the same frame verifier on
-  the final frame; the real simulator's own success flag is reported as the ground truth."""
+  the final frame; the real simulator's own success flag is reported as the ground truth. ``session``: the world
+  model (``inference.InferenceSession``)."""
   from vid2world_jax import policy_eval  # Pearson r and MMRV (SIMPLER)
   from vid2world_jax.data import simulator, video_ops
   pe = cfg.demo.policy_eval
@@ -89,12 +90,13 @@ def policy_evaluation(cfg, runner) -> dict:
   verifier = SuccessVerifier(cfg, int(pe.verifier_size))
   frames = np.stack([video_ops.to_unit_range(video_ops.spatial_transform(r["frames"], res, "crop")) for r in runs])
   actions = np.stack([r["actions"] for r in runs]).astype(np.float32)
-  z = runner.encode(frames[:, :1])
+  z = session.encode(np.clip(np.round((frames[:, :1] + 1.0) * 127.5), 0, 255).astype(np.uint8))
   outs = []
   n = len(runs)
   with tqdm(total=n, desc=f"(c') policies inside the world model ({h} frames)", disable=not cfg.demo.progress) as bar:
-    lat = runner.rollout(z, actions, float(cfg.demo.guidance_scale), int(cfg.demo.seed) + 99, horizon=h)
-    outs = runner.decode01(lat[:, -1:])[:, 0]
+    lat = session.latent_rollout(z, actions, guidance_scale=float(cfg.demo.guidance_scale),
+                                 seed=int(cfg.demo.seed) + 99, horizon=h)
+    outs = (session.decode(lat[:, -1:], as_uint8=False)[:, 0] + 1.0) / 2.0
     bar.update(n)
   real_last = (frames[:, -1] + 1.0) / 2.0
   wm_success = verifier.predict(outs)
@@ -113,7 +115,7 @@ def policy_evaluation(cfg, runner) -> dict:
          "episodes_per_policy": int(pe.episodes), "horizon": h,
          "protocol": (f"{int(pe.episodes)} unseen initial states per policy; real: Meta-World success flag after "
                       f"{h} actions; world model: the real episode's actions replayed open-loop from the same first "
-                      f"frame for {h} frames (sliding window {runner.scfg.window}), success = frame verifier on the "
+                      f"frame for {h} frames (sliding window {session.window}), success = frame verifier on the "
                       f"last imagined frame.")}
   side = np.stack([np.concatenate([real_last[i], outs[i]], axis=1) for i in range(n)])
   out["_last_frames"] = side

@@ -5,14 +5,16 @@
 ``configs/demo.py`` lists the stages as data (``config.recipe``, ``default_recipe_config``); the generic runner
 executes them in order and skips a stage whose output file exists:
 
-  pretrain      ``pretrain/params.pkl``: the bidirectional video-only VDM (``training``; trainer in pretrain/) or
+  pretrain      ``pretrain/output``: the bidirectional video-only VDM (``training``; trainer in pretrain/) or
                 the shipped pretrained file (``demo.pretrain = "shipped"``)
-  causalize     ``causalize/params.pkl``: the causal world model initialised from it (temporal-conv weight transfer)
-  finetune      ``finetune/params.pkl``: Diffusion-Forcing fine-tuning (``training``; trainer in finetune/)
-  evaluate      ``eval/rollouts.pkl``: guided rollouts of held-out clips, guidance sweep, shuffled actions
+  causalize     ``causalize/output``: the causal world model initialised from it (temporal-conv weight transfer)
+  finetune      ``finetune/output``: Diffusion-Forcing fine-tuning (``training``; trainer in finetune/, whose orbax
+                checkpoints ``finetune/checkpoints/<step>`` are what ``inference.InferenceSession.load(workdir)`` and
+                ``rollout_cli --checkpoint=<workdir>`` load)
+  evaluate      ``eval/rollouts``: guided rollouts of held-out clips, guidance sweep, shuffled actions
                 (``evaluation``)
-  long_horizon  ``eval/long_horizon.pkl``: sliding-window rollouts to several training windows
-  policy_eval   ``eval/policy_eval.pkl``: real vs world-model policy ranking (``demo.policy_eval.enabled``)
+  long_horizon  ``eval/long_horizon``: sliding-window rollouts to several training windows
+  policy_eval   ``eval/policy_eval``: real vs world-model policy ranking (``demo.policy_eval.enabled``)
   report        ``report/``: GIFs ``ground truth | prediction | copy-last-frame``, metrics.md/json, plots and a
                 one-screen summary (always re-written)
 
@@ -118,12 +120,12 @@ def _policy_eval(cfg, ctx):
   return evaluation.policy_evaluation(cfg, ctx.outputs["finetune"]["params"])
 
 
-PRETRAIN = recipe.Stage(_pretrain, "pretrain/params.pkl", "(a) pretrain")
-CAUSALIZE = recipe.Stage(_causalize, "causalize/params.pkl", "(b) causalize")
-FINETUNE = recipe.Stage(_finetune, "finetune/params.pkl", "(b) finetune")
-EVALUATE = recipe.Stage(_evaluate, "eval/rollouts.pkl", "(c) evaluate")
-LONG_HORIZON = recipe.Stage(_long_horizon, "eval/long_horizon.pkl", "(c) long horizon")
-POLICY_EVAL = recipe.Stage(_policy_eval, "eval/policy_eval.pkl", "(c') policy evaluation")
+PRETRAIN = recipe.Stage(_pretrain, "pretrain/output", "(a) pretrain")
+CAUSALIZE = recipe.Stage(_causalize, "causalize/output", "(b) causalize")
+FINETUNE = recipe.Stage(_finetune, "finetune/output", "(b) finetune")
+EVALUATE = recipe.Stage(_evaluate, "eval/rollouts", "(c) evaluate")
+LONG_HORIZON = recipe.Stage(_long_horizon, "eval/long_horizon", "(c) long horizon")
+POLICY_EVAL = recipe.Stage(_policy_eval, "eval/policy_eval", "(c') policy evaluation")
 
 
 class QualityBarNotMet(SystemExit):

@@ -1,6 +1,6 @@
 """The demo's report folder: side-by-side videos, metrics table (markdown + JSON) and plots.
 
-Videos are animated GIFs (imageio) of ``ground truth | prediction [| copy-last-frame]`` strips, upscaled by an
+Videos are animated GIFs (``video_io.write_video``) of ``ground truth | prediction [| copy-last-frame]`` strips, upscaled by an
 integer factor. Plots use matplotlib's non-interactive Agg backend. Frames are float arrays in ``[0, 1]``,
 ``[B, T, H, W, 3]`` (channels last).
 """
@@ -38,10 +38,8 @@ def side_by_side(columns: list[np.ndarray], scale: int = 2, gap: int = 2) -> np.
 
 
 def write_gif(path: str, video_uint8: np.ndarray, fps: float = 4.0) -> str:
-  import imageio.v2 as imageio  # pylint: disable=import-outside-toplevel
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  imageio.mimsave(path, list(video_uint8), duration=1.0 / fps, loop=0)
-  return path
+  from vid2world_jax import video_io  # pylint: disable=import-outside-toplevel
+  return video_io.write_video(path, np.asarray(video_uint8), fps=fps)
 
 
 def write_videos(out_dir: str, gt: np.ndarray, pred: np.ndarray, names: list[str] | None = None,

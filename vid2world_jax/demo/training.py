@@ -11,8 +11,9 @@ last checkpoint.
     the action encoder new (``init_from.transfer_params``); then ``finetune``: Diffusion-Forcing fine-tuning with
     per-frame action dropout, started from those parameters.
 
-Stage outputs (pickled by the caller): ``{"params": pure dict of numpy arrays, "losses": [per step], "seconds",
-...}``; ``losses`` holds the steps run by the invocation that finished the stage (a resumed stage: the rest).
+Stage outputs (cached by the caller in non-executable formats, ``recipe.cached``): ``{"params": pure dict of
+numpy arrays, "losses": [per step], "seconds", ...}``; ``losses`` holds the steps run by the invocation that
+finished the stage (a resumed stage: the rest).
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def run_pretrain(cfg, workdir: str) -> dict:
 
 
 def pretrain(cfg, workdir: str) -> dict:
-  """Stage (a), cached in ``<workdir>/pretrain/params.pkl`` (for the ablation driver and the exporter)."""
-  return recipe.cached(os.path.join(workdir, "pretrain", "params.pkl"), lambda: run_pretrain(cfg, workdir),
+  """Stage (a), cached in ``<workdir>/pretrain/output`` (for the ablation driver and the exporter)."""
+  return recipe.cached(os.path.join(workdir, "pretrain", "output"), lambda: run_pretrain(cfg, workdir),
                        "(a) pretrain")
 
 
@@ -143,7 +144,7 @@ def run_finetune(cfg, workdir: str, causal: dict, steps: int) -> dict:
 
 def finetune(cfg, workdir: str, *, name: str = "finetune", init: str | None = None, transfer: str | None = None,
              steps: int | None = None, pretrained: dict | None = None) -> dict:
-  """Stage (b) of one variant (the ablation driver's entry), cached in ``<workdir>/<name>/params.pkl``.
+  """Stage (b) of one variant (the ablation driver's entry), cached in ``<workdir>/<name>/output``.
 
   Returns ``{"params", "losses", "transfer_report", "seconds", "init", "transfer", "steps"}``.
   """
@@ -156,4 +157,4 @@ def finetune(cfg, workdir: str, *, name: str = "finetune", init: str | None = No
     pre = pretrained if pretrained is not None or init != "pretrained" else pretrain(cfg, workdir)
     return run_finetune(cfg, os.path.join(workdir, name), causalize(cfg, pre, init=init, transfer=transfer), steps)
 
-  return recipe.cached(os.path.join(workdir, name, "params.pkl"), compute, f"(b) {name}")
+  return recipe.cached(os.path.join(workdir, name, "output"), compute, f"(b) {name}")

@@ -16,23 +16,33 @@ import jax
 import jax.numpy as jnp
 
 
-def _std_nonbatch(x: jax.Array) -> jax.Array:
+def _std_nonbatch(x: jax.Array, w: jax.Array | None = None) -> jax.Array:
+  """Unbiased std over all non-batch dims (like torch ``.std``), over the entries where ``w`` is 1 (None: all)."""
   axes = tuple(range(1, x.ndim))
-  return jnp.std(x, axis=axes, keepdims=True, ddof=1)
+  if w is None:
+    return jnp.std(x, axis=axes, keepdims=True, ddof=1)
+  n = jnp.sum(w, axis=axes, keepdims=True)
+  mu = jnp.sum(x * w, axis=axes, keepdims=True) / n
+  return jnp.sqrt(jnp.sum(((x - mu) * w) ** 2, axis=axes, keepdims=True) / (n - 1))
 
 
-def cfg_rescale(guided: jax.Array, cond: jax.Array, rescale: float) -> jax.Array:
-  """``rescale * guided * std(cond)/std(guided) + (1 - rescale) * guided`` per batch element."""
-  resc = guided * (_std_nonbatch(cond) / _std_nonbatch(guided))
+def cfg_rescale(guided: jax.Array, cond: jax.Array, rescale, w: jax.Array | None = None) -> jax.Array:
+  """``rescale * guided * std(cond)/std(guided) + (1 - rescale) * guided`` per batch element (std over the
+  entries where ``w`` is 1; None = all)."""
+  resc = guided * (_std_nonbatch(cond, w) / _std_nonbatch(guided, w))
   return rescale * resc + (1.0 - rescale) * guided
 
 
-def causal_action_guidance(cond: jax.Array, uncond: jax.Array, scale: float, rescale: float = 0.0) -> jax.Array:
-  """Guided output ``uncond + scale * (cond - uncond)`` (then CFG rescale if ``rescale > 0``).
+def causal_action_guidance(cond: jax.Array, uncond: jax.Array, scale, rescale=0.0,
+                           valid: jax.Array | None = None) -> jax.Array:
+  """Guided output ``uncond + scale * (cond - uncond)`` (then CFG rescale if ``rescale > 0``): the one guidance
+  combination of the project (AR rollout, step-by-step generation and NAR sampling all call it).
 
   ``cond``/``uncond``: outputs of the two passes, same shape ``[B, ...]`` (e.g. ``[B, T, H, W, C]``: the std of the
   rescale is then taken over all frames, as the released sampler does, or ``[B, H, W, C]`` for the newest frame).
-  ``scale == 1`` returns ``cond``; ``scale == 0`` returns ``uncond`` (both exactly, when ``rescale == 0``).
+  ``valid``: optional bool ``[T]`` (axis 1): frames that exist (a zero-padded rollout window); padded frames are
+  excluded from the rescale statistics (and returned as computed: they are never used). ``scale`` may be a traced
+  value. ``scale == 1`` returns ``cond``; ``scale == 0`` returns ``uncond`` (both exactly, when ``rescale == 0``).
   """
   if cond.shape != uncond.shape:
     raise ValueError(f"cond {cond.shape} and uncond {uncond.shape} must have the same shape")
@@ -41,7 +51,10 @@ def causal_action_guidance(cond: jax.Array, uncond: jax.Array, scale: float, res
   # == uncond + scale * (cond - uncond), written so that scale 1 / 0 give cond / uncond bit-exactly.
   guided = scale * cond + (1.0 - scale) * uncond
   if isinstance(rescale, jax.Array) or rescale > 0.0:
-    guided = cfg_rescale(guided, cond, rescale)
+    w = None
+    if valid is not None:
+      w = jnp.broadcast_to(valid.astype(cond.dtype).reshape((1, -1) + (1,) * (cond.ndim - 2)), cond.shape)
+    guided = cfg_rescale(guided, cond, rescale, w)
   return guided
 
 

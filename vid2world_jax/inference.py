@@ -1,0 +1,458 @@
+"""One inference session: a trained world model loaded once, rolled out from anywhere (CLI, gym envs, policy
+evaluation, the demo, play).
+
+  sess = InferenceSession.load("runs/demo")                      # or a trainer workdir / checkpoints/ / a step
+  frames = sess.rollout(context_u8, actions, guidance_scale=2.5, seed=0)       # [B, T, H, W, 3] uint8
+  state = sess.start(context_u8, seed=0)                          # or step by step (envs, play):
+  frame, state = sess.step(state, action, guidance_scale=2.5)    # [B, H, W, 3] uint8
+
+* Loading reads the trainable parameters only (``checkpointing.restore_params``: the EMA when the checkpoint has
+  one, optionally cast to bfloat16, restored straight onto their shardings over the local devices); the config
+  comes from the checkpoint's ``meta`` item when none is given.
+* ``rollout`` is the jitted ``lax.scan`` of ``rollout.rollout``; ``start``/``step`` run the same per-frame
+  function (``rollout.init_window`` / ``rollout.generate_frame``) one frame per call. Both derive the noise of
+  frame f from ``fold_in(key(seed)_b, f)`` and carry the guidance scale as a traced value in the window state, so
+  T steps at a constant scale give the frames of ``rollout`` with the same seed (tested), and the scale may
+  change between steps without recompiling. The window slides after ``window`` frames at a fixed buffer size:
+  memory and per-frame time do not grow with the rollout length.
+* ``sample_nar``: non-autoregressive sampling (all frames denoised jointly, ``sampling.nar_sample``).
+The model input (``world_model.unet_denoise``) and the guidance combination
+(``diffusion.guidance.causal_action_guidance``) each exist once; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from vid2world_jax import rollout as rl
+
+# fold_in stream of a rollout key that draws the VAE posterior noise of its context (frame noise uses the
+# frame indices 0, 1, ...).
+ENCODE_STREAM = 2 ** 31 - 1
+
+# Sub-workdir of the default job (configs/demo.py) whose trainer checkpoints hold the world model.
+DEMO_MODEL_DIR = "finetune"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Checkpoint discovery and configs.
+
+def find_state_dir(path: str) -> str:
+  """The ``state`` folder of the latest step under ``path``: a step folder, a ``checkpoints/`` folder, a
+  trainer workdir, or the default job's workdir (its world model is trained in ``<path>/finetune``)."""
+  if not path or not os.path.exists(path):
+    raise FileNotFoundError(f"checkpoint not found: {path!r}")
+  path = os.path.abspath(path)
+  if os.path.basename(path) == "state" and os.path.isdir(path):
+    return path
+  if os.path.isdir(os.path.join(path, "state")):
+    return os.path.join(path, "state")
+  candidates = [os.path.join(path, "checkpoints"), os.path.join(path, DEMO_MODEL_DIR, "checkpoints"), path]
+  for root in candidates:
+    if not os.path.isdir(root):
+      continue
+    steps = sorted(int(d) for d in os.listdir(root)
+                   if d.isdigit() and os.path.isdir(os.path.join(root, d, "state")))
+    if steps:
+      return os.path.join(root, str(steps[-1]), "state")
+  raise FileNotFoundError(f"no checkpoint (<step>/state) found under {path} (looked in checkpoints/, "
+                          f"{DEMO_MODEL_DIR}/checkpoints/ and the folder itself)")
+
+
+def read_config(state_dir: str) -> ml_collections.ConfigDict:
+  """The run's config saved next to the parameters (the step's ``meta`` item, JSON)."""
+  meta = os.path.join(os.path.dirname(state_dir), "meta", "metadata")
+  if not os.path.exists(meta):
+    raise FileNotFoundError(f"{os.path.dirname(state_dir)} has no meta/metadata (config); pass config=")
+  with open(meta) as f:
+    payload = json.load(f)
+  if "config" not in payload:
+    raise ValueError(f"{meta} holds no 'config'")
+  return ml_collections.ConfigDict(payload["config"])
+
+
+def model_config(cfg) -> ml_collections.ConfigDict:
+  """``cfg.model`` with the run's compute dtype and remat written into the UNet config (as the trainer)."""
+  m = ml_collections.ConfigDict(cfg.model.to_dict())
+  m.unet.dtype = cfg.get("precision", m.unet.get("dtype", "float32"))
+  m.unet.remat = bool(cfg.get("remat", False))
+  return m
+
+
+def sampler_config(cfg, **overrides) -> rl.SamplerConfig:
+  """Sampler settings of a run: the default job's ``demo`` block when present (DDIM steps, eta, history noise),
+  else the paper's (50 DDIM steps, eta 1, second-to-last history noise); the CFG rescale from ``eval`` (or
+  ``demo``); the window = the UNet's temporal length. ``overrides``: any ``SamplerConfig`` field."""
+  d = cfg.get("demo") or {}
+  ev = cfg.get("eval") or {}
+  hn = d.get("history_noise", "second_last")
+  kw = dict(ddim_steps=int(d.get("ddim_steps", 50)), eta=float(d.get("eta", 1.0)),
+            guidance_scale=1.0,   # guidance on; the scale itself is an argument of each call
+            guidance_rescale=float(d.get("guidance_rescale", ev.get("guidance_rescale", 0.7))),
+            history_noise=hn if isinstance(hn, str) else int(hn),
+            window=int(cfg.model.unet.temporal_length), final_alpha_one=bool(d.get("final_alpha_one", False)))
+  kw.update({k: v for k, v in overrides.items() if v is not None})
+  return rl.SamplerConfig(**kw)
+
+
+def default_guidance(cfg) -> float:
+  """The run's guidance scale: ``config.demo.guidance_scale`` (the default job), else ``config.eval``'s (2.5)."""
+  d = cfg.get("demo") or {}
+  ev = cfg.get("eval") or {}
+  return float(d.get("guidance_scale", ev.get("guidance_scale", 2.5)))
+
+
+def to_uint8(frames: jax.Array) -> jax.Array:
+  """float in [-1, 1] -> uint8 (rounded, clipped); jit-able."""
+  return jnp.clip(jnp.round((frames.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+# Parameters above this size are split over the local devices by default (below it, one device holds them: a
+# replicated computation on several devices would only repeat the same work).
+SHARD_ABOVE_BYTES = 1 << 28
+SHARD_MIN_SIZE = 2 ** 14     # leaves with fewer elements stay replicated when sharding
+
+
+def param_shardings(abstract, shard: bool | None):
+  """Target shardings of the parameters: split over the local devices (fsdp rule of ``sharding``: the largest
+  divisible axis of each large leaf, small leaves replicated) when ``shard`` (None: when there are several local
+  devices and the parameters exceed ``SHARD_ABOVE_BYTES``), else all on the first local device."""
+  from vid2world_jax import sharding
+  devices = jax.local_devices()
+  nbytes = sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(abstract))
+  if shard is None:
+    shard = len(devices) > 1 and nbytes > SHARD_ABOVE_BYTES
+  if not shard:
+    one = jax.sharding.SingleDeviceSharding(devices[0])
+    return jax.tree.map(lambda _: one, abstract)
+  mesh = sharding.make_mesh({"data": 1, sharding.FSDP: -1}, devices)
+  return sharding.tree_shardings(abstract, mesh, (), SHARD_MIN_SIZE)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The session.
+
+@dataclasses.dataclass
+class SessionState:
+  """Opaque rollout state of ``start``/``step``: the window (``rollout.WindowState``) and the batch size."""
+  window: rl.WindowState
+  batch: int
+
+  @property
+  def frame(self) -> int:
+    """Global index of the next frame to generate (context frames count from 0)."""
+    return int(self.window.frame)
+
+
+class InferenceSession:
+  """A trained world model ready to sample (see module doc). Build with ``load`` or ``from_params``."""
+
+  def __init__(self, config, graphdef, state, frozen_graphdef, frozen_state, sampler: rl.SamplerConfig, *,
+               cached: bool = False, allow_noncausal: bool = False):
+    self.config = config
+    self.model_config = mcfg = model_config(config)
+    self.sampler = sampler
+    self.cached = bool(cached)
+    self._params = (state, frozen_state)
+    self._model = rl.world_model_rollout_model(mcfg, graphdef, frozen_graphdef, allow_noncausal=allow_noncausal,
+                                               cached=cached)
+    self._uncached_model = (self._model if not cached else
+                            rl.world_model_rollout_model(mcfg, graphdef, frozen_graphdef,
+                                                         allow_noncausal=allow_noncausal))
+    h, w = (int(s) for s in config.data.resolution)
+    self._frame_shape = (h, w, 3)
+    self._action_dim = int(mcfg.unet.action_dim)
+    fg = frozen_graphdef
+    def encode(fst, x, keys):  # each rollout's frames encoded with its own key (batch-independent)
+      fs = nnx.merge(fg, fst)
+      enc_keys = jax.vmap(lambda k: jax.random.fold_in(k, ENCODE_STREAM))(keys)
+      one = lambda xb, kb: fs.encode(xb[None].astype(jnp.float32) / 127.5 - 1.0, kb)[0]
+      return jax.vmap(one)(x, enc_keys)
+
+    self._encode = jax.jit(encode)
+    self._decode = jax.jit(lambda fst, z: to_uint8(nnx.merge(fg, fst).decode(z)))
+    self._decode_unit = jax.jit(lambda fst, z: jnp.clip(nnx.merge(fg, fst).decode(z).astype(jnp.float32), -1, 1))
+    model, cfg = self._model, sampler
+    self._init = jax.jit(lambda c, a, k, s: rl.init_window(model, cfg, c, a, k, s))
+    self._step = jax.jit(lambda p, st, a, s: rl.generate_frame(model, cfg, p, rl.push_action(st, a)._replace(
+        scale=jnp.asarray(s, jnp.float32))))
+    self._nar = None
+
+  # -- construction ------------------------------------------------------------------------------------------
+
+  @classmethod
+  def load(cls, checkpoint: str, config=None, *, use_ema: bool = True, dtype=None, sampler=None,
+           cached: bool | None = None, allow_noncausal: bool = False, shard: bool | None = None
+           ) -> "InferenceSession":
+    """From a trainer workdir, its ``checkpoints/`` folder, one step folder, or the default job's workdir.
+
+    ``config``: the run's config (default: the one saved with the checkpoint). ``use_ema``: the EMA parameters
+    when the checkpoint has them. ``dtype``: parameter/compute dtype (e.g. ``"bfloat16"``; default the run's).
+    ``sampler``: a ``rollout.SamplerConfig`` (default ``sampler_config(config)``). ``cached``: the cached fast
+    path (default ``config.eval.cached_rollout``; strictly causal UNet only). ``shard``: see ``param_shardings``."""
+    from vid2world_jax import checkpointing, world_model
+    state_dir = find_state_dir(checkpoint)
+    if config is None:
+      config = read_config(state_dir)
+    config = ml_collections.ConfigDict(config.to_dict())
+    if dtype is not None:
+      config.precision = str(jnp.dtype(dtype))
+    mcfg = model_config(config)
+    seed = int(config.get("seed", 0))
+    abs_wm, abs_fs = nnx.eval_shape(lambda: world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))
+    _, abs_params, _ = nnx.split(abs_wm, nnx.Param, ...)
+    abs_pure = nnx.to_pure_dict(abs_params)
+    pdtype = None if dtype is None else jnp.dtype(dtype)
+    shardings = param_shardings(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, pdtype or x.dtype),
+                                             abs_pure), shard)
+    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, pdtype or x.dtype, sharding=s), abs_pure,
+                          shardings)
+    params, _ = checkpointing.restore_params(state_dir, target, use_ema=use_ema)
+    frozen = None
+    if mcfg.first_stage == "vae" or mcfg.context == "resampler":
+      frozen = _load_frozen(config, mcfg)
+    return cls.from_params(config, params, frozen, sampler=sampler, cached=cached,
+                           allow_noncausal=allow_noncausal)
+
+  @classmethod
+  def from_params(cls, config, params: dict, frozen=None, *, sampler: rl.SamplerConfig | None = None,
+                  cached: bool | None = None, allow_noncausal: bool = False) -> "InferenceSession":
+    """From the trainable parameters as a pure dict (``nnx.to_pure_dict`` of the ``WorldModel``'s params).
+
+    ``config``: the run's config (``model``, ``data.resolution``, ``eval``); ``frozen``: the ``FrozenStage``
+    (module or its ``nnx.State``; default built from the config: exact for ``patchify``, the VAE / CLIP weights
+    need ``config.init_from``)."""
+    from vid2world_jax import world_model
+    config = ml_collections.ConfigDict(config.to_dict())
+    mcfg = model_config(config)
+    seed = int(config.get("seed", 0))
+    abs_wm, abs_fs = nnx.eval_shape(lambda: world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))
+    g, abs_params, abs_rest = nnx.split(abs_wm, nnx.Param, ...)
+    _check_tree(nnx.to_pure_dict(abs_params), params)
+    pst = abs_params
+    nnx.replace_by_pure_dict(pst, jax.tree.map(jnp.asarray, params))
+    rest = jax.tree.map(lambda v: jax.random.key(seed) if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key)
+                        else jnp.zeros(v.shape, v.dtype), abs_rest)
+    wm = nnx.merge(g, pst, rest)
+    wm.eval()
+    graphdef, state = nnx.split(wm)
+    if frozen is None:
+      if mcfg.first_stage == "vae" or mcfg.context == "resampler":
+        frozen = _load_frozen(config, mcfg)
+      else:
+        frozen = nnx.merge(nnx.split(abs_fs)[0], jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype),
+                                                               nnx.split(abs_fs)[1]))
+    if isinstance(frozen, nnx.Module):
+      fgraph, fstate = nnx.split(frozen)
+    else:
+      fgraph, fstate = nnx.split(abs_fs)[0], frozen
+    if sampler is None:
+      sampler = sampler_config(config)
+    if cached is None:
+      cached = bool((config.get("eval") or {}).get("cached_rollout", False))
+    return cls(config, graphdef, state, fgraph, fstate, sampler, cached=cached, allow_noncausal=allow_noncausal)
+
+  # -- properties ----------------------------------------------------------------------------------------------
+
+  @property
+  def frame_shape(self) -> tuple[int, int, int]:
+    return self._frame_shape
+
+  @property
+  def action_dim(self) -> int:
+    return self._action_dim
+
+  @property
+  def context_frames(self) -> int:
+    """Frames needed to start a rollout (``config.eval.context_frames``)."""
+    return int((self.config.get("eval") or {}).get("context_frames", 1))
+
+  @property
+  def window(self) -> int:
+    return int(self.sampler.window)
+
+  @property
+  def guidance_scale(self) -> float:
+    """The run's default guidance scale (``config.demo.guidance_scale``, else ``config.eval.guidance_scale``)."""
+    return default_guidance(self.config)
+
+  @property
+  def params(self):
+    """``(world-model state, frozen state)``: the parameters of ``rollout_model``."""
+    return self._params
+
+  @property
+  def rollout_model(self) -> rl.RolloutModel:
+    return self._model
+
+  # -- pixels <-> latents --------------------------------------------------------------------------------------
+
+  @staticmethod
+  def rollout_keys(seed, batch: int) -> jax.Array:
+    """``[B]`` PRNG keys: ``seed`` an int (split into one key per rollout, as ``rollout.rollout_keys``) or a
+    sequence of B ints (one seed per rollout: rollout b then equals a batch-1 rollout with keys ``[key(s_b)]``)."""
+    if np.ndim(seed) == 0:
+      return rl.rollout_keys(int(seed), batch)
+    seeds = np.asarray(seed)
+    if seeds.shape != (batch,) or not np.issubdtype(seeds.dtype, np.integer):
+      raise ValueError(f"seed must be an int or {batch} ints (one per rollout), got {seed!r}")
+    return jnp.stack([jax.random.key(int(x)) for x in seeds])
+
+  def encode(self, frames_u8, *, seed=0) -> jax.Array:
+    """uint8 ``[B, T, H, W, 3]`` -> latents ``[B, T, h, w, c]`` (a VAE samples its posterior with a key derived
+    from rollout b's key, see ``rollout_keys``)."""
+    frames_u8 = jnp.asarray(frames_u8)
+    return self._encode(self._params[1], frames_u8, self.rollout_keys(seed, frames_u8.shape[0]))
+
+  def decode(self, latents, *, as_uint8: bool = True) -> np.ndarray:
+    """latents ``[B, T, h, w, c]`` -> uint8 ``[B, T, H, W, 3]`` (``as_uint8=False``: float32 in [-1, 1], not
+    quantised, for metrics)."""
+    fn = self._decode if as_uint8 else self._decode_unit
+    return np.asarray(fn(self._params[1], jnp.asarray(latents)))
+
+  # -- autoregressive rollout ----------------------------------------------------------------------------------
+
+  def _check_context(self, context_u8, context_actions):
+    ctx = np.asarray(context_u8)
+    if ctx.ndim != 5 or tuple(ctx.shape[2:]) != self._frame_shape or ctx.dtype != np.uint8:
+      raise ValueError(f"context must be uint8 [B, k, {', '.join(map(str, self._frame_shape))}], got "
+                       f"{ctx.dtype} {ctx.shape}")
+    b, k = ctx.shape[:2]
+    if k < 1:
+      raise ValueError("at least one context frame is required")
+    if context_actions is None:
+      context_actions = np.zeros((b, k - 1, self._action_dim), np.float32)
+    ca = np.asarray(context_actions, np.float32)
+    if ca.shape != (b, k - 1, self._action_dim):
+      raise ValueError(f"context_actions must be [B, k - 1, A] = [{b}, {k - 1}, {self._action_dim}], got "
+                       f"shape {ca.shape}")
+    return ctx, ca
+
+  def latent_rollout(self, context_latents, actions, *, guidance_scale: float | None, seed: int,
+                     horizon: int | None = None, progress=None) -> jax.Array:
+    """``rollout.rollout`` on latents: ``[B, k, h, w, c]`` + all actions ``[B, >= k + horizon - 1, A]`` ->
+    ``[B, k + horizon, h, w, c]``. ``guidance_scale=None``: the conditional pass only."""
+    ctx = jnp.asarray(context_latents)
+    cfg = self.sampler if guidance_scale is not None else dataclasses.replace(self.sampler, guidance_scale=None)
+    keys = self.rollout_keys(seed, ctx.shape[0])
+    return rl.rollout(self._model, cfg, self._params, ctx, jnp.asarray(actions, jnp.float32), keys, horizon=horizon,
+                      progress=progress, guidance_scale=guidance_scale)
+
+  def rollout(self, context_u8, actions, *, guidance_scale: float | None, seed: int, context_actions=None,
+              progress=None) -> np.ndarray:
+    """``context_u8 [B, k, H, W, 3]`` + ``actions [B, T, A]`` (``actions[:, t]`` taken at the newest frame, it
+    leads to generated frame t) -> the T generated frames, uint8 ``[B, T, H, W, 3]``. ``context_actions``
+    ``[B, k - 1, A]``: the actions between the context frames (default zeros). ``guidance_scale=None``: the
+    conditional pass only (half the work; scale 1 gives the same prediction through both passes)."""
+    k = np.shape(context_u8)[1] if np.ndim(context_u8) == 5 else 0
+    return self.rollout_with_context(context_u8, actions, guidance_scale=guidance_scale, seed=seed,
+                                     context_actions=context_actions, progress=progress)[1][:, k:]
+
+  def rollout_with_context(self, context_u8, actions, *, guidance_scale: float | None, seed: int,
+                           context_actions=None, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """``rollout`` returning ``(latents [B, k + T, h, w, c], frames uint8 [B, k + T, H, W, 3])``: the context
+    (frames verbatim) followed by the generated frames. ``progress(frames done)``: optional host callback."""
+    ctx, ca = self._check_context(context_u8, context_actions)
+    acts = np.asarray(actions, np.float32)
+    if acts.ndim != 3 or acts.shape[0] != ctx.shape[0] or acts.shape[2] != self._action_dim or acts.shape[1] < 1:
+      raise ValueError(f"actions must be [B, T >= 1, A] = [{ctx.shape[0]}, T, {self._action_dim}], got shape "
+                       f"{acts.shape}")
+    lat = self.encode(ctx, seed=seed)
+    out = self.latent_rollout(lat, np.concatenate([ca, acts], axis=1), guidance_scale=guidance_scale, seed=seed,
+                              horizon=acts.shape[1], progress=progress)
+    k = ctx.shape[1]
+    return np.asarray(out), np.concatenate([ctx, self.decode(out[:, k:])], axis=1)
+
+  def start(self, context_u8, *, seed: int, context_actions=None) -> SessionState:
+    """Opaque rollout state from the context frames (``[B, k, H, W, 3]`` uint8); see ``step``."""
+    ctx, ca = self._check_context(context_u8, context_actions)
+    lat = self.encode(ctx, seed=seed)
+    keys = self.rollout_keys(seed, ctx.shape[0])
+    with rl.noise_mode():
+      win = self._init(lat, jnp.asarray(ca), keys, jnp.float32(1.0))
+    return SessionState(win, int(ctx.shape[0]))
+
+  def step(self, state: SessionState, action, *, guidance_scale: float) -> tuple[np.ndarray, SessionState]:
+    """Takes ``action [B, A]`` at the newest frame: returns the next frame (uint8 ``[B, H, W, 3]``) and the new
+    state. The guidance scale may change between steps (a traced value: no recompilation)."""
+    if not isinstance(state, SessionState):
+      raise ValueError(f"state must come from start() or step(), got {type(state).__name__}")
+    a = np.asarray(action, np.float32)
+    if a.shape != (state.batch, self._action_dim):
+      raise ValueError(f"action must be [B, A] = [{state.batch}, {self._action_dim}], got shape {a.shape}")
+    if guidance_scale is None:
+      raise ValueError("step needs a guidance_scale (1.0 = the conditional prediction)")
+    with rl.noise_mode():
+      x, win = self._step(self._params, state.window, jnp.asarray(a), jnp.float32(guidance_scale))
+    return self.decode(x[:, None])[:, 0], SessionState(win, state.batch)
+
+  # -- non-autoregressive sampling -----------------------------------------------------------------------------
+
+  def sample_nar(self, context_u8, actions, *, guidance_scale: float, seed: int) -> np.ndarray:
+    """Non-autoregressive sampling (Vid2World-NAR): frame 0 = ``context_u8 [B, H, W, 3]`` (or ``[B, 1, H, W,
+    3]``), the ``T = actions.shape[1]`` following frames denoised jointly (``actions [B, T, A]``, ``actions[:, t]``
+    leads to frame t + 1). Needs ``T + 1 <= window``. Returns uint8 ``[B, T, H, W, 3]``."""
+    ctx = np.asarray(context_u8)
+    if ctx.ndim == 4:
+      ctx = ctx[:, None]
+    ctx, _ = self._check_context(ctx[:, :1], None)
+    acts = np.asarray(actions, np.float32)
+    if acts.ndim != 3 or acts.shape[0] != ctx.shape[0] or acts.shape[2] != self._action_dim:
+      raise ValueError(f"actions must be [B, T, A] with B={ctx.shape[0]}, A={self._action_dim}, got {acts.shape}")
+    lat = self.nar_latents(self.encode(ctx, seed=seed)[:, 0], acts, guidance_scale=guidance_scale, seed=seed,
+                           frames=acts.shape[1] + 1)
+    return self.decode(lat[:, 1:])
+
+  def nar_latents(self, context_latent, actions, *, guidance_scale: float, seed: int, frames: int) -> jax.Array:
+    """``sampling.nar_sample`` of these parameters: ``[B, h, w, c]`` + actions ``[B, >= frames - 1, A]`` (the
+    action taken at each frame) -> ``[B, frames, h, w, c]`` (frame 0 = the context latent)."""
+    from vid2world_jax import sampling
+    if frames > self.window:
+      raise ValueError(f"non-autoregressive sampling of {frames} frames needs frames <= window {self.window}")
+    if self._nar is None:
+      base, cfg, params = self._uncached_model, self.sampler, self._params
+      self._nar = jax.jit(lambda ctx, acts, s, key, t: sampling.nar_sample(base, cfg, params, ctx, acts, s, key, t,
+                                                                           cfg.guidance_rescale),
+                          static_argnums=(4,))
+    acts = jnp.asarray(actions, jnp.float32)
+    acts = jnp.concatenate([acts, jnp.zeros_like(acts[:, :1])], axis=1)[:, :frames]  # actions[:, frames-1] unused
+    return self._nar(jnp.asarray(context_latent), acts, jnp.float32(guidance_scale), jax.random.key(int(seed)),
+                     int(frames))
+
+
+def _check_tree(want, got, path: str = "") -> None:
+  if isinstance(want, dict):
+    if not isinstance(got, dict):
+      raise ValueError(f"params: {path or '/'} must be a dict")
+    missing = [k for k in want if k not in got]
+    if missing:
+      raise ValueError(f"params lack {path}/{missing[0]} (wrong config for these parameters?)")
+    extra = [k for k in got if k not in want]
+    if extra:
+      raise ValueError(f"params have entries the config's model lacks: {path}/{extra[:5]}")
+    for k, v in want.items():
+      _check_tree(v, got[k], f"{path}/{k}")
+    return
+  if tuple(np.shape(got)) != tuple(want.shape):
+    raise ValueError(f"params: {path} has shape {tuple(np.shape(got))}, the config's model {tuple(want.shape)}")
+
+
+def _load_frozen(config, mcfg):
+  """The frozen VAE / CLIP encoders from the converted checkpoint of ``config.init_from``."""
+  from vid2world_jax import init_from, world_model
+  if not config.get("init_from"):
+    raise ValueError("the VAE / CLIP weights are not in training checkpoints: set config.init_from")
+  seed = int(config.get("seed", 0))
+  _, frozen = world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  _, fstate = nnx.split(frozen)
+  _, fstate = init_from.load(config, mcfg, None, fstate, None, None)
+  nnx.update(frozen, fstate)
+  return frozen
