@@ -25,7 +25,7 @@ def temporal_group_norm(gn: layers.GroupNorm, x, mode: str, cache: FrameCache | 
   * ``"per_frame"``: statistics over (group, H, W) for each frame separately.
   * ``"cumulative"``: frame t uses the statistics of frames ``0..t`` pooled (a causal running version of
     "joint"; equals "joint" at the last frame). Computed exactly from per-frame means/variances.
-  ``cache`` (cumulative: the history's per-frame statistics; per_frame: unused; joint: refused).
+  ``cache`` (cumulative: the pooled statistics of the history frames; per_frame: unused; joint: refused).
   Returns the input dtype; statistics in float32.
   """
   if x.ndim != 5:
@@ -68,17 +68,22 @@ def _pooled_causal(m_f, v_f):
 
 
 def _record_history_stats(cache: FrameCache, m_f, v_f):
-  cache.write("frame_stats", (m_f, v_f))
+  """Fill: pools the per-frame statistics ``[B, Th, G]`` of the history frames ``< index`` once, as their mean of
+  means and sum of (within + between) variances ``[B, 1, G]``, so each step only merges in the new frame."""
+  valid = cache.valid_history(m_f.shape[1])[None, :, None]
+  n = cache.index.astype(jnp.float32)
+  mean_h = jnp.sum(jnp.where(valid, m_f, 0.0), axis=1, keepdims=True) / jnp.maximum(n, 1.0)
+  m2_h = jnp.sum(jnp.where(valid, v_f + jnp.square(m_f - mean_h), 0.0), axis=1, keepdims=True)
+  cache.write("history_stats", (mean_h, m2_h))
 
 
 def _pooled_with_history(cache: FrameCache, m_p, v_p):
-  """Mean / variance of the cached history frames ``< index`` and the new frame (``m_p, v_p [B, 1, G]``)."""
-  m_h, v_h = cache.read("frame_stats")                                  # [B, Th, G]
-  valid = cache.valid_history(m_h.shape[1])[None, :, None]
-  cnt = (cache.index + 1).astype(jnp.float32)
-  mean = (jnp.sum(jnp.where(valid, m_h, 0.0), axis=1, keepdims=True) + m_p) / cnt
-  var = (jnp.sum(jnp.where(valid, v_h + jnp.square(m_h - mean), 0.0), axis=1, keepdims=True)
-         + v_p + jnp.square(m_p - mean)) / cnt                           # law of total variance over frames <= p
+  """Step: mean / variance of the history frames ``< index`` and the new frame (``m_p, v_p [B, 1, G]``), merged
+  exactly (law of total variance, pairwise form)."""
+  mean_h, m2_h = cache.read("history_stats")                            # [B, 1, G]
+  n = cache.index.astype(jnp.float32)
+  mean = (n * mean_h + m_p) / (n + 1.0)
+  var = (m2_h + n * jnp.square(mean_h - mean) + v_p + jnp.square(m_p - mean)) / (n + 1.0)
   return mean, var
 
 

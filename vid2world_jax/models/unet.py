@@ -306,9 +306,9 @@ class UNet(nnx.Module):
       ctx = self.split_context(context, b, t)
     else:
       check_cacheable(self)
-      if not (t == 1 if not cache.is_fill else t < cache.window):
-        raise ValueError(f"cached {cache.mode}: x must have {'1 frame' if not cache.is_fill else '< window frames'}"
-                         f" (window {cache.window}), got shape {x.shape}")
+      if (t >= cache.window) if cache.is_fill else (t != 1):
+        want = f"fewer than window={cache.window} frames" if cache.is_fill else "1 frame (the new one)"
+        raise ValueError(f"cached {cache.mode}: x must have {want}, got shape {x.shape}")
       text, img = self.split_context(context, b, cache.window)
       per_frame = img is not None and img.shape[1] == cache.window and cache.window > 1
       ctx = (text, cache.frames_of_call(img, t) if per_frame else img)
