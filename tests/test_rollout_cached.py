@@ -126,6 +126,25 @@ def test_cache_refuses_noncausal_unet():
            cache=FC.FrameCache.for_step({}, 2, 4))
 
 
+def test_frame_cache_scopes_and_misuse():
+  """Scoped keys are shared by one entries dict; a step never writes; a missing entry is a clear KeyError; a cache
+  reaches only causal self-attention over frames (cross-attention with a cache is refused)."""
+  from vid2world_jax.models.attention import CrossAttention
+  fill = FC.FrameCache.for_fill(2, 4)
+  fill.scope("a").scope("b").write("k", 1)
+  assert fill.entries == {"a.b.k": 1} and FC.child(None, "a") is None
+  step = FC.FrameCache.for_step(fill.entries, 2, 4)
+  assert step.scope("a").scope("b").read("k") == 1
+  np.testing.assert_array_equal(np.asarray(step.valid_history(4)), [True, True, False, False])
+  with pytest.raises(ValueError, match="step mode"):
+    step.write("k", 2)
+  with pytest.raises(KeyError, match="no entry 'a.missing'"):
+    step.scope("a").read("missing")
+  attn = CrossAttention(8, 8, 2, 4, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="self-attention over frames only"):
+    attn(jnp.ones((1, 3, 8)), jnp.ones((1, 5, 8)), cache=FC.FrameCache.for_fill(1, 4))
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Rollout level: cached == uncached (growing window, sliding window, guidance, both causal norms).
 

@@ -4,10 +4,10 @@ During the rollout every DDIM step of a new frame runs the network on ``[history
 inputs do not change between steps. In a strictly causal UNet the history activations therefore do not change
 either, and the new frame only reads from them through the temporal ops, which take an optional ``cache``:
 
-* temporal convs (``TemporalConvBlock``, kernel 3, causal padding): the history's contribution to the new frame;
+* temporal convs (``TemporalConvBlock``, kernel 3, causal padding): the history's part of the new frame's output;
 * temporal self-attention (block ``TemporalTransformer``s and ``init_attn``; ``attn1`` and ``attn2`` are both
   self-attentions there): the history keys / values;
-* ``temporal_norm="cumulative"`` GroupNorms: the per-frame means / variances of the history frames.
+* ``temporal_norm="cumulative"`` GroupNorms: the pooled mean / variance of the history frames.
 
 Everything else (ResBlocks, spatial transformers, up/downsampling, embeddings) is per frame and ignores it. One
 forward runs in one of two modes:
