@@ -90,6 +90,9 @@ def verify_step(step_dir, step: int | None = None) -> None:
       raise ValueError("unknown algorithm or empty file list")
   except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
     raise CheckpointCorrupt(step, rec_path, f"unreadable integrity record ({type(e).__name__}: {e})") from None
+  for item in sorted({r.split("/")[0] for r in files if "/" in r}):   # a removed item: named as such
+    if not (root / item).is_dir():
+      raise CheckpointCorrupt(step, root / item, "item directory missing")
   for rel in sorted(files, key=lambda r: -int(files[r]["size"])):   # the largest (array data) first
     want = files[rel]
     p = root / rel

@@ -24,6 +24,7 @@ import logging as std_logging
 import json
 import os
 import re
+import sys
 from typing import Any
 
 import jax
@@ -117,6 +118,7 @@ class Manager(ocp.CheckpointManager):
         cleanup_tmp_directories=True,   # half-written <step>.orbax-checkpoint-tmp of a killed run: removed
         async_options=ocp.AsyncOptions(post_finalization_callback=self._seal_pending) if async_save else None)
     super().__init__(directory, options=options, item_names=ITEMS)
+    _silence_closed_loop_callbacks()
 
   def _seal_pending(self):
     step = self._sealing_step
@@ -170,6 +172,36 @@ def wait(mngr: ocp.CheckpointManager) -> None:
     raise _write_error(mngr, getattr(mngr, "_sealing_step", None), e) from None
 
 
+def _is_closed_loop_callback(exc_type, exc, tb) -> bool:
+  """True for orbax/tensorstore's late "Event loop is closed" callbacks (asyncio ``_check_closed``)."""
+  if exc_type is not RuntimeError or str(exc) != "Event loop is closed":
+    return False
+  while tb is not None and tb.tb_next is not None:
+    tb = tb.tb_next
+  return tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
+
+
+def _silence_closed_loop_callbacks() -> None:
+  """After a failed save or restore, tensorstore completes the remaining I/O futures into orbax's already closed
+  asyncio loop; each prints a "RuntimeError: Event loop is closed" traceback (through ``sys.unraisablehook`` or
+  ``sys.excepthook``: hundreds of lines burying the real error). Drops exactly those; anything else prints as
+  before."""
+  prev_hook, prev_unraisable = sys.excepthook, sys.unraisablehook
+  if getattr(prev_hook, "_v2w_quiet", False):
+    return
+
+  def hook(exc_type, exc, tb):
+    if not _is_closed_loop_callback(exc_type, exc, tb):
+      prev_hook(exc_type, exc, tb)
+
+  def unraisable(u):
+    if not _is_closed_loop_callback(u.exc_type, u.exc_value, u.exc_traceback):
+      prev_unraisable(u)
+
+  hook._v2w_quiet = True
+  sys.excepthook, sys.unraisablehook = hook, unraisable
+
+
 @contextlib.contextmanager
 def _quiet_orbax():
   """orbax logs a failed save thread / restore with its traceback (``logging.exception``) before raising; the
@@ -180,6 +212,9 @@ def _quiet_orbax():
     q.setLevel(std_logging.CRITICAL)
   try:
     yield
+  except BaseException:
+    _silence_closed_loop_callbacks()
+    raise
   finally:
     for q, lv in zip(quiet, levels):
       q.setLevel(lv)
@@ -189,6 +224,7 @@ def close_quietly(mngr: ocp.CheckpointManager | None) -> None:
   """Stops orbax's background threads without raising or printing their tracebacks (error paths)."""
   if mngr is None:
     return
+  _silence_closed_loop_callbacks()
   with _quiet_orbax():
     try:
       mngr.close()
@@ -217,8 +253,8 @@ def _write_error(mngr, step, exc: BaseException) -> CheckpointWriteError:
           err_no = code
           break
   if path is None:
-    m = re.search(r"(?:file://)?(/[^\s'\"\]\)]+)", text)
-    path = m.group(1) if m else str(mngr.directory / f"{step}{TMP_SUFFIX}")
+    m = re.search(re.escape(str(mngr.directory)) + r"/[^\s'\"\]\),]*", text)
+    path = m.group(0) if m else str(mngr.directory / f"{step}{TMP_SUFFIX}")
   return CheckpointWriteError(-1 if step is None else int(step), str(path), err_no, text)
 
 
