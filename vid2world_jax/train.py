@@ -339,6 +339,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
   else:
     state, rest, frozen = setup.init(init_params)
   start = int(jax.device_get(state["step"]))
+  skipped = log_skip_counts(data_iter, "resumed with" if latest is not None else "at start", None)
 
   # Compile ahead of time (cost analysis -> MFU).
   t0 = time.time()
@@ -388,6 +389,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
             scalars["mfu"] = flops * sps / peak
         writer.scalars(done, scalars)
         acc = _Accum()
+        skipped = log_skip_counts(data_iter, f"step {done}", skipped)
       if int(cfg.train.sample_every) and done % int(cfg.train.sample_every) == 0:
         write_samples(setup, state, rest, frozen, local, writer, done)
       if step_callback is not None:
@@ -405,9 +407,26 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
   mngr.close()
   progress.close()
   writer.close()
-  return {"losses": losses, "last_step": max(losses) if losses else start, "preempted": preempted,
+  skipped = getattr(data_iter, "skip_counts", lambda: None)()
+  return {"data_skipped": skipped,
+          "losses": losses, "last_step": max(losses) if losses else start, "preempted": preempted,
           "start_step": start, "flops_per_step_per_device": flops, "num_params": setup.num_params,
           "state": state}
+
+
+def log_skip_counts(data_iter, when: str, previous):
+  """One log line with the bad data skipped so far, by reason (``data.on_bad_data="skip"``; the counts are part
+  of the iterator state, so a resumed run continues them); only when they changed. Returns the counts."""
+  counts = getattr(data_iter, "skip_counts", lambda: None)()
+  if counts is None or counts == previous:
+    return counts
+  read, index = counts["read"], counts["index"]
+  if read or index or previous is not None:
+    total = sum((read or {}).values()) + sum(index.values())
+    logging.warning("data: skipped so far (%s): %d = clips read %s + episodes at indexing %s", when, total,
+                    "not tracked (worker processes)" if read is None else dict(sorted(read.items())),
+                    dict(sorted(index.items())))
+  return counts
 
 
 def _stop_on_write_error(mngr, err, progress, writer):
