@@ -131,6 +131,13 @@ class SkipLedger:
     self.counts: dict[str, int] = {}
     self.folded_upto = 0   # element indices below this are already in ``counts``
 
+  def __getstate__(self):   # grain worker processes get an empty ledger of their own (not read back)
+    return {}
+
+  def __setstate__(self, state):
+    del state
+    self.__init__()
+
   def record(self, index: int, element):
     if isinstance(element, SkippedClip):
       with self._lock:
@@ -156,14 +163,13 @@ class SkipLedger:
       self._pending = {i: r for i, r in self._pending.items() if i >= self.folded_upto}
 
 
-class TrainIterator:
-  """The grain iterator of training batches plus the consumed skip counts (``skip_counts``) in its state."""
+class TrainIterator(grain.DatasetIterator):
+  """The grain iterator of training batches plus the consumed skip counts (``skip_counts``) in its state (a
+  grain ``DatasetIterator``: grain's orbax handler saves and restores it too)."""
 
   def __init__(self, it, ledger: SkipLedger, index_skips: dict):
+    super().__init__(it)
     self._it, self._ledger, self.index_skips = it, ledger, dict(index_skips)
-
-  def __iter__(self):
-    return self
 
   def __next__(self):
     return next(self._it)
