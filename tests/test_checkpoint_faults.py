@@ -206,3 +206,51 @@ def test_disk_full_enospc_in_save_is_one_line_error(tmp_path, monkeypatch):
                   r"errno 28 \(No space left on device\)", msg), msg
   assert "no good checkpoint was saved" in msg
   assert not [n for n in os.listdir(target) if n.isdigit()]
+
+
+def _converted(tmp_path):
+  """A small converted checkpoint (convert_torch_weights.py's format), sealed by save_converted."""
+  import numpy as np
+  from ml_collections import ConfigDict
+  from vid2world_jax.conversion import dynamicrafter
+  rng = np.random.default_rng(0)
+  flat = {("conv", "kernel"): rng.normal(size=(64, 64, 8)).astype(np.float32),
+          ("conv", "bias"): rng.normal(size=(8,)).astype(np.float32)}
+  out = str(tmp_path / "conv")
+  dynamicrafter.save_converted(out, "256", {"unet": ConfigDict({"x": 1})}, {"unet": flat})
+  params = os.path.join(out, "params")
+  assert os.path.exists(os.path.join(params, checkpoint_integrity.INTEGRITY_FILE))
+  return out, params, flat
+
+
+def _restore_init_from(params):
+  from vid2world_jax import init_from, sharding
+  mesh = sharding.make_mesh({"data": -1, "fsdp": 1})
+  return init_from._restore_sharded(params, mesh, [], 2 ** 30)
+
+
+def test_corrupt_init_from_checkpoint_is_one_line_naming_the_file(tmp_path, capfd):
+  import numpy as np
+  from vid2world_jax.conversion import dynamicrafter
+  out, params, flat = _converted(tmp_path)
+  tree = _restore_init_from(params)   # intact: verifies and restores
+  np.testing.assert_array_equal(np.asarray(tree["unet"]["conv"]["kernel"]), flat[("conv", "kernel")])
+  path = max((os.path.join(d, f) for d, _, fs in os.walk(params) for f in fs), key=os.path.getsize)
+  with open(path, "r+b") as f:
+    f.seek(4096)
+    f.write(b"\0" * 4096)
+  with pytest.raises(checkpointing.CheckpointCorrupt) as info:
+    _restore_init_from(params)
+  msg = str(info.value)
+  assert msg == f"checkpoint is damaged: {path}: sha256 differs from the integrity record (damaged contents)", msg
+  with pytest.raises(checkpointing.CheckpointCorrupt, match=r"^checkpoint is damaged: .*sha256 differs"):
+    dynamicrafter.load_converted(out)
+  # Without a record (converted before records existed) a truncated file still fails in one line, quietly.
+  os.remove(os.path.join(params, checkpoint_integrity.INTEGRITY_FILE))
+  os.truncate(path, 100)
+  capfd.readouterr()
+  with pytest.raises(checkpointing.CheckpointCorrupt) as info:
+    _restore_init_from(params)
+  assert "\n" not in str(info.value) and "does not restore" in str(info.value), str(info.value)
+  err = capfd.readouterr().err
+  assert "Traceback" not in err and "Event loop is closed" not in err, err[-2000:]

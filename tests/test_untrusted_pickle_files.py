@@ -118,3 +118,19 @@ def test_pickle_torchscript_tensors_read_as_data_match_state_dict(tmp_path):
   assert set(got) == set(want)
   for k in want:
     np.testing.assert_array_equal(got[k].numpy(), want[k].numpy(), err_msg=k)
+
+
+def test_pickle_with_code_refused_by_converter_cli(evil_files, tmp_path):
+  import subprocess
+  import sys
+  from _train_helpers import REPO
+  marker, zipped, _ = evil_files
+  p = subprocess.run([sys.executable, "convert_torch_weights.py", f"--checkpoint={zipped}",
+                      f"--out={tmp_path / 'out'}", "--variant=256"], cwd=REPO, capture_output=True, text=True,
+                     timeout=300)
+  assert p.returncode == 1, p.stderr[-2000:]
+  errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+  assert errors == [f"error: refused {zipped}: not a plain weights file (it references posix.system, which "
+                    "torch.load(weights_only=True) will not run); convert it where its source is trusted, e.g. "
+                    "to .safetensors"], p.stderr[-2000:]
+  assert not marker.exists() and not (tmp_path / "out").exists()

@@ -30,8 +30,9 @@ class CheckpointCorrupt(Exception):
   """A checkpoint step that does not restore or does not match its integrity record (message: one line)."""
 
   def __init__(self, step: int | None, path: str, reason: str):
-    self.step, self.path, self.reason = step, str(path), " ".join(str(reason).split())
-    super().__init__(f"checkpoint step {step} is damaged: {self.path}: {self.reason}")
+    self.step, self.path, self.reason = step, str(path), " ".join(str(reason).split())[:400]
+    where = "checkpoint" if step is None else f"checkpoint step {step}"
+    super().__init__(f"{where} is damaged: {self.path}: {self.reason}")
 
 
 def step_of(step_dir) -> int | None:

@@ -152,12 +152,12 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iter, config_json: 
                             meta=ocp.args.JsonSave({"config": json.loads(config_json)}))
   pending = getattr(mngr, "_sealing_step", None)
   try:
-    with _quiet_orbax():
+    with quiet_orbax():
       mngr.wait_until_finished()
   except Exception as e:  # noqa: BLE001 - the previous async save failed (disk full, I/O error, ...)
     raise _write_error(mngr, pending if pending is not None else step, e) from None
   try:
-    with _quiet_orbax():
+    with quiet_orbax():
       return mngr.save(step, args=args, force=True)
   except Exception as e:  # noqa: BLE001
     raise _write_error(mngr, step, e) from None
@@ -166,7 +166,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iter, config_json: 
 def wait(mngr: ocp.CheckpointManager) -> None:
   """Blocks until pending saves are committed; ``CheckpointWriteError`` if one failed."""
   try:
-    with _quiet_orbax():
+    with quiet_orbax():
       mngr.wait_until_finished()
   except Exception as e:  # noqa: BLE001
     raise _write_error(mngr, getattr(mngr, "_sealing_step", None), e) from None
@@ -203,7 +203,7 @@ def _silence_closed_loop_callbacks() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_orbax():
+def quiet_orbax():
   """orbax logs a failed save thread / restore with its traceback (``logging.exception``) before raising; the
   caller reports the error in one line instead."""
   quiet = [std_logging.getLogger(n) for n in ("absl", "orbax", "asyncio")]
@@ -225,7 +225,7 @@ def close_quietly(mngr: ocp.CheckpointManager | None) -> None:
   if mngr is None:
     return
   _silence_closed_loop_callbacks()
-  with _quiet_orbax():
+  with quiet_orbax():
     try:
       mngr.close()
     except BaseException:  # noqa: BLE001 - the error was already reported in one line by the caller
@@ -258,6 +258,23 @@ def _write_error(mngr, step, exc: BaseException) -> CheckpointWriteError:
   return CheckpointWriteError(-1 if step is None else int(step), str(path), err_no, text)
 
 
+def restore_verified(path, restore_fn, *, what: str = "checkpoint"):
+  """``restore_fn()`` for an orbax checkpoint directory outside a manager (a converted ``init_from`` checkpoint,
+  a step's ``state`` item): verified first when it carries an integrity record (``integrity.json``; without one a
+  warning says it is unverified); any failure -> ``CheckpointCorrupt`` in one line, orbax's threads quiet."""
+  path = epath.Path(path)
+  if (path / integrity.INTEGRITY_FILE).exists():
+    verify_step(path, integrity.step_of(path.parent) if path.name in ITEMS else None)
+  else:
+    logging.warning("%s %s has no integrity record (written before records existed): not verified", what, path)
+  try:
+    with quiet_orbax():
+      return restore_fn()
+  except Exception as e:  # noqa: BLE001 - tensorstore / orbax errors: one line
+    _silence_closed_loop_callbacks()
+    raise CheckpointCorrupt(None, path, f"{what} does not restore ({type(e).__name__}: {e})") from None
+
+
 def latest_step(mngr: ocp.CheckpointManager) -> int | None:
   return mngr.latest_step()
 
@@ -280,7 +297,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter):
   out = {}
   for name, arg in items:
     try:
-      with _quiet_orbax():
+      with quiet_orbax():
         out[name] = mngr.restore(step, args=ocp.args.Composite(**{name: arg}))[name]
     except Exception as e:  # noqa: BLE001 - tensorstore / json / orbax errors: one line naming the file
       text = f"{type(e).__name__}: {e}"
