@@ -260,11 +260,12 @@ def _write_error(mngr, step, exc: BaseException) -> CheckpointWriteError:
 
 def restore_verified(path, restore_fn, *, what: str = "checkpoint"):
   """``restore_fn()`` for an orbax checkpoint directory outside a manager (a converted ``init_from`` checkpoint,
-  a step's ``state`` item): verified first when it carries an integrity record (``integrity.json``; without one a
+  a training step's ``<step>/state`` item, e.g. for inference): verified first when it carries an integrity record (``integrity.json``; without one a
   warning says it is unverified); any failure -> ``CheckpointCorrupt`` in one line, orbax's threads quiet."""
   path = epath.Path(path)
-  if (path / integrity.INTEGRITY_FILE).exists():
-    verify_step(path, integrity.step_of(path.parent) if path.name in ITEMS else None)
+  step_dir = path.parent if path.name in ITEMS and (path.parent / integrity.INTEGRITY_FILE).exists() else path
+  if (step_dir / integrity.INTEGRITY_FILE).exists():   # a training step's item: the whole step is verified
+    verify_step(step_dir, integrity.step_of(step_dir) if step_dir != path else None)
   else:
     logging.warning("%s %s has no integrity record (written before records existed): not verified", what, path)
   try:
