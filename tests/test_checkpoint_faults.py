@@ -9,9 +9,7 @@ step it resumed from.
 import errno
 import os
 import re
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -29,12 +27,13 @@ def _train(workdir, total_steps, *, max_file_bytes=None, timeout=420):
          f"--config.total_steps={total_steps}", f"--config.train.ckpt_every={CKPT_EVERY}",
          "--config.train.keep_checkpoints=3"]
 
-  def limit_file_size():   # a real write error from the kernel (EFBIG) for every file above the limit
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
-
-  p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                     preexec_fn=limit_file_size if max_file_bytes else None)
+  if max_file_bytes:   # a real write error from the kernel (EFBIG) for every file above the limit; set in a small
+    # launcher that then execs the trainer (no preexec_fn: forking this multithreaded JAX process is unsafe)
+    launcher = ("import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                f"resource.setrlimit(resource.RLIMIT_FSIZE, ({max_file_bytes}, {max_file_bytes})); "
+                "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+    cmd = [sys.executable, "-c", launcher] + cmd[1:]
+  p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
   return p.returncode, p.stdout + p.stderr
 
 

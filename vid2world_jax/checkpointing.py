@@ -110,12 +110,12 @@ class Manager(ocp.CheckpointManager):
   written is never committed. Synchronous saves (``async_save=False``) seal right after orbax returns.
   """
 
-  def __init__(self, directory: str, *, keep: int, async_save: bool = True):
+  def __init__(self, directory: str, *, keep: int, async_save: bool = True, cleanup_tmp: bool = False):
     self._sealing_step = None
     self._async = async_save
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
-        cleanup_tmp_directories=True,   # half-written <step>.orbax-checkpoint-tmp of a killed run: removed
+        cleanup_tmp_directories=cleanup_tmp,   # the run's owner: half-written steps of a killed run are removed
         async_options=ocp.AsyncOptions(post_finalization_callback=self._seal_pending) if async_save else None)
     super().__init__(directory, options=options, item_names=ITEMS)
     _silence_closed_loop_callbacks()
@@ -139,8 +139,11 @@ class Manager(ocp.CheckpointManager):
     return self.directory / str(step)
 
 
-def make_manager(workdir: str, *, keep: int, async_save: bool = True) -> Manager:
-  return Manager(os.path.join(os.path.abspath(workdir), "checkpoints"), keep=keep, async_save=async_save)
+def make_manager(workdir: str, *, keep: int, async_save: bool = True, cleanup_tmp: bool = False) -> Manager:
+  """The run's checkpoint manager. ``cleanup_tmp``: remove half-written ``<step>.orbax-checkpoint-tmp`` directories
+  at start (the trainer only: a reader opening a live run's workdir must not delete the step being written)."""
+  return Manager(os.path.join(os.path.abspath(workdir), "checkpoints"), keep=keep, async_save=async_save,
+                 cleanup_tmp=cleanup_tmp)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_iter, config_json: str) -> bool:

@@ -323,7 +323,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
   logging.info("trainable parameters: %d", setup.num_params)
 
   data_iter = make_data_iterator(cfg.data)
-  mngr = checkpointing.make_manager(workdir, keep=int(cfg.train.keep_checkpoints))
+  mngr = checkpointing.make_manager(workdir, keep=int(cfg.train.keep_checkpoints), cleanup_tmp=True)
   abs_state = setup.abstract_args()[0]
   try:  # newest step that verifies and restores; damaged ones are moved aside to <step>.corrupt (one line each)
     latest, state = checkpointing.restore_newest_good(mngr, abs_state, data_iter)
