@@ -203,6 +203,15 @@ def _silence_closed_loop_callbacks() -> None:
 
   hook._v2w_quiet = True
   sys.excepthook, sys.unraisablehook = hook, unraisable
+  std_logging.getLogger("asyncio").addFilter(_drop_orbax_orphan_tasks)
+
+
+def _drop_orbax_orphan_tasks(record) -> bool:
+  """asyncio logs "Task exception was never retrieved" (with the traceback) for each of orbax's write tasks that
+  failed after the first failure was raised; orbax re-raises that first one to ``wait``/``save``, reported there in
+  one line. Only those records (orbax coroutines) are dropped."""
+  msg = record.getMessage()
+  return not (msg.startswith("Task exception was never retrieved") and "orbax" in msg)
 
 
 @contextlib.contextmanager
