@@ -555,7 +555,7 @@ def main(argv):
   if job in ("recipe", "demo"):
     try:
       run_recipe(cfg, _WORKDIR.value)
-    except (ConfigError, NonFiniteLoss) as e:
+    except (ConfigError, NonFiniteLoss, CheckpointError, checkpointing.CheckpointCorrupt) as e:
       sys.exit(f"error: {e}")
     return
   maybe_initialize_distributed()
