@@ -253,3 +253,28 @@ def test_corrupt_init_from_checkpoint_is_one_line_naming_the_file(tmp_path, capf
   assert "\n" not in str(info.value) and "does not restore" in str(info.value), str(info.value)
   err = capfd.readouterr().err
   assert "Traceback" not in err and "Event loop is closed" not in err, err[-2000:]
+
+
+def test_corrupt_checkpoint_refused_by_inference_loading(work, tmp_path):
+  """The rollout CLI / InferenceSession never run a damaged step: one line naming the step and the file."""
+  import numpy as np
+  from vid2world_jax import inference
+  step_dir = os.path.join(_ckpt(work), "6")
+  bad = _largest_array_file(step_dir)
+  with open(bad, "r+b") as f:
+    f.seek(os.path.getsize(bad) // 2)
+    f.write(b"\0" * 4096)
+  with pytest.raises(checkpointing.CheckpointCorrupt, match=r"checkpoint step 6 is damaged: .*") as e:
+    inference.InferenceSession.load(step_dir)
+  assert "\n" not in str(e.value) and os.path.basename(bad) in str(e.value)
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "ctx.npz", frames=rng.integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8))
+  np.save(tmp_path / "acts.npy", rng.uniform(-1, 1, size=(3, 2)).astype(np.float32))
+  p = subprocess.run([sys.executable, "-m", "vid2world_jax.rollout", f"--checkpoint={work}",
+                      f"--context={tmp_path / 'ctx.npz'}", f"--actions={tmp_path / 'acts.npy'}",
+                      f"--out={tmp_path / 'out.npz'}", "--context_frames=1", "--ddim_steps=2"],
+                     cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert p.returncode != 0
+  assert "checkpoint step 6 is damaged:" in p.stderr, p.stderr[-3000:]
+  _no_noise(p.stdout + p.stderr)
+  assert not os.path.exists(tmp_path / "out.npz")

@@ -270,13 +270,16 @@ def _write_error(mngr, step, exc: BaseException) -> CheckpointWriteError:
   return CheckpointWriteError(-1 if step is None else int(step), str(path), err_no, text)
 
 
-def restore_verified(path, restore_fn, *, what: str = "checkpoint"):
+def restore_verified(path, restore_fn, *, what: str = "checkpoint", verify: bool = True):
   """``restore_fn()`` for an orbax checkpoint directory outside a manager (a converted ``init_from`` checkpoint,
   a training step's ``<step>/state`` item, e.g. for inference): verified first when it carries an integrity record (``integrity.json``; without one a
-  warning says it is unverified); any failure -> ``CheckpointCorrupt`` in one line, orbax's threads quiet."""
+  warning says it is unverified); any failure -> ``CheckpointCorrupt`` in one line, orbax's threads quiet.
+  ``verify=False``: the caller has just verified the same path (a second read of one checkpoint)."""
   path = epath.Path(path)
   step_dir = path.parent if path.name in ITEMS and (path.parent / integrity.INTEGRITY_FILE).exists() else path
-  if (step_dir / integrity.INTEGRITY_FILE).exists():   # a training step's item: the whole step is verified
+  if not verify:
+    pass
+  elif (step_dir / integrity.INTEGRITY_FILE).exists():   # a training step's item: the whole step is verified
     verify_step(step_dir, integrity.step_of(step_dir) if step_dir != path else None)
   else:
     logging.warning("%s %s has no integrity record (written before records existed): not verified", what, path)
@@ -396,9 +399,11 @@ def restore_params(state_dir: str, abstract_params, *, use_ema: bool = True):
 
   ``abstract_params``: the model's parameter pure dict as ``jax.ShapeDtypeStruct`` leaves carrying the target
   dtype (the stored float32 values are cast on restore, e.g. to bfloat16) and sharding. Restores the ``ema``
-  entry when ``use_ema`` and the checkpoint has one, else ``params``. Returns ``(params, name of the entry)``."""
+  entry when ``use_ema`` and the checkpoint has one, else ``params``. Returns ``(params, name of the entry)``.
+  The step is verified against its integrity record first (``restore_verified``): damage is one
+  ``CheckpointCorrupt`` line naming the file, never silently restored values."""
   ckptr = ocp.PyTreeCheckpointer()
-  meta = ckptr.metadata(state_dir).item_metadata
+  meta = restore_verified(state_dir, lambda: ckptr.metadata(state_dir).item_metadata, what="checkpoint")
   stored = meta.tree if hasattr(meta, "tree") else meta
   name = "ema" if use_ema and "ema" in stored else "params"
   if name not in stored:
@@ -406,6 +411,7 @@ def restore_params(state_dir: str, abstract_params, *, use_ema: bool = True):
   _check_against(abstract_params, stored[name], state_dir)
   target = {name: _str_keys(abstract_params)}
   restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype), target)
-  out = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
-                                                             partial_restore=True))
+  out = restore_verified(state_dir, lambda: ckptr.restore(
+      state_dir, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)),
+      what="checkpoint", verify=False)
   return _rekey_like(abstract_params, out[name]), name
