@@ -30,23 +30,33 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx, traverse_util
 
+from vid2world_jax import checkpointing
 from vid2world_jax import sharding as shd
 
 NEW_BY_DESIGN = ("action_emb",)   # Vid2World's action encoder: fresh init (spec §4), absent from DynamiCrafter
 
 
 def _restore_sharded(path: str, mesh, rules, min_size):
+  """The converted parameters, verified against ``params/integrity.json`` (written by the converter) and restored
+  onto the fsdp shardings; a damaged checkpoint is one ``CheckpointCorrupt`` line naming the file."""
   ckptr = ocp.StandardCheckpointer()
-  md = ckptr.metadata(path)
-  meta_tree = md.item_metadata.tree if hasattr(md.item_metadata, "tree") else md.item_metadata
 
-  def target(p, m):
-    spec = shd.param_spec(shd.path_str(p), tuple(m.shape), mesh, rules, min_size) if len(m.shape) else \
-        jax.sharding.PartitionSpec()
-    return jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=jax.sharding.NamedSharding(mesh, spec))
+  def restore():
+    md = ckptr.metadata(path)
+    meta_tree = md.item_metadata.tree if hasattr(md.item_metadata, "tree") else md.item_metadata
 
-  abstract = jax.tree_util.tree_map_with_path(target, meta_tree)
-  return ckptr.restore(path, abstract)
+    def target(p, m):
+      spec = shd.param_spec(shd.path_str(p), tuple(m.shape), mesh, rules, min_size) if len(m.shape) else \
+          jax.sharding.PartitionSpec()
+      return jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=jax.sharding.NamedSharding(mesh, spec))
+
+    abstract = jax.tree_util.tree_map_with_path(target, meta_tree)
+    return ckptr.restore(path, abstract)
+
+  try:
+    return checkpointing.restore_verified(path, restore, what="init_from checkpoint")
+  finally:
+    checkpointing.close_quietly(ckptr)
 
 
 def _flat(tree, prefix=()):

@@ -28,6 +28,11 @@ import sys
 import numpy as np
 from absl import flags
 
+from vid2world_jax.checkpoint_integrity import CheckpointCorrupt
+
+# what loading a model reports in one line (a missing or damaged checkpoint, a config that does not match)
+LOAD_ERRORS = (FileNotFoundError, ValueError, CheckpointCorrupt)
+
 _DEFINED = False
 
 
@@ -129,7 +134,7 @@ def main(argv):
     raise SystemExit(f"--actions must be [N, A] or [B, N, A], got shape {acts.shape}")
   try:
     sess, scale = load_session_from_flags()
-  except (FileNotFoundError, ValueError) as e:
+  except LOAD_ERRORS as e:
     raise SystemExit(str(e)) from None
   k = f.context_frames or sess.context_frames
   if ctx.shape[1] < k:

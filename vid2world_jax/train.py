@@ -43,6 +43,10 @@ class NonFiniteLoss(RuntimeError):
   pass
 
 
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be written, or no checkpoint that restores and verifies (message: one line)."""
+
+
 # =============================================================================================================
 # Config validation (no compilation, no allocation).
 
@@ -319,12 +323,15 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
   logging.info("trainable parameters: %d", setup.num_params)
 
   data_iter = make_data_iterator(cfg.data)
-  mngr = checkpointing.make_manager(workdir, keep=int(cfg.train.keep_checkpoints))
-  latest = mngr.latest_step()
+  mngr = checkpointing.make_manager(workdir, keep=int(cfg.train.keep_checkpoints), cleanup_tmp=True)
+  abs_state = setup.abstract_args()[0]
+  try:  # newest step that verifies and restores; damaged ones are moved aside to <step>.corrupt (one line each)
+    latest, state = checkpointing.restore_newest_good(mngr, abs_state, data_iter)
+  except checkpointing.NoGoodCheckpoint as e:
+    checkpointing.close_quietly(mngr)
+    raise CheckpointError(str(e)) from None
   if latest is not None:
-    logging.info("resuming from step %d in %s", latest, mngr.directory)
-    abs_state, abs_frozen, abs_rest, _ = setup.abstract_args()
-    state = checkpointing.restore(mngr, latest, abs_state, data_iter)
+    logging.info("resumed from step %d in %s", latest, mngr.directory)
     _, rest, frozen = setup._create()   # non-trainable parts (RNG streams, frozen encoders)
     if cfg.init_from:  # frozen parts (VAE / CLIP) are not in the checkpoint: reload them
       from vid2world_jax import init_from
@@ -332,6 +339,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
   else:
     state, rest, frozen = setup.init(init_params)
   start = int(jax.device_get(state["step"]))
+  skipped = log_skip_counts(data_iter, "resumed with" if latest is not None else "at start", None)
 
   # Compile ahead of time (cost analysis -> MFU).
   t0 = time.time()
@@ -357,8 +365,9 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
       loss = float(m["loss"])
       # Non-finite loss, gradients or updated parameters: this state is never saved.
       if not all(math.isfinite(float(m[k])) for k in ("loss", "grad_norm", "param_norm")):
-        mngr.wait_until_finished()
-        good = mngr.latest_step()
+        _wait_or_stop(mngr, progress, writer)
+        good = checkpointing.last_good_step(mngr)   # verified against its integrity record
+        checkpointing.close_quietly(mngr)
         progress.close()
         writer.close()
         vals = ", ".join(f"{k}={float(m[k]):.4g}" for k in ("loss", "grad_norm", "param_norm"))
@@ -380,26 +389,69 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
             scalars["mfu"] = flops * sps / peak
         writer.scalars(done, scalars)
         acc = _Accum()
+        skipped = log_skip_counts(data_iter, f"step {done}", skipped)
       if int(cfg.train.sample_every) and done % int(cfg.train.sample_every) == 0:
         write_samples(setup, state, rest, frozen, local, writer, done)
       if step_callback is not None:
         step_callback(done, m)
       if done % int(cfg.train.ckpt_every) == 0 or done == int(cfg.total_steps):
-        checkpointing.save(mngr, done, state, data_iter, config_json)
+        _save_or_stop(mngr, done, state, data_iter, config_json, progress, writer)
         last_saved = done
       if pre.reached() or (stop_at and done >= stop_at):
         preempted = True
         if last_saved != done:
-          checkpointing.save(mngr, done, state, data_iter, config_json)
+          _save_or_stop(mngr, done, state, data_iter, config_json, progress, writer)
         logging.warning("preempted: saved step %d, exiting", done)
         break
-  mngr.wait_until_finished()
+  _wait_or_stop(mngr, progress, writer)
   mngr.close()
   progress.close()
   writer.close()
-  return {"losses": losses, "last_step": max(losses) if losses else start, "preempted": preempted,
+  skipped = getattr(data_iter, "skip_counts", lambda: None)()
+  return {"data_skipped": skipped,
+          "losses": losses, "last_step": max(losses) if losses else start, "preempted": preempted,
           "start_step": start, "flops_per_step_per_device": flops, "num_params": setup.num_params,
           "state": state}
+
+
+def log_skip_counts(data_iter, when: str, previous):
+  """One log line with the bad data skipped so far, by reason (``data.on_bad_data="skip"``; the counts are part
+  of the iterator state, so a resumed run continues them); only when they changed. Returns the counts."""
+  counts = getattr(data_iter, "skip_counts", lambda: None)()
+  if counts is None or counts == previous:
+    return counts
+  read, index = counts["read"], counts["index"]
+  if read or index or previous is not None:
+    total = sum((read or {}).values()) + sum(index.values())
+    logging.warning("data: skipped so far (%s): %d = clips read %s + episodes at indexing %s", when, total,
+                    "not tracked (worker processes)" if read is None else dict(sorted(read.items())),
+                    dict(sorted(index.items())))
+  return counts
+
+
+def _stop_on_write_error(mngr, err, progress, writer):
+  """A failed save: orbax's threads stopped quietly, the half-written step left uncommitted; one-line error."""
+  checkpointing.close_quietly(mngr)
+  good = checkpointing.last_good_step(mngr)
+  progress.close()
+  writer.close()
+  where = (f"the last good checkpoint is step {good} in {mngr.directory}" if good is not None
+           else "no good checkpoint was saved")
+  return CheckpointError(f"{err}; stopping; {where}")
+
+
+def _save_or_stop(mngr, step, state, data_iter, config_json, progress, writer):
+  try:
+    checkpointing.save(mngr, step, state, data_iter, config_json)
+  except checkpointing.CheckpointWriteError as e:
+    raise _stop_on_write_error(mngr, e, progress, writer) from None
+
+
+def _wait_or_stop(mngr, progress, writer):
+  try:
+    checkpointing.wait(mngr)
+  except checkpointing.CheckpointWriteError as e:
+    raise _stop_on_write_error(mngr, e, progress, writer) from None
 
 
 def write_samples(setup, state, rest, frozen, local, writer, step: int) -> None:
@@ -504,13 +556,13 @@ def main(argv):
   if job in ("recipe", "demo"):
     try:
       run_recipe(cfg, _WORKDIR.value)
-    except (ConfigError, NonFiniteLoss) as e:
+    except (ConfigError, NonFiniteLoss, CheckpointError, checkpointing.CheckpointCorrupt) as e:
       sys.exit(f"error: {e}")
     return
   maybe_initialize_distributed()
   try:
     result = train_and_evaluate(cfg, _WORKDIR.value)
-  except (ConfigError, NonFiniteLoss) as e:
+  except (ConfigError, NonFiniteLoss, CheckpointError, checkpointing.CheckpointCorrupt) as e:
     sys.exit(f"error: {e}")
   logging.info("finished at step %d%s", result["last_step"], " (preempted)" if result["preempted"] else "")
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -40,6 +42,21 @@ class SafetensorsCheckpoint(Mapping):
     return len(self._keys)
 
 
+class UntrustedPickleError(ValueError):
+  """A torch pickle that needs more than tensors and plain containers to load (it would run code): refused."""
+
+  def __init__(self, path: str, err: Exception):
+    m = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if m:
+      what = f"it references {m.group(1)}"
+    else:   # torch's reason: the paragraph that is not its boilerplate
+      parts = [p.strip() for p in str(err).split("\n\n") if p.strip()]
+      core = [p for p in parts if not p.startswith(("Weights only load failed", "Check the documentation"))]
+      what = " ".join((core or parts or ["unsupported content"])[0].split())[:200]
+    super().__init__(f"refused {path}: not a plain weights file ({what}, which torch.load(weights_only=True) "
+                     "will not run); convert it where its source is trusted, e.g. to .safetensors")
+
+
 class TorchCheckpoint(Mapping):
   """Lazy view of a torch pickle (``.ckpt``/``.pt``/``.pth``); uses the ``state_dict`` entry if present.
 
@@ -53,13 +70,17 @@ class TorchCheckpoint(Mapping):
     except ImportError as e:
       raise ImportError("reading .ckpt/.pt files needs PyTorch: pip install 'torch==2.13.0' "
                         "(CPU wheel), or convert the file to .safetensors elsewhere") from e
-    try:
+    try:  # weights_only=True: tensors and plain containers only; a pickle that would run code is refused
       obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError as e:
+      raise UntrustedPickleError(path, e) from None
     except Exception as e:  # noqa: BLE001 - corrupt/legacy files raise many types
       try:  # legacy (non-zip) pickles cannot be memory-mapped
         obj = torch.load(path, map_location="cpu", weights_only=True)
+      except pickle.UnpicklingError as e2:
+        raise UntrustedPickleError(path, e2) from None
       except Exception:
-        raise ValueError(f"cannot read torch checkpoint {path}: {e}") from e
+        raise ValueError(f"cannot read torch checkpoint {path}: {' '.join(str(e).split())[:300]}") from e
     if isinstance(obj, Mapping) and "state_dict" in obj:
       obj = obj["state_dict"]
     if not isinstance(obj, Mapping):

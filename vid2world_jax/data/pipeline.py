@@ -11,11 +11,19 @@ start and augmentation come from grain's per-element RNG (seeded by data.seed an
 fixes the batch sequence for a given process_count / worker_count. Hosts get disjoint episode sets
 (episodes[process_index::process_count]). Bad clips found while reading (corrupt JPEG/HDF5, NaN actions) raise a
 BadDataError naming file and episode, or are skipped (filtered out) and counted when on_bad_data == "skip".
+
+Skip counts by reason (``TrainIterator.skip_counts()``) cover the clips the trainer has CONSUMED, not those the
+read threads prefetched: each skip is recorded with its element index and counted once the iterator's position
+passes it; the counts travel in ``get_state()`` (so in the checkpoint's data state) and a resumed run reports the
+same totals as an uninterrupted one. Episodes dropped when the source is indexed (short, unreadable, bad actions)
+are counted separately (``index``; recomputed identically at every start). With ``worker_count > 0`` the reads
+happen in worker processes and read-time skips are not counted (only logged by the workers).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import zlib
 
 import grain
@@ -75,6 +83,11 @@ class ClipLoader(grain.transforms.RandomMap):
     self.mode = config_lib.resolved_resize_mode(cfg)
 
   def load(self, i: int, start: int, rng: np.random.Generator | None):
+    """The clip dict, or None when the clip is bad and skipped (counted by ``common.bad_data``)."""
+    clip = self._load(i, start, rng)
+    return None if isinstance(clip, SkippedClip) else clip
+
+  def _load(self, i: int, start: int, rng: np.random.Generator | None):
     ep = self.source.episodes[i]
     where = f"{ep.file} episode {ep.name}"
     idx = start + self.stride * np.arange(self.clip_length)
@@ -82,14 +95,15 @@ class ClipLoader(grain.transforms.RandomMap):
       frames, actions = self.source.read(i, idx)
     except common.BadDataError as e:
       common.bad_data(self.on_bad_data, "corrupt_file", str(e))
-      return None
+      return SkippedClip("corrupt_file")
     except Exception as e:  # noqa: BLE001 - corrupt file contents (HDF5/zip/protobuf errors)
       common.bad_data(self.on_bad_data, "corrupt_file", f"{where}: cannot read clip ({type(e).__name__}: {e})")
-      return None
+      return SkippedClip("corrupt_file")
     actions = np.asarray(actions, np.float32)
     if not common.validate_actions(actions, self.action_dim, f"{where} frames {idx[0]}..{idx[-1]}",
                                    self.on_bad_data):
-      return None
+      wrong_dim = actions.ndim != 2 or actions.shape[-1] != self.action_dim
+      return SkippedClip("action_dim" if wrong_dim else "nan_actions")
     x = video_ops.to_unit_range(video_ops.spatial_transform(frames, self.resolution, self.mode))
     if self.augment and rng is not None:
       x = video_ops.augment_clip(x, video_ops.sample_augment_params(rng))
@@ -99,7 +113,88 @@ class ClipLoader(grain.transforms.RandomMap):
     ep = self.source.episodes[element]
     span = common.clip_span(self.clip_length, self.stride)
     start = int(rng.integers(0, ep.length - span + 1))
-    return self.load(element, start, rng)
+    return self._load(element, start, rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedClip:
+  """Marker of a bad clip skipped under on_bad_data="skip" (filtered out after its index is recorded)."""
+  reason: str
+
+
+class SkipLedger:
+  """Skipped clips by element index, written by the read threads; counted once consumed (``fold``)."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._pending: dict[int, str] = {}
+    self.counts: dict[str, int] = {}
+    self.folded_upto = 0   # element indices below this are already in ``counts``
+
+  def __getstate__(self):   # grain worker processes get an empty ledger of their own (not read back)
+    return {}
+
+  def __setstate__(self, state):
+    del state
+    self.__init__()
+
+  def record(self, index: int, element):
+    if isinstance(element, SkippedClip):
+      with self._lock:
+        if index >= self.folded_upto:
+          self._pending[int(index)] = element.reason
+      return None
+    return element
+
+  def fold(self, consumed_upto: int) -> dict:
+    """Adds the skips of element indices < ``consumed_upto`` to the counts; returns the counts."""
+    with self._lock:
+      for i in [i for i in self._pending if i < consumed_upto]:
+        reason = self._pending.pop(i)
+        if i >= self.folded_upto:
+          self.counts[reason] = self.counts.get(reason, 0) + 1
+      self.folded_upto = max(self.folded_upto, int(consumed_upto))
+      return dict(self.counts)
+
+  def reset(self, counts: dict, folded_upto: int) -> None:
+    with self._lock:
+      self.counts = {str(k): int(v) for k, v in counts.items()}
+      self.folded_upto = int(folded_upto)
+      self._pending = {i: r for i, r in self._pending.items() if i >= self.folded_upto}
+
+
+class TrainIterator(grain.DatasetIterator):
+  """The grain iterator of training batches plus the consumed skip counts (``skip_counts``) in its state (a
+  grain ``DatasetIterator``: grain's orbax handler saves and restores it too)."""
+
+  def __init__(self, it, ledger: SkipLedger, index_skips: dict):
+    super().__init__(it)
+    self._it, self._ledger, self.index_skips = it, ledger, dict(index_skips)
+
+  def __next__(self):
+    return next(self._it)
+
+  def _position(self, state) -> int | None:
+    return int(state["next_index"]) if isinstance(state, dict) and "next_index" in state else None
+
+  def skip_counts(self) -> dict:
+    """``{"read": {reason: n}, "index": {reason: n}}``: clips skipped among those consumed so far (read: None
+    when not tracked, i.e. grain worker processes), and episodes dropped when the source was indexed."""
+    pos = self._position(self._it.get_state())
+    return {"read": None if pos is None else self._ledger.fold(pos), "index": dict(self.index_skips)}
+
+  def get_state(self) -> dict:
+    state = self._it.get_state()
+    pos = self._position(state)
+    return {"grain": state, "skipped": None if pos is None else self._ledger.fold(pos)}
+
+  def set_state(self, state) -> None:
+    if not isinstance(state, dict) or "grain" not in state:   # checkpoints written before skip counts
+      self._it.set_state(state)
+      return
+    self._it.set_state(state["grain"])
+    pos = self._position(state["grain"])
+    self._ledger.reset(state.get("skipped") or {}, pos or 0)
 
 
 def _not_none(x) -> bool:
@@ -122,8 +217,10 @@ def _ensure_absl_flags_parsed():
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags (environment notes)
 
 
-def make_train_dataset(cfg, *, process_index=None, process_count=None, source=None) -> grain.IterDataset:
-  """The grain IterDataset behind make_train_iterator (infinite, batched to B_local)."""
+def make_train_dataset(cfg, *, process_index=None, process_count=None, source=None,
+                       ledger: SkipLedger | None = None) -> grain.IterDataset:
+  """The grain IterDataset behind make_train_iterator (infinite, batched to B_local); skipped clips are recorded
+  in ``ledger`` (by element index) when given."""
   config_lib.check_config(cfg)
   process_index, process_count = _resolve_process(process_index, process_count)
   if cfg.batch_size % process_count:
@@ -135,6 +232,7 @@ def make_train_dataset(cfg, *, process_index=None, process_count=None, source=No
     raise ValueError(f"{len(source.episodes)} episodes cannot be sharded over {process_count} processes")
   ds = grain.MapDataset.source(mine).shuffle(seed=int(cfg.seed)).repeat(None)
   ds = ds.random_map(ClipLoader(source, cfg), seed=int(cfg.seed))
+  ds = ds.map_with_index((ledger or SkipLedger()).record)   # SkippedClip -> None (its index recorded)
   ds = ds.filter(_not_none)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg.get("num_threads", 2)),
                                             prefetch_buffer_size=int(cfg.get("prefetch_buffer_size", 8))))
@@ -145,9 +243,15 @@ def make_train_dataset(cfg, *, process_index=None, process_count=None, source=No
   return ds
 
 
-def make_train_iterator(cfg, *, process_index=None, process_count=None):
-  """Checkpointable grain iterator of training batches (see module docstring); get_state()/set_state()."""
-  return iter(make_train_dataset(cfg, process_index=process_index, process_count=process_count))
+def make_train_iterator(cfg, *, process_index=None, process_count=None) -> TrainIterator:
+  """Checkpointable iterator of training batches (see module docstring); get_state()/set_state()/skip_counts()."""
+  before = common.skip_counts()
+  source = make_source(cfg)
+  index_skips = {k: v - before.get(k, 0) for k, v in common.skip_counts().items() if v - before.get(k, 0)}
+  ledger = SkipLedger()
+  ds = make_train_dataset(cfg, process_index=process_index, process_count=process_count, source=source,
+                          ledger=ledger)
+  return TrainIterator(iter(ds), ledger, index_skips)
 
 
 # ----------------------------------------------------------------------------------------------------- eval

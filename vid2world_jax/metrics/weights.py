@@ -6,7 +6,7 @@
   state dict (``net.slice<k>.<i>.*`` + ``lin<k>.*``) is accepted as a single file too.
 * FID: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (torchvision Inception3 key names).
 * FVD: an I3D state dict (``InceptionI3d`` key names, e.g. ``i3d_pretrained_400.pt``); a TorchScript archive with
-  the same parameter names is read through ``torch.jit.load``.
+  the same parameter names is read as data (``conversion.torchscript_io``: its code is never run).
 
 Files are read with :func:`vid2world_jax.conversion.checkpoint_io.open_checkpoint` (``.pth/.pt/.safetensors``).
 A missing file raises :class:`MissingWeightsError` whose message is one line saying what to supply.
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 from flax import nnx
 
-from vid2world_jax.conversion import checkpoint_io
+from vid2world_jax.conversion import checkpoint_io, torchscript_io
 from vid2world_jax.conversion.core import ConversionError, convert, load_into, param_shapes
 from vid2world_jax.metrics import i3d as i3d_lib
 from vid2world_jax.metrics import inception as inception_lib
@@ -49,18 +49,12 @@ def _require(path: str | None, what: str, flag: str) -> str:
 
 
 def open_weights(path: str) -> Mapping:
-  """Lazy key -> tensor mapping of a weight file; TorchScript archives are read via ``torch.jit.load``."""
-  try:
-    return checkpoint_io.open_checkpoint(path)
-  except ValueError as e:
-    if os.path.splitext(path)[1].lower() not in (".pt", ".pth"):
-      raise
-    try:
-      import torch
-      sd = torch.jit.load(path, map_location="cpu").state_dict()
-    except Exception:  # noqa: BLE001 - not a TorchScript archive either: report the original problem
-      raise e from None
-    return dict(sd)
+  """Lazy key -> tensor mapping of a weight file. Torch pickles are read with ``weights_only=True`` (a pickle that
+  would run code is refused); TorchScript archives through ``torchscript_io.read_tensors``, which reads their
+  tensors without running any of their code (never ``torch.jit.load``: README, Reliability)."""
+  if os.path.splitext(path)[1].lower() in (".pt", ".pth") and torchscript_io.is_torchscript(path):
+    return torchscript_io.read_tensors(path)
+  return checkpoint_io.open_checkpoint(path)
 
 
 def _convert_into(model: nnx.Module, ckpt: Mapping, table, *, aliases, ignore, what: str, path: str):

@@ -51,7 +51,7 @@ def main(argv):
   logging.info("loading %s", f.checkpoint)
   try:
     session, scale = rollout_cli.load_session_from_flags()   # the rollout CLI's loading: same model, same sampler
-  except (FileNotFoundError, ValueError) as e:
+  except rollout_cli.LOAD_ERRORS as e:
     raise SystemExit(str(e)) from None
   cli_flags = {**play_app.sampler_flag_values(session), "ema": bool(f.ema), "dtype": f.dtype,
                "allow_noncausal": True if f.allow_noncausal else None}
