@@ -185,13 +185,17 @@ class Setup:
     rules = [tuple(r) for r in cfg.mesh.rules]
     min_size = int(cfg.mesh.fsdp_min_size)
 
+    # Training from precomputed latents: the step gets the frozen encoders' outputs; no VAE / CLIP is built.
+    self.encoders = not uses_latents(cfg)
+
     def create():
-      model, frozen = world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+      model, frozen = world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1), encoders=self.encoders)
       _, params, rest = nnx.split(model, nnx.Param, ...)
       _, fstate = nnx.split(frozen)
       return nnx.to_pure_dict(params), rest, fstate
 
-    abs_model, abs_frozen = nnx.eval_shape(lambda: world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))
+    abs_model, abs_frozen = nnx.eval_shape(lambda: world_model.build(
+        mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1), encoders=self.encoders))
     self.graphdef = nnx.split(abs_model, nnx.Param, ...)[0]
     self.frozen_graphdef = nnx.split(abs_frozen)[0]
     abs_params, abs_rest, abs_fstate = jax.eval_shape(create)
@@ -219,10 +223,7 @@ class Setup:
     self.schedule = schedules.make_schedule(**mcfg.schedule.to_dict())
     step_fn = steps.make_train_step(self.graphdef, self.frozen_graphdef, cfg, self.tx, self.lr_schedule,
                                     self.schedule)
-    h, w = (int(s) for s in cfg.data.resolution)
-    gb, t, a = int(cfg.data.batch_size), int(cfg.data.clip_length), int(cfg.data.action_dim)
-    self.abs_batch = {"frames": jax.ShapeDtypeStruct((gb, t, h, w, 3), jnp.float32),
-                      "actions": jax.ShapeDtypeStruct((gb, t, a), jnp.float32)}
+    self.abs_batch = abstract_batch(cfg, mcfg)
     self.batch_sh = {k: sharding.batch_sharding(mesh, v.ndim) for k, v in self.abs_batch.items()}
     self.step = jax.jit(step_fn, in_shardings=(self.state_sh, self.frozen_sh, self.rest_sh, self.batch_sh),
                         out_shardings=(self.state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
@@ -248,6 +249,26 @@ class Setup:
     if init_params is not None:
       params = place_params(init_params, params, self.params_sh)
     return self._make_state(params), rest, frozen
+
+
+def uses_latents(cfg) -> bool:
+  """``data.source == "latents"``: batches carry precomputed VAE moments / CLIP tokens (data/latents.py)."""
+  return cfg.data.source == "latents"
+
+
+def abstract_batch(cfg, mcfg) -> dict:
+  """Global batch shapes of the step: frames + actions, or (latents source) the batch keys of
+  ``steps.LATENT_KEYS`` + actions, all float32."""
+  gb, t, a = int(cfg.data.batch_size), int(cfg.data.clip_length), int(cfg.data.action_dim)
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
+  if not uses_latents(cfg):
+    h, w = (int(s) for s in cfg.data.resolution)
+    return {"frames": f32(gb, t, h, w, 3), "actions": f32(gb, t, a)}
+  h, w = world_model.latent_hw(mcfg, cfg.data.resolution)
+  out = {"latent_moments": f32(gb, t, h, w, world_model.latent_moments_channels(mcfg)), "actions": f32(gb, t, a)}
+  if mcfg.context == "resampler":
+    out["clip_image_tokens"] = f32(gb, *world_model.image_token_shape(mcfg))
+  return out
 
 
 def place_params(values: dict, like: dict, shardings: dict) -> dict:
@@ -350,7 +371,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
   with Preemption() as pre:
     for i in range(start, int(cfg.total_steps)):
       local = next(data_iter)
-      batch = sharding.to_global({"frames": local["frames"], "actions": local["actions"]}, mesh)
+      batch = sharding.to_global({k: local[k] for k in setup.abs_batch}, mesh)
       state, metrics = compiled(state, frozen, rest, batch)
       m = jax.device_get(metrics)
       done = i + 1
