@@ -104,6 +104,14 @@ def validate_config(cfg, num_devices: int, process_count: int) -> dict:
       data_config.check_config(d)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+  if d.source == "latents":
+    need(int(cfg.train.sample_every) == 0, "train.sample_every needs the VAE decoder, which training from "
+         "data.source=latents does not build; set --config.train.sample_every=0")
+    from vid2world_jax.data import latents
+    try:
+      latents.check_compatible(latents.read_meta(d.path), d, m)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   return mesh_shape
 
 
