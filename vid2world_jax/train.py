@@ -30,6 +30,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from vid2world_jax import checkpointing, logging_utils, optim, sharding, steps, world_model
+from vid2world_jax.data.common import BadDataError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and samples go here.")
@@ -52,6 +53,7 @@ def validate_config(cfg, num_devices: int, process_count: int) -> dict:
     if not cond:
       raise ConfigError(msg)
 
+  check_inputs(cfg)   # missing data / checkpoint first: the most common mistake, reported before anything else
   m = cfg.model
   need(m.arch in ("unet", "toy"), f"model.arch must be 'unet' or 'toy', got {m.arch!r}")
   need(m.first_stage in ("vae", "patchify"), f"model.first_stage must be 'vae' or 'patchify', got {m.first_stage!r}")
@@ -94,10 +96,6 @@ def validate_config(cfg, num_devices: int, process_count: int) -> dict:
        f"data.clip_length {d.clip_length} exceeds model.unet.temporal_length {u.temporal_length}")
   need(u.action_dim in (0, d.action_dim),
        f"model.unet.action_dim {u.action_dim} != data.action_dim {d.action_dim} (or 0: a video-only model)")
-  if cfg.init_from:
-    need(os.path.isdir(cfg.init_from), f"init_from checkpoint not found: {cfg.init_from}")
-    need(os.path.exists(os.path.join(cfg.init_from, "config.json")),
-         f"init_from {cfg.init_from} is not a converted checkpoint (no config.json; see convert_torch_weights.py)")
   if d.source != "synthetic":
     from vid2world_jax.data import config as data_config
     try:
@@ -113,6 +111,45 @@ def validate_config(cfg, num_devices: int, process_count: int) -> dict:
     except ValueError as e:
       raise ConfigError(str(e)) from None
   return mesh_shape
+
+
+PATH_SOURCES = {"rt1": ".../fractal20220817_data/0.1.0 (RLDS TFRecords)", "csgo": "the DIAMOND full_res dir",
+                "episodes": "a directory of .npz episodes", "latents": "the encode_latents --out DIR"}
+FULL_SIZE_VARIANTS = ("256", "512", "1024")   # the paper's models (model.variant): pretrained init expected
+SCRATCH = "scratch"                           # --config.init_from=scratch: train a full-size model from scratch
+
+
+def init_checkpoint(cfg) -> str:
+  """The converted checkpoint to initialise from, or "" (``init_from`` empty or "scratch")."""
+  path = str(cfg.get("init_from", "") or "")
+  return "" if path == SCRATCH else path
+
+
+def check_inputs(cfg) -> None:
+  """The inputs a run needs from the user (data.path, init_from), checked before any model is built: one
+  ConfigError line naming every flag to set."""
+  problems = []
+  d = cfg.data
+  if d.source in PATH_SOURCES:
+    if not d.path:
+      problems.append(f"data.source={d.source} needs its data: set --config.data.path=<{PATH_SOURCES[d.source]}>")
+    elif "://" not in d.path and not os.path.exists(d.path):
+      problems.append(f"data.path not found: {d.path} (set --config.data.path=<{PATH_SOURCES[d.source]}>)")
+  ckpt = init_checkpoint(cfg)
+  if ckpt:
+    if not os.path.isdir(ckpt):
+      problems.append(f"init_from checkpoint not found: {ckpt} (set --config.init_from=<converted checkpoint dir "
+                      "from convert_torch_weights.py>)")
+    elif not os.path.exists(os.path.join(ckpt, "config.json")):
+      problems.append(f"init_from {ckpt} is not a converted checkpoint (no config.json; see "
+                      "convert_torch_weights.py)")
+  elif (cfg.model.arch == "unet" and str(cfg.model.get("variant", "")) in FULL_SIZE_VARIANTS
+        and cfg.get("init_from", "") != SCRATCH):
+    problems.append(f"the full-size {cfg.model.variant} model needs pretrained weights: set "
+                    "--config.init_from=<converted DynamiCrafter checkpoint dir> (convert_torch_weights.py); "
+                    "training it from scratch fails (paper: FVD 1768.8), --config.init_from=scratch does it anyway")
+  if problems:
+    raise ConfigError("; ".join(problems))
 
 
 def model_config(cfg) -> ml_collections.ConfigDict:
@@ -251,7 +288,7 @@ class Setup:
     shapes, e.g. an earlier stage's parameters after ``init_from.transfer_params``), placed with the shardings.
     """
     params, rest, frozen = self._create()
-    if self.cfg.init_from:
+    if init_checkpoint(self.cfg):
       from vid2world_jax import init_from
       params, frozen = init_from.load(self.cfg, self.mcfg, params, frozen, self.params_sh, self.frozen_sh)
     if init_params is not None:
@@ -338,6 +375,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
   mesh = sharding.make_mesh(mesh_shape)
   logging.info("process %d/%d, %d devices (%d local), mesh %s", jax.process_index(), jax.process_count(),
                jax.device_count(), jax.local_device_count(), dict(mesh.shape))
+  data_iter = make_data_iterator(cfg.data)   # before the model: bad data is reported in seconds
   setup = Setup(cfg, mesh)
   writer = logging_utils.MetricWriter(workdir)
   config_json = cfg.to_json_best_effort()
@@ -347,7 +385,6 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
     writer.text("config", "```\n" + cfg.to_yaml() + "\n```" if hasattr(cfg, "to_yaml") else config_json)
   logging.info("trainable parameters: %d", setup.num_params)
 
-  data_iter = make_data_iterator(cfg.data)
   mngr = checkpointing.make_manager(workdir, keep=int(cfg.train.keep_checkpoints))
   latest = mngr.latest_step()
   if latest is not None:
@@ -355,7 +392,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
     abs_state, abs_frozen, abs_rest, _ = setup.abstract_args()
     state = checkpointing.restore(mngr, latest, abs_state, data_iter)
     _, rest, frozen = setup._create()   # non-trainable parts (RNG streams, frozen encoders)
-    if cfg.init_from:  # frozen parts (VAE / CLIP) are not in the checkpoint: reload them
+    if init_checkpoint(cfg):  # frozen parts (VAE / CLIP) are not in the checkpoint: reload them
       from vid2world_jax import init_from
       _, frozen = init_from.load(cfg, setup.mcfg, None, frozen, None, setup.frozen_sh)
   else:
@@ -523,12 +560,15 @@ def run_recipe(cfg, workdir: str):
 def main(argv):
   del argv
   cfg = _CONFIG.value
-  if not _WORKDIR.value:
-    sys.exit("error: --workdir is required")
+  problems = [] if _WORKDIR.value else ["--workdir is required (checkpoints, logs and samples go there)"]
   try:
     job = config_job(cfg)
+    if job == "train":
+      check_inputs(cfg)   # data.path / init_from: one line naming the flags, before any model is built
   except ConfigError as e:
-    sys.exit(f"error: {e}")
+    problems.append(str(e))
+  if problems:
+    sys.exit("error: " + "; ".join(problems))
   if job in ("recipe", "demo"):
     try:
       run_recipe(cfg, _WORKDIR.value)
@@ -538,7 +578,7 @@ def main(argv):
   maybe_initialize_distributed()
   try:
     result = train_and_evaluate(cfg, _WORKDIR.value)
-  except (ConfigError, NonFiniteLoss) as e:
+  except (ConfigError, NonFiniteLoss, BadDataError) as e:
     sys.exit(f"error: {e}")
   logging.info("finished at step %d%s", result["last_step"], " (preempted)" if result["preempted"] else "")
 
