@@ -281,13 +281,22 @@ class Setup:
     return (attach(self.abs_state, self.state_sh), attach(abs_fstate, self.frozen_sh),
             attach(abs_rest, self.rest_sh), attach(self.abs_batch, self.batch_sh))
 
-  def init(self, init_params: dict | None = None):
+  def init(self, init_params: dict | None = None, *, eager: bool = False):
     """Fresh (or init_from) state; parameters are created already sharded by the jitted constructor.
 
     ``init_params``: trainable parameters to start from instead (a pure dict of the model's exact structure and
     shapes, e.g. an earlier stage's parameters after ``init_from.transfer_params``), placed with the shardings.
+    ``eager``: build the modules op by op and then place them (no constructor compilation: minutes on a busy CPU
+    for the VAE + CLIP; only where one device holds the whole model, e.g. benchmarks/accelerator_check.py).
     """
-    params, rest, frozen = self._create()
+    if eager:
+      seed = int(self.cfg.seed)
+      model, fz = world_model.build(self.mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1), encoders=self.encoders)
+      _, p, rest = nnx.split(model, nnx.Param, ...)
+      params, rest, frozen = jax.device_put((nnx.to_pure_dict(p), rest, nnx.split(fz)[1]),
+                                            (self.params_sh, self.rest_sh, self.frozen_sh))
+    else:
+      params, rest, frozen = self._create()
     if init_checkpoint(self.cfg):
       from vid2world_jax import init_from
       params, frozen = init_from.load(self.cfg, self.mcfg, params, frozen, self.params_sh, self.frozen_sh)
