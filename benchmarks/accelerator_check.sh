@@ -19,7 +19,10 @@ if ! "$PY" -c "import ml_collections" >/dev/null 2>&1; then
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+# A rerun in the same lease reuses the compiled programs (the phases' compile times then drop out).
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-/tmp/v2w_jax_cache}"
+# Each phase is the only process on the device: let it take most of the memory (jax's default is 75%).
+export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}"
 # The orchestrator keeps every phase inside its own timeout and always prints the JSON line; this outer limit
 # only guards against the orchestrator itself hanging.
 exec timeout --kill-after=10 "${V2W_CHECK_LIMIT_S:-520}" "$PY" "$ROOT/benchmarks/accelerator_check.py" "$@"
