@@ -102,19 +102,41 @@ def torch_reference_timing(args) -> dict:
            str(threads), "--repeats", str(args.repeats), "--timing-json", out]
     print(f"PyTorch reference: {' '.join(cmd)}", flush=True)
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    # The child prints "forward i: ..." after each forward: its CPU seconds (all threads, /proc) at those lines
+    # give CPU-s per warm forward, which other jobs on a shared machine disturb far less than wall time.
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marks = []
+    for line in p.stdout:
+      if line.startswith("forward "):
+        marks.append(_proc_cpu_s(p.pid))
+    stderr = p.stderr.read()
+    p.wait()
     wall = time.perf_counter() - t0
     if p.returncode != 0 or not os.path.exists(out):
-      tail = [l for l in (p.stderr or p.stdout).strip().splitlines() if l.strip()][-1:] or ["no output"]
+      tail = [l for l in stderr.strip().splitlines() if l.strip()][-1:] or ["no output"]
       print(f"PyTorch reference unavailable: exit code {p.returncode}: {tail[0][:300]}")
       return {"unavailable": f"exit code {p.returncode}: {tail[0][:300]}"}
     with open(out) as f:
       r = json.load(f)
   fw = [float(v) for v in r["forward_s_rest"]] or [float(r["forward_s_first"])]
+  cpu = None
+  if len(marks) == len(fw) + 1 and None not in marks:
+    cpu = [round(b - a, 2) for a, b in zip(marks, marks[1:])]
   print(f"PyTorch forwards: first (cold) {r['forward_s_first']:.2f} s, then " + ", ".join(f"{v:.2f}" for v in fw)
-        + f" s (build {r['build_s']:.1f} s; {wall:.0f} s in all); load average {os.getloadavg()[0]:.2f}")
-  return {"forward_s": fw, "forward_first_s": float(r["forward_s_first"]), "torch": r.get("torch"),
-          "threads": r.get("threads"), "build_s": round(float(r["build_s"]), 2)}
+        + " s wall" + (", " + ", ".join(f"{v:.1f}" for v in cpu) + " CPU-s" if cpu else "")
+        + f" (build {r['build_s']:.1f} s; {wall:.0f} s in all); load average {os.getloadavg()[0]:.2f}")
+  return {"forward_s": fw, "forward_cpu_s": cpu, "forward_first_s": float(r["forward_s_first"]),
+          "torch": r.get("torch"), "threads": r.get("threads"), "build_s": round(float(r["build_s"]), 2)}
+
+
+def _proc_cpu_s(pid: int):
+  """User + system CPU seconds of a running process (all its threads), from /proc; None elsewhere."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    return None
 
 
 def main():
@@ -266,6 +288,12 @@ def main():
     print(f"PyTorch (same run, {torch_res.get('torch')}, {torch_res.get('threads')} threads): fastest {t_min:.2f} s, "
           f"median {t_med:.2f} s; JAX fastest {min(times):.2f} s, median {med:.2f} s -> JAX / PyTorch = "
           f"{ratio_min:.2f} (fastest), {ratio_med:.2f} (median) ({'JAX faster' if ratio_min < 1 else 'JAX slower'})")
+    tc = torch_res.get("forward_cpu_s")
+    if tc:
+      cpu_ratio = med_cpu / statistics.median(tc)
+      print(f"CPU seconds per forward (all threads; less disturbed by other jobs): PyTorch median "
+            f"{statistics.median(tc):.1f}, JAX median {med_cpu:.1f} -> JAX / PyTorch = {cpu_ratio:.2f}")
+      res.update(torch_forward_cpu_s=tc, jax_over_torch_cpu=round(cpu_ratio, 3))
     res.update(torch_forward_s=[round(v, 3) for v in tt], torch_min_s=round(t_min, 3),
                torch_median_s=round(t_med, 3), torch_build_s=torch_res.get("build_s"),
                torch_version=torch_res.get("torch"), torch_threads=torch_res.get("threads"),

@@ -122,10 +122,16 @@ def test_unet_forward_torch_reference_side_by_side_parses_the_child_run(tmp_path
       "p.add_argument('--timing', action='store_true'); p.add_argument('--threads', type=int); "
       "p.add_argument('--repeats', type=int); p.add_argument('--timing-json')\n"
       "a = p.parse_args(); assert a.timing and a.variant == 'none'\n"
+      "import time\n"
+      "for i in range(a.repeats + 1):\n"
+      "  t = time.process_time()\n"
+      "  while time.process_time() - t < 0.2: pass\n"
+      "  print(f'forward {i}: 0.2s', flush=True)\n"
       "json.dump({'torch': 'x', 'threads': a.threads, 'build_s': 1.0, 'forward_s_first': 9.0,\n"
       "           'forward_s_rest': [3.0 + i for i in range(a.repeats)]}, open(a.timing_json, 'w'))\n")
   res = bench.torch_reference_timing(_args(torch_src=str(dc), torch_script=str(script)))
   assert res["forward_s"] == [3.0, 4.0] and res["forward_first_s"] == 9.0 and res["threads"] == 2
+  assert len(res["forward_cpu_s"]) == 2 and all(0.1 < c < 5 for c in res["forward_cpu_s"]), res  # ~0.2 CPU-s each
 
 
 def test_unet_forward_torch_reference_unavailable_is_one_reason(tmp_path):
