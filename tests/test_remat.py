@@ -32,14 +32,15 @@ def _inputs(b=2, t=4):
 
 def _grads(cfg, params):
   m = U.build(cfg, rngs=nnx.Rngs(0))
+  m.eval()
   graphdef, _, rest = nnx.split(m, nnx.Param, ...)
   x, t, ctx = _inputs()
 
-  def loss(p):
-    model = nnx.merge(graphdef, p, rest)
+  def loss(p, rest):
+    model = nnx.merge(graphdef, p, rest, copy=True)
     return jnp.mean(model(x, t, ctx) ** 2)
 
-  return jax.jit(jax.value_and_grad(loss))(params)
+  return jax.jit(jax.value_and_grad(loss))(params, rest)
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +70,19 @@ def test_remat_policies_same_gradients(reference, overrides):
 
 def test_remat_policy_really_rematerialises():
   """The jaxpr of the gradient holds a remat (checkpoint) primitive only when a policy is set."""
-  m = U.build(_cfg(remat_temporal="nothing_saveable"), rngs=nnx.Rngs(0))
-  graphdef, params, rest = nnx.split(m, nnx.Param, ...)
   x, t, ctx = _inputs()
-  f = lambda p: jnp.sum(nnx.merge(graphdef, p, rest)(x, t, ctx))
-  assert "checkpoint" in str(jax.make_jaxpr(jax.grad(f))(params)) or "remat" in str(
-      jax.make_jaxpr(jax.grad(f))(params))
-  m0 = U.build(_cfg(), rngs=nnx.Rngs(0))
-  g0, p0, r0 = nnx.split(m0, nnx.Param, ...)
-  jp = str(jax.make_jaxpr(jax.grad(lambda p: jnp.sum(nnx.merge(g0, p, r0)(x, t, ctx))))(p0))
-  assert "checkpoint" not in jp and "remat" not in jp
+
+  def jaxpr(cfg):
+    m = U.build(cfg, rngs=nnx.Rngs(0))
+    m.eval()
+    graphdef, params, rest = nnx.split(m, nnx.Param, ...)
+    f = lambda p, r: jnp.sum(nnx.merge(graphdef, p, r, copy=True)(x, t, ctx))
+    return str(jax.make_jaxpr(jax.grad(f))(params, rest))
+
+  with_policy = jaxpr(_cfg(remat_temporal="nothing_saveable"))
+  assert "checkpoint" in with_policy or "remat" in with_policy
+  without = jaxpr(_cfg())
+  assert "checkpoint" not in without and "remat" not in without
 
 
 def test_remat_legacy_boolean_and_bad_names():
@@ -106,15 +110,17 @@ def test_remat_activation_sharding_constraints_keep_outputs():
   mesh = jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
   rules = (("batch", "data"), ("frames", "fsdp"))
   base = U.build(_cfg(), rngs=nnx.Rngs(0))
+  base.eval()
   params = nnx.state(base, nnx.Param)
   x, t, ctx = _inputs()
   ref = np.asarray(base(x, t, ctx))
   m = U.build(_cfg(activation_rules=rules), rngs=nnx.Rngs(0))
+  m.eval()
   graphdef, _, rest = nnx.split(m, nnx.Param, ...)
-  f = jax.jit(lambda p, x, t, c: nnx.merge(graphdef, p, rest)(x, t, c),
+  f = jax.jit(lambda p, r, x, t, c: nnx.merge(graphdef, p, r, copy=True)(x, t, c),
               out_shardings=NamedSharding(mesh, P("data")))
   with jax.set_mesh(mesh):
-    text = f.lower(params, x, t, ctx).as_text()
-    out = f(params, x, t, ctx)
+    text = f.lower(params, rest, x, t, ctx).as_text()
+    out = f(params, rest, x, t, ctx)
   assert text.count("sharding_constraint") + text.count("Sharding") >= 5
   np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5, rtol=1e-5)
