@@ -5,7 +5,8 @@ broadcasts leading axes), a softmax ``scale`` and ``causal`` (query i sees keys 
 returns ``[B, Lq, h, d]`` in ``v.dtype``. Logits and softmax run in float32 in every kernel.
 
 * :func:`chunked_attention`: memory-linear XLA attention: ``lax.map`` over query blocks, each against the
-  full K/V, so only ``[B, h, block, Lk]`` logits live at a time (and, under ``jax.checkpoint``, per block).
+  full K/V, so only ``[B, h, block, Lk]`` logits live at a time; each block is checkpointed, so the backward
+  pass recomputes them too instead of storing all blocks' probabilities.
 * :func:`splash_attention`: the Pallas TPU splash-attention kernel (flash-style, never materialises logits),
   run per device under ``shard_map`` over the batch axis when a mesh is set (``jax.set_mesh``).
 """
@@ -35,6 +36,7 @@ def chunked_attention(q, k, v, scale: float, causal: bool, *, block: int = 512):
   qb = jnp.moveaxis(qp.reshape(b, n, block, h, d), 1, 0)          # [n, B, block, h, d]
   offsets = jnp.arange(n) * block
 
+  @jax.checkpoint   # the backward pass recomputes each block's logits instead of storing all of them
   def one(args):
     qi, off = args
     return _block_attention(qi, k, v, scale, off if causal else None)
