@@ -1,8 +1,17 @@
-r"""Jitted forward time of the full-size DynamiCrafter UNet (random weights), vs the original PyTorch model.
+r"""Jitted forward time of the full-size DynamiCrafter UNet (random weights), side by side with the original PyTorch
+model in the same run.
 
   python benchmarks/unet_forward.py                          # 256 config, B=1, 16 frames, 32x32 latents, fp32
-  python benchmarks/unet_forward.py --reference-seconds 52   # + ratio to a PyTorch time measured on this machine
+  python benchmarks/unet_forward.py --torch-src DC           # + the PyTorch UNet timed first, in the same run
   python benchmarks/unet_forward.py --dtype bfloat16         # accelerators: bf16 compute (params stay fp32)
+
+Side by side (``--torch-src``, or $V2W_DC_SRC): ``../shared/reference/torch_reference.py --timing`` (the original
+DynamiCrafter UNet from an exported DynamiCrafter tree DC, see ../shared/reference/timing.md; needs torch, einops
+and omegaconf in ``--torch-python``) runs in a child process BEFORE the JAX model is built (one at a time: they
+would share the cores), with the same threads and shapes; the ratio JAX / PyTorch of the fastest forward of each
+(and of the medians) is printed and put in the JSON (< 1: JAX faster). Absolute times drift between days and
+machines: compare only figures from the same run. When the reference is not available the run says why in one
+line and reports JAX alone.
 
 Inputs are the shapes DynamiCrafter uses at 256x256 (as in /work/shared/reference/timing.md): x [B, T, 32, 32, 8]
 (channels-last), one timestep (500) per clip, context [B, 77 + 16 T, 1024], fs [B] = the variant's default.
@@ -67,6 +76,47 @@ def cpu_s() -> float:
   return r.ru_utime + r.ru_stime
 
 
+def torch_reference_timing(args) -> dict:
+  """Times the original PyTorch UNet (torch_reference.py --timing) in a child process: ``{"forward_s": [...],
+  "torch", "threads", "build_s"}`` (warm forwards; the first, cold one is left out as on the JAX side), or
+  ``{"unavailable": reason}``."""
+  import subprocess
+  import tempfile
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  shared = os.environ.get("V2W_SHARED", os.path.join(os.path.dirname(repo), "shared"))
+  script = args.torch_script or os.path.join(shared, "reference", "torch_reference.py")
+  why = None
+  if (args.variant, args.batch, args.frames, args.latent) != ("256", 1, 16, 32):
+    why = "the PyTorch reference times the 256 config at B1 T16 32x32 only"
+  elif not os.path.exists(script):
+    why = f"no {script}"
+  elif not os.path.exists(os.path.join(args.torch_src, "configs", "inference_256_v1.0.yaml")):
+    why = f"{args.torch_src} is not a DynamiCrafter tree (no configs/inference_256_v1.0.yaml)"
+  if why:
+    print(f"PyTorch reference unavailable: {why}")
+    return {"unavailable": why}
+  threads = args.torch_threads or os.cpu_count()
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "timing.json")
+    cmd = [args.torch_python, script, "--src", args.torch_src, "--variant", "none", "--timing", "--threads",
+           str(threads), "--repeats", str(args.repeats), "--timing-json", out]
+    print(f"PyTorch reference: {' '.join(cmd)}", flush=True)
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0 or not os.path.exists(out):
+      tail = [l for l in (p.stderr or p.stdout).strip().splitlines() if l.strip()][-1:] or ["no output"]
+      print(f"PyTorch reference unavailable: exit code {p.returncode}: {tail[0][:300]}")
+      return {"unavailable": f"exit code {p.returncode}: {tail[0][:300]}"}
+    with open(out) as f:
+      r = json.load(f)
+  fw = [float(v) for v in r["forward_s_rest"]] or [float(r["forward_s_first"])]
+  print(f"PyTorch forwards: first (cold) {r['forward_s_first']:.2f} s, then " + ", ".join(f"{v:.2f}" for v in fw)
+        + f" s (build {r['build_s']:.1f} s; {wall:.0f} s in all); load average {os.getloadavg()[0]:.2f}")
+  return {"forward_s": fw, "forward_first_s": float(r["forward_s_first"]), "torch": r.get("torch"),
+          "threads": r.get("threads"), "build_s": round(float(r["build_s"]), 2)}
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--variant", default="256", choices=["256", "512", "1024"], help="models.unet.real_config")
@@ -85,12 +135,20 @@ def main():
                   help="PyTorch forward time measured beside this run (same machine, same shapes): prints the ratio")
   ap.add_argument("--reference-note", default="",
                   help="where the reference time comes from (copied into the JSON)")
+  ap.add_argument("--torch-src", default=os.environ.get("V2W_DC_SRC", ""),
+                  help="exported DynamiCrafter tree: time the original PyTorch UNet first, in this run")
+  ap.add_argument("--torch-python", default=sys.executable, help="python with torch, einops, omegaconf")
+  ap.add_argument("--torch-script", default="", help="torch_reference.py (default: <shared>/reference/)")
+  ap.add_argument("--torch-threads", type=int, default=0, help="torch threads (0 = os.cpu_count())")
   args = ap.parse_args()
   if min(args.batch, args.frames, args.latent, args.repeats) < 1 or args.warmup < 0:
     raise SystemExit("--batch/--frames/--latent/--repeats must be >= 1 and --warmup >= 0")
 
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  torch_res = None
+  if args.torch_src:   # first, alone: the PyTorch model and the JAX model would share the cores
+    torch_res = torch_reference_timing(args)
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -201,6 +259,20 @@ def main():
          "forward_median_s": round(med, 3), "forward_cpu_s": [round(v, 2) for v in cpu_times],
          "forward_cpu_median_s": round(med_cpu, 2), "rss_after_init_gib": round(rss_after_init, 3),
          **{k: round(v, 3) for k, v in peak.items()}, **{k: round(v, 3) for k, v in mem.items()}}
+  if torch_res is not None and "forward_s" in torch_res:
+    tt = torch_res["forward_s"]
+    t_min, t_med = min(tt), statistics.median(tt)
+    ratio_min, ratio_med = min(times) / t_min, med / t_med
+    print(f"PyTorch (same run, {torch_res.get('torch')}, {torch_res.get('threads')} threads): fastest {t_min:.2f} s, "
+          f"median {t_med:.2f} s; JAX fastest {min(times):.2f} s, median {med:.2f} s -> JAX / PyTorch = "
+          f"{ratio_min:.2f} (fastest), {ratio_med:.2f} (median) ({'JAX faster' if ratio_min < 1 else 'JAX slower'})")
+    res.update(torch_forward_s=[round(v, 3) for v in tt], torch_min_s=round(t_min, 3),
+               torch_median_s=round(t_med, 3), torch_build_s=torch_res.get("build_s"),
+               torch_version=torch_res.get("torch"), torch_threads=torch_res.get("threads"),
+               jax_min_s=round(min(times), 3), jax_over_torch=round(ratio_min, 3),
+               jax_over_torch_median=round(ratio_med, 3))
+  elif torch_res is not None:
+    res["torch_unavailable"] = torch_res["unavailable"]
   if args.reference_seconds:
     ratio = args.reference_seconds / med
     print(f"PyTorch reference {args.reference_seconds:.1f} s per forward -> JAX is {ratio:.2f}x "

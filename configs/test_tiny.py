@@ -32,4 +32,13 @@ def get_config(arg=None):
   c.train.progress_bar = False
   if arg == "toy":                           # --config=configs/test_tiny.py:toy  -> the toy denoiser
     c.model.arch = "toy"
+  if arg == "vae":                           # :vae -> toy-width VAE first stage + CLIP-image resampler context
+    c.model.variant = "tiny"                 # world_model.component_config: tiny VAE / CLIP / resampler
+    c.model.first_stage = "vae"              # 32x32 frames -> 4x4x4 latents
+    c.model.context = "resampler"
+    c.model.unet = base.tiny_unet_config(channels=32, in_channels=8, out_channels=4, frames=4, action_dim=2,
+                                         context_dim=16, attention_resolutions=(2,), channel_mult=(1, 2),
+                                         num_head_channels=16)
+    c.data.resolution = (32, 32)
+    c.data.batch_size = 4
   return c

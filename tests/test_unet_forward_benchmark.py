@@ -87,3 +87,50 @@ def test_unet_forward_benchmark_fast_random_state_is_a_usable_model():
   x = np.ones((1, 4, 8, 8, cfg.in_channels), np.float32)
   y = model(x, np.array([500]), np.ones((1, 3, cfg.context_dim), np.float32), actions=np.zeros((1, 4, 2), np.float32))
   assert y.shape == (1, 4, 8, 8, cfg.out_channels) and bool(np.isfinite(np.asarray(y)).all())
+
+
+def _bench_module():
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "unet_forward.py")
+  spec = importlib.util.spec_from_file_location("unet_forward_bench2", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  return bench
+
+
+def _args(**kw):
+  import argparse
+  import sys
+  base = dict(variant="256", batch=1, frames=16, latent=32, repeats=2, torch_src="", torch_python=sys.executable,
+              torch_script="", torch_threads=2)
+  base.update(kw)
+  return argparse.Namespace(**base)
+
+
+def test_unet_forward_torch_reference_side_by_side_parses_the_child_run(tmp_path):
+  """The PyTorch side runs torch_reference.py --timing in a child process and reads its timing JSON (a stand-in
+  script here: the real one needs the DynamiCrafter tree and minutes)."""
+  bench = _bench_module()
+  dc = tmp_path / "dc"
+  (dc / "configs").mkdir(parents=True)
+  (dc / "configs" / "inference_256_v1.0.yaml").write_text("model: {}\n")
+  script = tmp_path / "torch_reference.py"
+  script.write_text(
+      "import argparse, json\n"
+      "p = argparse.ArgumentParser(); p.add_argument('--src'); p.add_argument('--variant'); "
+      "p.add_argument('--timing', action='store_true'); p.add_argument('--threads', type=int); "
+      "p.add_argument('--repeats', type=int); p.add_argument('--timing-json')\n"
+      "a = p.parse_args(); assert a.timing and a.variant == 'none'\n"
+      "json.dump({'torch': 'x', 'threads': a.threads, 'build_s': 1.0, 'forward_s_first': 9.0,\n"
+      "           'forward_s_rest': [3.0 + i for i in range(a.repeats)]}, open(a.timing_json, 'w'))\n")
+  res = bench.torch_reference_timing(_args(torch_src=str(dc), torch_script=str(script)))
+  assert res["forward_s"] == [3.0, 4.0] and res["forward_first_s"] == 9.0 and res["threads"] == 2
+
+
+def test_unet_forward_torch_reference_unavailable_is_one_reason(tmp_path):
+  bench = _bench_module()
+  res = bench.torch_reference_timing(_args(torch_src=str(tmp_path)))
+  assert "not a DynamiCrafter tree" in res["unavailable"] or "no " in res["unavailable"]
+  res = bench.torch_reference_timing(_args(torch_src=str(tmp_path), latent=16))
+  assert res == {"unavailable": "the PyTorch reference times the 256 config at B1 T16 32x32 only"}

@@ -7,7 +7,13 @@ wrapped in ``jax.jit`` with explicit shardings by ``train.py`` (and by tests / t
 state, "ema": pure dict (only when EMA is on)}``. ``frozen``: nnx.State of the FrozenStage; ``rest``: nnx.State
 of the WorldModel's non-parameter variables (RNG streams; reseeded every step from ``rng`` and ``step``).
 ``batch``: ``{"frames": [B, T, H, W, 3] in [-1, 1], "actions": [B, T, A]}`` (actions unused by a video-only
-model, ``model.unet.action_dim`` 0). ``config.train.noise_levels``: a noise level per frame (Diffusion Forcing) or
+model, ``model.unet.action_dim`` 0); or, training from precomputed latents (``data.source="latents"``, see
+``data/latents.py``), the frozen encoders' outputs instead of frames: ``{"latent_moments": [B, T, h, w, 2c]``
+(VAE posterior ``concat(mean, logvar)``; patchify: the latents ``[B, T, h, w, c]``), ``"clip_image_tokens":
+[B, N, W]`` (frozen CLIP image tokens of frame 0, before the trainable resampler; resampler context only),
+``"actions"}``. The latents are then sampled with the same ``first_stage`` key as in-step encoding, so the
+step is the same function of the data; ``frozen`` holds no VAE / CLIP image encoder in that mode
+(``world_model.build(..., encoders=False)``), only the empty-prompt text context. ``config.train.noise_levels``: a noise level per frame (Diffusion Forcing) or
 one per clip (video-diffusion pretraining).
 """
 
@@ -31,6 +37,12 @@ def step_rngs(state_rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
 
 
 NOISE_LEVELS = ("per_frame", "per_clip")
+LATENT_KEYS = ("latent_moments", "clip_image_tokens")   # batch keys of precomputed frozen-encoder outputs
+
+
+def uses_latents(batch) -> bool:
+  """True when the batch carries precomputed encoder outputs (``latent_moments``) instead of frames."""
+  return "latent_moments" in batch
 
 
 def sample_noise_levels(key: jax.Array, batch: int, frames: int, num_timesteps: int, mode: str) -> jax.Array:
@@ -61,12 +73,19 @@ def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
     model = nnx.merge(graphdef, nnx.State(params), rest, copy=True)  # fresh Variables: reseed may mutate
     nnx.reseed(model, dropout=keys["dropout"])
     fs = nnx.merge(frozen_graphdef, frozen)
-    frames = batch["frames"]
-    b, t = frames.shape[:2]
     # First stage and its inputs are frozen: no gradient flows into them.
-    x0 = jax.lax.stop_gradient(fs.encode(frames, keys["first_stage"]).astype(jnp.float32))
+    if uses_latents(batch):   # precomputed encoder outputs: no VAE / CLIP in the step
+      moments = batch["latent_moments"]
+      b, t = moments.shape[:2]
+      x0 = jax.lax.stop_gradient(fs.latents_from_moments(moments, keys["first_stage"]).astype(jnp.float32))
+      context = model.context_from_tokens(fs, batch.get("clip_image_tokens"), b)
+    else:
+      frames = batch["frames"]
+      b, t = frames.shape[:2]
+      x0 = jax.lax.stop_gradient(fs.encode(frames, keys["first_stage"]).astype(jnp.float32))
+      context = model.context(fs, frames[:, 0])
     cond = {"concat": x0[:, 0].astype(compute_dtype),               # frame-0 latent, repeated over T by the UNet
-            "context": model.context(fs, frames[:, 0]).astype(compute_dtype)}
+            "context": context.astype(compute_dtype)}
     acts = mask = None
     if use_actions:
       acts = actions_lib.align_actions(batch["actions"]).astype(compute_dtype)   # a'_0 = 0, a'_f = a_{f-1}

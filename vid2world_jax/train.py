@@ -30,6 +30,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from vid2world_jax import checkpointing, logging_utils, optim, sharding, steps, world_model
+from vid2world_jax.data.common import BadDataError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and samples go here.")
@@ -52,6 +53,7 @@ def validate_config(cfg, num_devices: int, process_count: int) -> dict:
     if not cond:
       raise ConfigError(msg)
 
+  check_inputs(cfg)   # missing data / checkpoint first: the most common mistake, reported before anything else
   m = cfg.model
   need(m.arch in ("unet", "toy"), f"model.arch must be 'unet' or 'toy', got {m.arch!r}")
   need(m.first_stage in ("vae", "patchify"), f"model.first_stage must be 'vae' or 'patchify', got {m.first_stage!r}")
@@ -94,17 +96,60 @@ def validate_config(cfg, num_devices: int, process_count: int) -> dict:
        f"data.clip_length {d.clip_length} exceeds model.unet.temporal_length {u.temporal_length}")
   need(u.action_dim in (0, d.action_dim),
        f"model.unet.action_dim {u.action_dim} != data.action_dim {d.action_dim} (or 0: a video-only model)")
-  if cfg.init_from:
-    need(os.path.isdir(cfg.init_from), f"init_from checkpoint not found: {cfg.init_from}")
-    need(os.path.exists(os.path.join(cfg.init_from, "config.json")),
-         f"init_from {cfg.init_from} is not a converted checkpoint (no config.json; see convert_torch_weights.py)")
   if d.source != "synthetic":
     from vid2world_jax.data import config as data_config
     try:
       data_config.check_config(d)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+  if d.source == "latents":
+    need(int(cfg.train.sample_every) == 0, "train.sample_every needs the VAE decoder, which training from "
+         "data.source=latents does not build; set --config.train.sample_every=0")
+    from vid2world_jax.data import latents
+    try:
+      latents.check_compatible(latents.read_meta(d.path), d, m)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   return mesh_shape
+
+
+PATH_SOURCES = {"rt1": ".../fractal20220817_data/0.1.0 (RLDS TFRecords)", "csgo": "the DIAMOND full_res dir",
+                "episodes": "a directory of .npz episodes", "latents": "the encode_latents --out DIR"}
+FULL_SIZE_VARIANTS = ("256", "512", "1024")   # the paper's models (model.variant): pretrained init expected
+SCRATCH = "scratch"                           # --config.init_from=scratch: train a full-size model from scratch
+
+
+def init_checkpoint(cfg) -> str:
+  """The converted checkpoint to initialise from, or "" (``init_from`` empty or "scratch")."""
+  path = str(cfg.get("init_from", "") or "")
+  return "" if path == SCRATCH else path
+
+
+def check_inputs(cfg) -> None:
+  """The inputs a run needs from the user (data.path, init_from), checked before any model is built: one
+  ConfigError line naming every flag to set."""
+  problems = []
+  d = cfg.data
+  if d.source in PATH_SOURCES:
+    if not d.path:
+      problems.append(f"data.source={d.source} needs its data: set --config.data.path=<{PATH_SOURCES[d.source]}>")
+    elif "://" not in d.path and not os.path.exists(d.path):
+      problems.append(f"data.path not found: {d.path} (set --config.data.path=<{PATH_SOURCES[d.source]}>)")
+  ckpt = init_checkpoint(cfg)
+  if ckpt:
+    if not os.path.isdir(ckpt):
+      problems.append(f"init_from checkpoint not found: {ckpt} (set --config.init_from=<converted checkpoint dir "
+                      "from convert_torch_weights.py>)")
+    elif not os.path.exists(os.path.join(ckpt, "config.json")):
+      problems.append(f"init_from {ckpt} is not a converted checkpoint (no config.json; see "
+                      "convert_torch_weights.py)")
+  elif (cfg.model.arch == "unet" and str(cfg.model.get("variant", "")) in FULL_SIZE_VARIANTS
+        and cfg.get("init_from", "") != SCRATCH):
+    problems.append(f"the full-size {cfg.model.variant} model needs pretrained weights: set "
+                    "--config.init_from=<converted DynamiCrafter checkpoint dir> (convert_torch_weights.py); "
+                    "training it from scratch fails (paper: FVD 1768.8), --config.init_from=scratch does it anyway")
+  if problems:
+    raise ConfigError("; ".join(problems))
 
 
 def model_config(cfg) -> ml_collections.ConfigDict:
@@ -189,13 +234,17 @@ class Setup:
     rules = [tuple(r) for r in cfg.mesh.rules]
     min_size = int(cfg.mesh.fsdp_min_size)
 
+    # Training from precomputed latents: the step gets the frozen encoders' outputs; no VAE / CLIP is built.
+    self.encoders = not uses_latents(cfg)
+
     def create():
-      model, frozen = world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+      model, frozen = world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1), encoders=self.encoders)
       _, params, rest = nnx.split(model, nnx.Param, ...)
       _, fstate = nnx.split(frozen)
       return nnx.to_pure_dict(params), rest, fstate
 
-    abs_model, abs_frozen = nnx.eval_shape(lambda: world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))
+    abs_model, abs_frozen = nnx.eval_shape(lambda: world_model.build(
+        mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1), encoders=self.encoders))
     self.graphdef = nnx.split(abs_model, nnx.Param, ...)[0]
     self.frozen_graphdef = nnx.split(abs_frozen)[0]
     abs_params, abs_rest, abs_fstate = jax.eval_shape(create)
@@ -223,10 +272,7 @@ class Setup:
     self.schedule = schedules.make_schedule(**mcfg.schedule.to_dict())
     step_fn = steps.make_train_step(self.graphdef, self.frozen_graphdef, cfg, self.tx, self.lr_schedule,
                                     self.schedule)
-    h, w = (int(s) for s in cfg.data.resolution)
-    gb, t, a = int(cfg.data.batch_size), int(cfg.data.clip_length), int(cfg.data.action_dim)
-    self.abs_batch = {"frames": jax.ShapeDtypeStruct((gb, t, h, w, 3), jnp.float32),
-                      "actions": jax.ShapeDtypeStruct((gb, t, a), jnp.float32)}
+    self.abs_batch = abstract_batch(cfg, mcfg)
     self.batch_sh = {k: sharding.batch_sharding(mesh, v.ndim) for k, v in self.abs_batch.items()}
     def step_in_mesh(*args):   # traced under the mesh: activation constraints and splash's shard_map see it
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
@@ -243,19 +289,48 @@ class Setup:
     return (attach(self.abs_state, self.state_sh), attach(abs_fstate, self.frozen_sh),
             attach(abs_rest, self.rest_sh), attach(self.abs_batch, self.batch_sh))
 
-  def init(self, init_params: dict | None = None):
+  def init(self, init_params: dict | None = None, *, eager: bool = False):
     """Fresh (or init_from) state; parameters are created already sharded by the jitted constructor.
 
     ``init_params``: trainable parameters to start from instead (a pure dict of the model's exact structure and
     shapes, e.g. an earlier stage's parameters after ``init_from.transfer_params``), placed with the shardings.
+    ``eager``: build the modules op by op and then place them (no constructor compilation: minutes on a busy CPU
+    for the VAE + CLIP; only where one device holds the whole model, e.g. benchmarks/accelerator_check.py).
     """
-    params, rest, frozen = self._create()
-    if self.cfg.init_from:
+    if eager:
+      seed = int(self.cfg.seed)
+      model, fz = world_model.build(self.mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1), encoders=self.encoders)
+      _, p, rest = nnx.split(model, nnx.Param, ...)
+      params, rest, frozen = jax.device_put((nnx.to_pure_dict(p), rest, nnx.split(fz)[1]),
+                                            (self.params_sh, self.rest_sh, self.frozen_sh))
+    else:
+      params, rest, frozen = self._create()
+    if init_checkpoint(self.cfg):
       from vid2world_jax import init_from
       params, frozen = init_from.load(self.cfg, self.mcfg, params, frozen, self.params_sh, self.frozen_sh)
     if init_params is not None:
       params = place_params(init_params, params, self.params_sh)
     return self._make_state(params), rest, frozen
+
+
+def uses_latents(cfg) -> bool:
+  """``data.source == "latents"``: batches carry precomputed VAE moments / CLIP tokens (data/latents.py)."""
+  return cfg.data.source == "latents"
+
+
+def abstract_batch(cfg, mcfg) -> dict:
+  """Global batch shapes of the step: frames + actions, or (latents source) the batch keys of
+  ``steps.LATENT_KEYS`` + actions, all float32."""
+  gb, t, a = int(cfg.data.batch_size), int(cfg.data.clip_length), int(cfg.data.action_dim)
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
+  if not uses_latents(cfg):
+    h, w = (int(s) for s in cfg.data.resolution)
+    return {"frames": f32(gb, t, h, w, 3), "actions": f32(gb, t, a)}
+  h, w = world_model.latent_hw(mcfg, cfg.data.resolution)
+  out = {"latent_moments": f32(gb, t, h, w, world_model.latent_moments_channels(mcfg)), "actions": f32(gb, t, a)}
+  if mcfg.context == "resampler":
+    out["clip_image_tokens"] = f32(gb, *world_model.image_token_shape(mcfg))
+  return out
 
 
 def place_params(values: dict, like: dict, shardings: dict) -> dict:
@@ -317,6 +392,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
   mesh = sharding.make_mesh(mesh_shape)
   logging.info("process %d/%d, %d devices (%d local), mesh %s", jax.process_index(), jax.process_count(),
                jax.device_count(), jax.local_device_count(), dict(mesh.shape))
+  data_iter = make_data_iterator(cfg.data)   # before the model: bad data is reported in seconds
   setup = Setup(cfg, mesh)
   writer = logging_utils.MetricWriter(workdir)
   config_json = cfg.to_json_best_effort()
@@ -326,7 +402,6 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
     writer.text("config", "```\n" + cfg.to_yaml() + "\n```" if hasattr(cfg, "to_yaml") else config_json)
   logging.info("trainable parameters: %d", setup.num_params)
 
-  data_iter = make_data_iterator(cfg.data)
   mngr = checkpointing.make_manager(workdir, keep=int(cfg.train.keep_checkpoints))
   latest = mngr.latest_step()
   if latest is not None:
@@ -334,7 +409,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
     abs_state, abs_frozen, abs_rest, _ = setup.abstract_args()
     state = checkpointing.restore(mngr, latest, abs_state, data_iter)
     _, rest, frozen = setup._create()   # non-trainable parts (RNG streams, frozen encoders)
-    if cfg.init_from:  # frozen parts (VAE / CLIP) are not in the checkpoint: reload them
+    if init_checkpoint(cfg):  # frozen parts (VAE / CLIP) are not in the checkpoint: reload them
       from vid2world_jax import init_from
       _, frozen = init_from.load(cfg, setup.mcfg, None, frozen, None, setup.frozen_sh)
   else:
@@ -358,7 +433,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
   with Preemption() as pre:
     for i in range(start, int(cfg.total_steps)):
       local = next(data_iter)
-      batch = sharding.to_global({"frames": local["frames"], "actions": local["actions"]}, mesh)
+      batch = sharding.to_global({k: local[k] for k in setup.abs_batch}, mesh)
       state, metrics = compiled(state, frozen, rest, batch)
       m = jax.device_get(metrics)
       done = i + 1
@@ -502,12 +577,15 @@ def run_recipe(cfg, workdir: str):
 def main(argv):
   del argv
   cfg = _CONFIG.value
-  if not _WORKDIR.value:
-    sys.exit("error: --workdir is required")
+  problems = [] if _WORKDIR.value else ["--workdir is required (checkpoints, logs and samples go there)"]
   try:
     job = config_job(cfg)
+    if job == "train":
+      check_inputs(cfg)   # data.path / init_from: one line naming the flags, before any model is built
   except ConfigError as e:
-    sys.exit(f"error: {e}")
+    problems.append(str(e))
+  if problems:
+    sys.exit("error: " + "; ".join(problems))
   if job in ("recipe", "demo"):
     try:
       run_recipe(cfg, _WORKDIR.value)
@@ -517,7 +595,7 @@ def main(argv):
   maybe_initialize_distributed()
   try:
     result = train_and_evaluate(cfg, _WORKDIR.value)
-  except (ConfigError, NonFiniteLoss) as e:
+  except (ConfigError, NonFiniteLoss, BadDataError) as e:
     sys.exit(f"error: {e}")
   logging.info("finished at step %d%s", result["last_step"], " (preempted)" if result["preempted"] else "")
 

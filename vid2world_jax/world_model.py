@@ -64,41 +64,126 @@ def latent_hw(cfg: ml_collections.ConfigDict, hw) -> tuple[int, int]:
 
 
 class FrozenStage(nnx.Module):
-  """Frozen parts: VAE (if any), CLIP image encoder and empty-prompt text context (resampler context)."""
+  """Frozen parts: VAE (if any), CLIP image encoder and empty-prompt text context (resampler context).
 
-  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+  ``encoders=False`` (training from precomputed latents, ``data.source="latents"``): no VAE and no CLIP image
+  encoder are built; only the constants the step still needs (the empty-prompt text context) are kept, and the
+  step samples latents from the batch's ``latent_moments`` with :meth:`latents_from_moments`.
+  """
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, encoders: bool = True):
     self.first_stage = cfg.first_stage
     self.patch_size = int(cfg.patch_size)
     self.latent_scale = float(cfg.latent_scale)
     self.context_kind = cfg.context
-    latent_channels(cfg)  # validates first_stage
+    self.has_encoders = bool(encoders)
+    self.latent_channels = latent_channels(cfg)  # validates first_stage
     if cfg.first_stage == "vae":
       from vid2world_jax.models import vae
-      self.vae = vae.build(vae.real_config(_component_variant(cfg)), rngs=rngs)
+      vcfg = component_config(cfg, "vae")
+      self.vae_scale = float(vcfg.scale_factor)
+      if encoders:
+        self.vae = vae.build(vcfg, rngs=rngs)
     if cfg.context == "resampler":
-      from vid2world_jax.models import clip_image
-      self.clip_image = clip_image.build(clip_image.real_config(_component_variant(cfg)), rngs=rngs)
+      if encoders:
+        from vid2world_jax.models import clip_image
+        self.clip_image = clip_image.build(component_config(cfg, "clip_image"), rngs=rngs)
       self.text_context = nnx.Variable(jnp.zeros((77, int(cfg.unet.context_dim)), jnp.float32))
+
+  def _need_encoders(self, what: str):
+    if not self.has_encoders:
+      raise ValueError(f"{what} needs the frozen encoders, but this FrozenStage was built without them "
+                       "(encoders=False: training from precomputed latents)")
 
   def encode(self, frames: jax.Array, rng: jax.Array) -> jax.Array:
     """``[B, T, H, W, 3]`` in [-1, 1] -> latents ``[B, T, h, w, c]``."""
     if self.first_stage == "patchify":
       return patchify(frames, self.patch_size) * self.latent_scale
+    self._need_encoders("encode")
     from vid2world_jax.models import vae
     return vae.encode_video(self.vae, frames, rng)
+
+  def encode_moments(self, frames: jax.Array) -> jax.Array:
+    """``[B, T, H, W, 3]`` -> ``latent_moments``: VAE ``concat(mean, logvar)`` ``[B, T, h, w, 2c]`` (unscaled,
+    logvar clamped), or for patchify the deterministic latents ``[B, T, h, w, c]``."""
+    if self.first_stage == "patchify":
+      return self.encode(frames, None)
+    self._need_encoders("encode_moments")
+    from vid2world_jax.models import vae
+    return jnp.concatenate(vae.encode_video_moments(self.vae, frames), axis=-1)
+
+  def latents_from_moments(self, moments: jax.Array, rng: jax.Array) -> jax.Array:
+    """``latent_moments`` (see :meth:`encode_moments`) -> latents, exactly as :meth:`encode` of the frames
+    with the same ``rng`` (the posterior noise is drawn with the same key and shape)."""
+    c = self.latent_channels
+    if self.first_stage == "patchify":
+      if moments.ndim != 5 or moments.shape[-1] != c:
+        raise ValueError(f"latent_moments: expected [B, T, h, w, {c}] (patchify), got {moments.shape}")
+      return moments
+    if moments.ndim != 5 or moments.shape[-1] != 2 * c:
+      raise ValueError(f"latent_moments: expected [B, T, h, w, {2 * c}] (VAE mean, logvar), got {moments.shape}")
+    from vid2world_jax.models import vae
+    mean, logvar = moments[..., :c], moments[..., c:]
+    noise = jax.random.normal(rng, mean.shape, mean.dtype)
+    return self.vae_scale * vae.sample_posterior(mean, logvar, noise)
+
+  def image_tokens(self, cond_frame: jax.Array) -> jax.Array:
+    """Frozen CLIP image tokens ``[B, N, W]`` of conditioning frames ``[B, H, W, 3]`` (resampler context)."""
+    self._need_encoders("image_tokens")
+    return self.clip_image(cond_frame)
 
   def decode(self, latents: jax.Array) -> jax.Array:
     if self.first_stage == "patchify":
       return unpatchify(latents / self.latent_scale, self.patch_size)
+    self._need_encoders("decode")
     from vid2world_jax.models import vae
     return vae.decode_video(self.vae, latents)
 
 
 def _component_variant(cfg) -> str:
   v = str(cfg.variant)
-  if v not in ("256", "512", "1024"):
-    raise ValueError(f"model.variant must be '256', '512' or '1024' with a VAE / resampler, got {v!r}")
+  if v not in ("256", "512", "1024", "tiny"):
+    raise ValueError(f"model.variant must be '256', '512', '1024' (or 'tiny' for tests) with a VAE / resampler, "
+                     f"got {v!r}")
   return v
+
+
+def image_token_shape(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
+  """``(N, W)`` of the frozen CLIP image tokens (batch key ``clip_image_tokens``) of the resampler context."""
+  c = component_config(cfg, "clip_image")
+  return (c.image_size // c.patch_size) ** 2 + 1, int(c.width)
+
+
+def latent_moments_channels(cfg: ml_collections.ConfigDict) -> int:
+  """Channels of the batch key ``latent_moments``: VAE 2c (mean, logvar), patchify c (the latents)."""
+  c = latent_channels(cfg)
+  return 2 * c if cfg.first_stage == "vae" else c
+
+
+def component_config(cfg: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """Config of a frozen / conditioning component ("vae" | "clip_image" | "resampler") for ``cfg.variant``;
+  "tiny": the same architectures at toy width (fast tests of the VAE + resampler paths, e.g. latents)."""
+  variant = _component_variant(cfg)
+  if name == "vae":
+    from vid2world_jax.models import vae
+    c = vae.real_config("256" if variant == "tiny" else variant)
+    if variant == "tiny":
+      c.ch, c.ch_mult, c.num_res_blocks = 32, (1, 1, 1, 1), 1   # still 3 x2 downsamplings (factor 8)
+    return c
+  if name == "clip_image":
+    from vid2world_jax.models import clip_image
+    if variant == "tiny":
+      return clip_image._config(width=32, head_width=16, layers_=1, patch_size=14, image_size=28,  # pylint: disable=protected-access
+                                antialias=True, resize=(28, 28))
+    return clip_image.real_config(variant)
+  if name == "resampler":
+    from vid2world_jax.models import resampler
+    c = resampler.real_config("256" if variant == "tiny" else variant)
+    if variant == "tiny":
+      c.update(dict(dim=32, depth=1, dim_head=16, heads=2, num_queries=2, embedding_dim=32,
+                    output_dim=int(cfg.unet.context_dim), video_length=int(cfg.unet.temporal_length)))
+    return c
+  raise ValueError(f"unknown component {name!r}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -161,19 +246,25 @@ class WorldModel(nnx.Module):
           0.02 * jax.random.normal(rngs.params(), (int(cfg.context_len), int(ucfg.context_dim)), jnp.float32))
     elif cfg.context == "resampler":
       from vid2world_jax.models import resampler
-      self.resampler = resampler.build(resampler.real_config(_component_variant(cfg)), rngs=rngs)
+      self.resampler = resampler.build(component_config(cfg, "resampler"), rngs=rngs)
     else:
       raise ValueError(f"model.context must be 'learned_null' or 'resampler', got {cfg.context!r}")
     self.fps = int(cfg.fps) if ucfg.get("fs_condition", False) else None
 
   def context(self, frozen: FrozenStage, cond_frame: jax.Array) -> jax.Array:
     """Cross-attention context ``[B, L, D]`` for conditioning frames ``[B, H, W, 3]``."""
-    b = cond_frame.shape[0]
+    tokens = None if self.context_kind == "learned_null" else frozen.image_tokens(cond_frame)
+    return self.context_from_tokens(frozen, tokens, cond_frame.shape[0])
+
+  def context_from_tokens(self, frozen: FrozenStage, img_tokens: jax.Array | None, batch: int) -> jax.Array:
+    """Context from precomputed frozen CLIP image tokens ``[B, N, W]`` (None for the learned null context)."""
     if self.context_kind == "learned_null":
       ctx = self.null_context[...]
-      return jnp.broadcast_to(ctx[None], (b,) + ctx.shape)
-    img_tokens = jax.lax.stop_gradient(frozen.clip_image(cond_frame))  # frozen encoder
-    img = self.resampler(img_tokens)
+      return jnp.broadcast_to(ctx[None], (batch,) + ctx.shape)
+    if img_tokens is None:
+      raise ValueError("the resampler context needs CLIP image tokens (batch key 'clip_image_tokens')")
+    b = img_tokens.shape[0]
+    img = self.resampler(jax.lax.stop_gradient(img_tokens))  # frozen encoder output: no gradient into it
     txt = jnp.broadcast_to(frozen.text_context[...][None], (b,) + frozen.text_context.shape).astype(img.dtype)
     return jnp.concatenate([txt, img], axis=1)
 
@@ -189,8 +280,10 @@ class WorldModel(nnx.Module):
     return self.unet(x, t, cond["context"], fs, actions, action_mask)
 
 
-def build(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> tuple[WorldModel, FrozenStage]:
-  """``(trainable WorldModel, FrozenStage)`` from ``config.model``."""
+def build(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, encoders: bool = True
+          ) -> tuple[WorldModel, FrozenStage]:
+  """``(trainable WorldModel, FrozenStage)`` from ``config.model``; ``encoders=False``: the FrozenStage holds
+  no VAE / CLIP image encoder (training from precomputed latents)."""
   from vid2world_jax.models import tracing
   with tracing.cheap_tracer_errors():  # construction under eval_shape/jit is otherwise quadratic (models/tracing.py)
-    return WorldModel(cfg, rngs=rngs), FrozenStage(cfg, rngs=rngs)
+    return WorldModel(cfg, rngs=rngs), FrozenStage(cfg, rngs=rngs, encoders=encoders)

@@ -1,12 +1,20 @@
-"""Data layer: grain clip pipeline over RT-1 (RLDS), CS:GO (DIAMOND HDF5), generic .npz episodes and the embedded
-Meta-World dataset. Public entry points below; see pipeline.py for the batch format."""
+"""Data layer: grain clip pipeline over RT-1 (RLDS), CS:GO (DIAMOND HDF5), generic .npz episodes, the embedded
+Meta-World dataset and precomputed latents. Public entry points below; see pipeline.py for the batch format.
 
-from vid2world_jax.data.common import BadDataError
-from vid2world_jax.data.config import default_data_config
-from vid2world_jax.data.pipeline import make_eval_clips
-from vid2world_jax.data.pipeline import make_source
-from vid2world_jax.data.pipeline import make_train_dataset
-from vid2world_jax.data.pipeline import make_train_iterator
+The names are resolved lazily (PEP 562): importing ``vid2world_jax.data.config`` (configs do) or ``.common``
+does not import grain, so the model / step code runs where grain is not installed (benchmarks/accelerator_check).
+"""
+
+import importlib
+
+_LAZY = {"BadDataError": "common", "default_data_config": "config", "make_eval_clips": "pipeline",
+         "make_source": "pipeline", "make_train_dataset": "pipeline", "make_train_iterator": "pipeline"}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    return getattr(importlib.import_module(f"vid2world_jax.data.{_LAZY[name]}"), name)
+  raise AttributeError(f"module 'vid2world_jax.data' has no attribute {name!r}")
 
 
 def embedded_dataset_dir(cache_dir=None, **kwargs):

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import ml_collections
 
-SOURCES = ("rt1", "csgo", "episodes", "embedded")
-DEFAULT_RESIZE_MODE = {"rt1": "crop", "csgo": "csgo", "episodes": "crop", "embedded": "crop"}
+SOURCES = ("rt1", "csgo", "episodes", "embedded", "latents")
+DEFAULT_RESIZE_MODE = {"rt1": "crop", "csgo": "csgo", "episodes": "crop", "embedded": "crop",
+                       "latents": "none"}  # latents: resized when they were encoded (meta.json)
 
 
 def default_data_config() -> ml_collections.ConfigDict:
   """Defaults: the embedded Meta-World dataset at 64x64 (the default CPU run). Paper settings: RT-1 / CS:GO with
   clip_length 16, resolution (320, 512), action_dim 13 / 51."""
   c = ml_collections.ConfigDict()
-  c.source = "embedded"  # "rt1" | "csgo" | "episodes" | "embedded" (a simulator recording, made on first use)
+  c.source = "embedded"  # "rt1" | "csgo" | "episodes" | "embedded" (a simulator recording, made on first use) |
+  #                       "latents" (precomputed VAE/CLIP outputs of one of them: data/encode_latents.py)
   c.path = ""  # rt1: .../fractal20220817_data/0.1.0; csgo: DIAMOND full_res dir; episodes: dir of .npz;
-  #              embedded: "" = embedded_dataset_dir() (cache, $V2W_CACHE)
+  #              embedded: "" = embedded_dataset_dir() (cache, $V2W_CACHE); latents: the encode_latents --out DIR
   c.clip_length = 16  # T frames per clip
   c.frame_stride = 1  # take every k-th source frame (clip spans (T-1)*k+1 source frames)
   c.resolution = (64, 64)  # (H, W) of the output frames; the paper uses (320, 512)
@@ -58,3 +60,6 @@ def check_config(cfg) -> None:
     raise ValueError(f"data.on_bad_data must be 'raise' or 'skip', got {cfg.on_bad_data!r}")
   if cfg.batch_size < 1 or cfg.clip_length < 1 or cfg.frame_stride < 1 or cfg.action_dim < 1:
     raise ValueError("data.batch_size, clip_length, frame_stride and action_dim must be >= 1")
+  if cfg.source == "latents" and cfg.augment:
+    raise ValueError("data.augment acts on pixels and cannot be used with data.source=latents; set "
+                     "--config.data.augment=False")

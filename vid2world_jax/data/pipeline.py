@@ -29,6 +29,8 @@ from vid2world_jax.data import video_ops
 def make_source(cfg, *, split: str | None = None, progress: bool = True):
   """The source object for cfg.source / cfg.path / split (default cfg.split); validates the episodes."""
   config_lib.check_config(cfg)
+  if cfg.source == "latents":
+    raise ValueError("data.source=latents holds no frames (training only); evaluate on the pixel source")
   split = cfg.split if split is None else split
   span = common.clip_span(cfg.clip_length, cfg.frame_stride)
   mode = config_lib.resolved_resize_mode(cfg)
@@ -126,6 +128,9 @@ def make_train_dataset(cfg, *, process_index=None, process_count=None, source=No
   """The grain IterDataset behind make_train_iterator (infinite, batched to B_local)."""
   config_lib.check_config(cfg)
   process_index, process_count = _resolve_process(process_index, process_count)
+  if cfg.source == "latents":  # precomputed VAE / CLIP outputs (data/latents.py)
+    from vid2world_jax.data import latents  # pylint: disable=import-outside-toplevel
+    return latents.make_train_dataset(cfg, process_index=process_index, process_count=process_count, source=source)
   if cfg.batch_size % process_count:
     raise ValueError(f"data.batch_size {cfg.batch_size} not divisible by process_count {process_count}")
   local_batch = cfg.batch_size // process_count

@@ -386,6 +386,16 @@ def encode_video(model: AutoencoderKL, frames: jax.Array, rng_or_noise) -> jax.A
   return (model.scale_factor * z).reshape(lat_shape)
 
 
+def encode_video_moments(model: AutoencoderKL, frames: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Video ``[B, T, H, W, 3]`` -> posterior (mean, clamped logvar), each ``[B, T, h, w, embed_dim]`` (unscaled):
+  what :func:`encode_video` samples from (``scale_factor * (mean + exp(logvar / 2) * noise)``)."""
+  if frames.ndim != 5 or frames.shape[-1] != model.in_channels:
+    raise ValueError(f"frames: expected [B, T, H, W, {model.in_channels}], got shape {frames.shape}")
+  b, t = frames.shape[:2]
+  mean, logvar = _per_frame(model, lambda x: encode_moments(model, x), frames.reshape((b * t,) + frames.shape[2:]))
+  return mean.reshape((b, t) + mean.shape[1:]), logvar.reshape((b, t) + logvar.shape[1:])
+
+
 def decode_video(model: AutoencoderKL, latents: jax.Array) -> jax.Array:
   """Scaled latents ``[B, T, h, w, embed_dim]`` -> frames ``[B, T, H, W, out_ch]`` (divides by scale_factor)."""
   if latents.ndim != 5 or latents.shape[-1] != model.embed_dim:
@@ -406,5 +416,5 @@ def latent_shape(model: AutoencoderKL, image_hw: Sequence[int]) -> tuple[int, in
 
 
 __all__ = ["AutoencoderKL", "build", "config_from_torch_params", "real_config", "torch_name_table",
-           "encode_moments", "sample_posterior", "decode", "encode_video", "decode_video", "WEIGHTS_PREFIX",
+           "encode_moments", "sample_posterior", "decode", "encode_video", "encode_video_moments", "decode_video", "WEIGHTS_PREFIX",
            "TORCH_ALIASES", "TORCH_IGNORE"]
