@@ -119,10 +119,8 @@ def _split_micro(batch: dict, k: int) -> dict:
 
 
 def make_train_step(graphdef, frozen_graphdef, cfg, tx: optax.GradientTransformation,
-                    lr_schedule: optax.Schedule, schedule, loss_fn: Callable | None = None) -> Callable:
-  """``loss_fn``: another ``loss_fn(params, frozen, rest, batch, keys) -> (loss, aux)`` (default: the in-step
-  encoding loss of :func:`make_loss_fn`; the memory plan passes a latent-input loss)."""
-  loss_fn = loss_fn or make_loss_fn(graphdef, frozen_graphdef, cfg, schedule)
+                    lr_schedule: optax.Schedule, schedule) -> Callable:
+  loss_fn = make_loss_fn(graphdef, frozen_graphdef, cfg, schedule)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   accum = int(cfg.optim.grad_accum_steps)
   ema_decay = float(cfg.optim.ema_decay)
