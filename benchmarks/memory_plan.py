@@ -97,13 +97,11 @@ def main(argv=None):
     print(f"[{variant}] compiling the {args.step} step for {args.target} ({len(devices)} devices, mesh "
           f"{mesh_shape}, batch {cfg.data.batch_size} / accum {cfg.optim.grad_accum_steps}) ...", flush=True)
     r = memory_plan.compile_plan(cfg, mesh, args.step)
-    u = cfg.model.unet
     r.update(variant=variant, target=args.target, global_batch=int(cfg.data.batch_size),
              grad_accum=int(cfg.optim.grad_accum_steps),
              micro_batch=int(cfg.data.batch_size) // (int(cfg.optim.grad_accum_steps) * batch_ways(mesh_shape)),
-             precision=cfg.precision, attention_impl=u.get("attention_impl", "auto"),
-             remat={k: u.get(f"remat_{k}", "none") for k in ("block", "resblock", "spatial", "temporal")},
-             remat_legacy=bool(cfg.remat), hbm_gib=memory_plan.HBM_GIB.get(chip),
+             precision=cfg.precision, attention_impl=cfg.get("attention_impl", "auto"),
+             remat=dict(cfg.remat_policy.to_dict()), remat_legacy=bool(cfg.remat), hbm_gib=memory_plan.HBM_GIB.get(chip),
              step_s_at_40pct_mfu=memory_plan.step_time_at_mfu(r["flops_per_device"], chip))
     results[variant] = r
     t40 = r["step_s_at_40pct_mfu"]
