@@ -118,7 +118,17 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optim.ema_decay = 0.0                   # EMA of parameters (0 = off; paper: off)
 
   c.precision = "float32"                   # "float32" | "bfloat16" compute; master weights + opt state fp32
-  c.remat = False                           # rematerialise every UNet block (gradient checkpointing)
+  c.remat = False                           # legacy switch: True = remat_policy.block "nothing_saveable"
+  # Named remat policies per UNet block kind (vid2world_jax/models/remat.py): "none" | "nothing_saveable" |
+  # "dots_saveable" | "dots_with_no_batch_dims_saveable" | "offload_dots_to_host" | "everything_saveable".
+  c.remat_policy = ml_collections.ConfigDict(dict(
+      block="none",                         # around each whole input/middle/output UNet block
+      resblock="none",                      # around each ResBlock (+ its temporal conv)
+      spatial="none",                       # around each SpatialTransformer (per-frame self + cross-attention)
+      temporal="none",                      # around each TemporalTransformer (attention over frames)
+  ))
+  c.attention_impl = "auto"                 # "auto" (cuDNN on GPU, splash on TPU where lengths allow, else XLA) |
+                                            # "xla" | "cudnn" | "splash" | "chunked" (memory-linear XLA) | "einsum"
 
   # ---- sharding -----------------------------------------------------------------------------------------------
   c.mesh = ml_collections.ConfigDict()
@@ -127,6 +137,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.mesh.rules = ()                         # extra [regex over 'a/b/c' param path, spec] pairs, first match wins;
                                             # spec is a tuple of axis names / None per dim; on the command line:
                                             # --config.mesh.rules="(('unet/.*/kernel', (None, 'fsdp')),)"
+  # Activation sharding constraints on the UNet's block outputs by logical axis ("batch", "frames", "height",
+  # "width"): ((logical, mesh axes), ...). Add ("frames", "seq") with a "seq" mesh axis for sequence parallelism.
+  c.mesh.activation_rules = (("batch", ("data", "fsdp")),)
 
   # ---- eval (periodic rollouts) ---------------------------------------------------------------------------------
   c.eval = ml_collections.ConfigDict()

@@ -45,7 +45,8 @@ def paper_world_model(c, *, variant: str, action_dim: int, action_encoder: str, 
   c.optim.weight_decay = 0.01
   c.optim.ema_decay = 0.0                  # use_ema: False
   c.precision = "bfloat16"                 # paper: fp16 mixed; here bf16 compute, fp32 master + Adam state
-  c.remat = True                           # gradient checkpointing on
+  c.remat = True                           # gradient checkpointing on (= remat_policy.block "nothing_saveable")
+  c.attention_impl = "auto"                # splash on TPU, cuDNN flash on GPU (docs/memory_plan.md: what fits where)
   c.train.action_dropout_prob = 0.2
   c.train.ckpt_every = 1000
   c.train.keep_checkpoints = 3
@@ -55,7 +56,7 @@ def paper_world_model(c, *, variant: str, action_dim: int, action_encoder: str, 
   c.eval.guidance_scale = 2.5              # s = 2.5 in the code's convention (lambda = 1.5)
   c.eval.guidance_rescale = 0.7
   c.mesh.shape.data = -1                   # set fsdp to shard params + Adam state, e.g. --config.mesh.shape.fsdp=8
-  c.mesh.shape.fsdp = 1
+  c.mesh.shape.fsdp = 1                    # TPU plans in docs/memory_plan.md shard over all chips: fsdp=-1, data=1
   return c
 
 

@@ -147,3 +147,47 @@ def to_global(local_batch: Mapping, mesh: Mesh) -> dict:
     v = np.asarray(v)
     out[k] = jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
   return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Activation sharding by logical axes.
+
+LOGICAL_AXES = ("batch", "frames", "height", "width", "tokens")
+
+
+def logical_spec(names: Sequence[str | None], shape: Sequence[int], rules: Sequence, mesh) -> P:
+  """``PartitionSpec`` for an activation whose dims carry logical ``names`` (None = unsharded).
+
+  ``rules``: ``((logical name, mesh axis | (mesh axes...) | None), ...)``, e.g. ``(("batch", ("data", "fsdp")),
+  ("frames", "seq"))``. Mesh axes missing from ``mesh``, of size 1, already used by an earlier dim, or not
+  dividing the dim are dropped (that dim stays unsharded on them), so one rule set serves every mesh.
+  """
+  table = {}
+  for name, axes in rules:
+    if name not in LOGICAL_AXES:
+      raise ValueError(f"activation rule for unknown logical axis {name!r} (known: {LOGICAL_AXES})")
+    table[name] = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+  used, spec = set(), []
+  for name, dim in zip(names, shape):
+    picked, size = [], 1
+    for ax in table.get(name, ()) if name else ():
+      n = mesh.shape.get(ax, 1) if ax in mesh.axis_names else 1
+      if n > 1 and ax not in used and dim % (size * n) == 0:
+        picked.append(ax)
+        size *= n
+    used.update(picked)
+    spec.append(tuple(picked) if len(picked) > 1 else (picked[0] if picked else None))
+  return P(*spec)
+
+
+def constrain(x, names: Sequence[str | None], rules: Sequence):
+  """``with_sharding_constraint`` of ``x`` by logical axis ``names`` under the mesh set with ``jax.set_mesh``;
+  a no-op without rules or without a mesh (single-device code paths, tests)."""
+  if not rules:
+    return x
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  if len(names) != x.ndim:
+    raise ValueError(f"constrain: {len(names)} logical names for a {x.ndim}-d array {x.shape}")
+  return jax.lax.with_sharding_constraint(x, logical_spec(names, x.shape, rules, mesh))

@@ -161,6 +161,10 @@ def model_config(cfg) -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict(cfg.model.to_dict())
   m.unet.dtype = cfg.precision
   m.unet.remat = bool(cfg.remat)
+  for kind, policy in cfg.get("remat_policy", {}).items():
+    m.unet[f"remat_{kind}"] = policy
+  m.unet.attention_impl = cfg.get("attention_impl", "auto")
+  m.unet.activation_rules = tuple(tuple(r) for r in cfg.mesh.get("activation_rules", ()))
   return m
 
 
@@ -274,7 +278,11 @@ class Setup:
                                     self.schedule)
     self.abs_batch = abstract_batch(cfg, mcfg)
     self.batch_sh = {k: sharding.batch_sharding(mesh, v.ndim) for k, v in self.abs_batch.items()}
-    self.step = jax.jit(step_fn, in_shardings=(self.state_sh, self.frozen_sh, self.rest_sh, self.batch_sh),
+    def step_in_mesh(*args):   # traced under the mesh: activation constraints and splash's shard_map see it
+      with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        return step_fn(*args)
+
+    self.step = jax.jit(step_in_mesh, in_shardings=(self.state_sh, self.frozen_sh, self.rest_sh, self.batch_sh),
                         out_shardings=(self.state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
 
   def abstract_args(self):

@@ -11,22 +11,65 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vid2world_jax.models import layers
+from vid2world_jax.models import attention_kernels, layers
+from vid2world_jax.models.attention_kernels import NEG_MAX  # torch masked_fill value (re-exported)
 from vid2world_jax.models.frame_cache import FrameCache, child
 from vid2world_jax.models.temporal import temporal_group_norm
 
-NEG_MAX = -float(jnp.finfo(jnp.float32).max)  # torch masked_fill value
+# "auto": cuDNN flash via jax.nn.dot_product_attention on GPU (XLA where cuDNN cannot take the shapes/dtype),
+# Pallas splash on TPU where the sequence lengths allow it (else XLA), XLA on CPU.
+ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn", "chunked", "splash")
 
 
 def dot_attention(q, k, v, scale: float, mask=None):
-  """Softmax attention. ``q [..., Lq, h, d]``, ``k, v [..., Lk, h, d]`` (leading axes broadcast);
-  ``mask`` boolean broadcastable to ``[..., h, Lq, Lk]`` (True = keep). Logits/softmax in float32.
-  Returns ``[..., Lq, h, d]`` in ``v.dtype``."""
+  """Reference softmax attention (materialised einsum logits). ``q [..., Lq, h, d]``, ``k, v [..., Lk, h, d]``
+  (leading axes broadcast); ``mask`` boolean broadcastable to ``[..., h, Lq, Lk]`` (True = keep). Logits/softmax
+  in float32. Returns ``[..., Lq, h, d]`` in ``v.dtype``."""
   sim = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32) * scale
   if mask is not None:
     sim = jnp.where(mask, sim, NEG_MAX)
   p = jax.nn.softmax(sim, axis=-1).astype(v.dtype)
   return jnp.einsum("...hqk,...khd->...qhd", p, v)
+
+
+def resolve_impl(impl: str, lq: int, lk: int, backend: str | None = None) -> str:
+  """The concrete kernel for ``impl`` on ``backend`` (default: jax's) and these sequence lengths."""
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+  if impl != "auto":
+    return impl
+  backend = backend or jax.default_backend()
+  if backend == "tpu":
+    return "splash" if attention_kernels.splash_supported(lq, lk) else "xla"
+  if backend in ("gpu", "cuda", "rocm"):
+    return "gpu"   # jax.nn.dot_product_attention(implementation=None): cuDNN when it can, else XLA
+  return "xla"
+
+
+def attention(q, k, v, scale: float, *, causal: bool = False, impl: str = "auto", chunk: int = 512):
+  """The one attention function every module calls. ``q [..., Lq, h, d]``, ``k, v [..., Lk, h, d]`` (leading
+  axes broadcast, e.g. text keys ``[B, 1, 77, h, d]`` for queries ``[B, T, N, h, d]``); ``causal``: query i
+  sees keys j <= i (``Lq == Lk``, the temporal tril mask). Logits/softmax in float32; returns
+  ``[..., Lq, h, d]`` in ``v.dtype``. ``impl``: one of :data:`ATTENTION_IMPLS` (see :func:`resolve_impl`);
+  ``chunk``: query block of the "chunked" kernel."""
+  lq, lk = q.shape[-3], k.shape[-3]
+  if causal and lq != lk:
+    raise ValueError(f"causal attention needs Lq == Lk, got {lq} and {lk}")
+  kind = resolve_impl(impl, lq, lk)
+  if kind == "einsum":
+    return dot_attention(q, k, v, scale, causal_mask(lq) if causal else None)
+  lead = jnp.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+  flat = lambda x: jnp.broadcast_to(x, lead + x.shape[-3:]).reshape((-1,) + x.shape[-3:])
+  qf, kf, vf = flat(q), flat(k), flat(v)
+  if kind == "chunked":
+    out = attention_kernels.chunked_attention(qf, kf, vf, scale, causal, block=chunk)
+  elif kind == "splash":
+    out = attention_kernels.splash_attention(qf, kf, vf, scale, causal)
+  else:
+    implementation = {"xla": "xla", "cudnn": "cudnn", "gpu": None}[kind]
+    out = jax.nn.dot_product_attention(qf, kf, vf, scale=scale, is_causal=causal,
+                                       implementation=implementation).astype(v.dtype)
+  return out.reshape(lead + out.shape[-3:])
 
 
 def causal_mask(t: int):
@@ -48,15 +91,15 @@ def dot_attention_with_history(q, k_hist, v_hist, hist_mask, k, v, scale: float)
           + jnp.einsum("...hqk,...khd->...qhd", p[..., th:], v))
 
 
-def cached_self_attention(cache: FrameCache, q, k, v, scale: float, mask):
-  """Causal self-attention over frames with a frame cache (``q, k, v [..., T, h, d]``, ``mask [T, T]``).
+def cached_self_attention(cache: FrameCache, q, k, v, scale: float, causal: bool, impl: str = "auto"):
+  """Causal self-attention over frames with a frame cache (``q, k, v [..., T, h, d]``; ``causal``: tril mask).
 
   Fill: records the history keys / values (head-major ``[..., h, T, d]``), then the ordinary attention. Step
   (``T = 1``): the new frame attends to the cached history positions ``< index`` and to itself."""
   if cache.is_fill:
     cache.write("k", jnp.swapaxes(k, -3, -2))
     cache.write("v", jnp.swapaxes(v, -3, -2))
-    return dot_attention(q, k, v, scale, mask)
+    return attention(q, k, v, scale, causal=causal, impl=impl)
   k_hist = cache.read("k")
   return dot_attention_with_history(q, k_hist, cache.read("v"), cache.valid_history(k_hist.shape[-2]), k, v, scale)
 
@@ -70,8 +113,10 @@ class CrossAttention(nnx.Module):
 
   def __init__(self, query_dim: int, context_dim: int | None, heads: int, dim_head: int, *, dropout: float = 0.0,
                image_cross_attention: bool = False, scale_learnable: bool = False, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               attention_impl: str = "auto", rngs: nnx.Rngs):
     inner = heads * dim_head
+    resolve_impl(attention_impl, 1, 1)  # validates the name
+    self.attention_impl = attention_impl
     context_dim = query_dim if context_dim is None else context_dim
     lin = lambda i, o, bias=False: nnx.Linear(i, o, use_bias=bias, dtype=dtype, param_dtype=jnp.float32,
                                               rngs=rngs)
@@ -92,23 +137,24 @@ class CrossAttention(nnx.Module):
   def _heads(self, x):
     return x.reshape(x.shape[:-1] + (self.heads, self.dim_head))
 
-  def __call__(self, x, text=None, image=None, mask=None, cache: FrameCache | None = None):
-    """``x [..., L, Cq]``. Self-attention if ``text is None`` (``mask`` applies); otherwise cross-attention to
-    ``text [..., Lt, D]`` and, with image cross-attention, separately to ``image [..., Li, D]``.
+  def __call__(self, x, text=None, image=None, causal: bool = False, cache: FrameCache | None = None):
+    """``x [..., L, Cq]``. Self-attention if ``text is None`` (``causal``: the tril mask); otherwise
+    cross-attention to ``text [..., Lt, D]`` and, with image cross-attention, separately to ``image [..., Li, D]``.
     ``cache``: causal self-attention over frames only (:func:`cached_self_attention`)."""
     q = self._heads(self.to_q(x))
     ctx = x if text is None else text
     k, v = self._heads(self.to_k(ctx)), self._heads(self.to_v(ctx))
     if cache is None:
-      out = dot_attention(q, k, v, self.scale, mask)
+      out = attention(q, k, v, self.scale, causal=causal and text is None, impl=self.attention_impl)
     elif text is None:
-      out = cached_self_attention(cache, q, k, v, self.scale, mask)
+      out = cached_self_attention(cache, q, k, v, self.scale, causal, self.attention_impl)
     else:
       raise ValueError("a frame cache applies to self-attention over frames only")
     if self.image_cross_attention and text is not None:
       if image is None:
         raise ValueError("image cross-attention needs image context tokens (context longer than 77)")
-      out_ip = dot_attention(q, self._heads(self.to_k_ip(image)), self._heads(self.to_v_ip(image)), self.scale)
+      out_ip = attention(q, self._heads(self.to_k_ip(image)), self._heads(self.to_v_ip(image)), self.scale,
+                         impl=self.attention_impl)
       if self.scale_learnable:
         out_ip = out_ip * (jnp.tanh(self.alpha[...]) + 1).astype(out_ip.dtype)
       out = out + out_ip
@@ -145,19 +191,21 @@ class BasicTransformerBlock(nnx.Module):
   """
 
   def __init__(self, dim: int, heads: int, dim_head: int, *, context_dim: int | None, dropout: float = 0.0,
-               image_cross_attention: bool = False, scale_learnable: bool = False, dtype, rngs: nnx.Rngs):
-    self.attn1 = CrossAttention(dim, None, heads, dim_head, dropout=dropout, dtype=dtype, rngs=rngs)
+               image_cross_attention: bool = False, scale_learnable: bool = False, attention_impl: str = "auto",
+               dtype, rngs: nnx.Rngs):
+    self.attn1 = CrossAttention(dim, None, heads, dim_head, dropout=dropout, dtype=dtype,
+                                attention_impl=attention_impl, rngs=rngs)
     self.ff = FeedForward(dim, dropout=dropout, dtype=dtype, rngs=rngs)
     self.attn2 = CrossAttention(dim, context_dim, heads, dim_head, dropout=dropout,
                                 image_cross_attention=image_cross_attention, scale_learnable=scale_learnable,
-                                dtype=dtype, rngs=rngs)
+                                attention_impl=attention_impl, dtype=dtype, rngs=rngs)
     self.norm1 = layers.LayerNorm(dim, 1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
     self.norm2 = layers.LayerNorm(dim, 1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
     self.norm3 = layers.LayerNorm(dim, 1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
-  def __call__(self, x, text=None, image=None, mask=None, cache: FrameCache | None = None):
-    x = self.attn1(self.norm1(x), mask=mask, cache=child(cache, "attn1")) + x
-    x = self.attn2(self.norm2(x), text, image, mask=mask, cache=child(cache, "attn2")) + x
+  def __call__(self, x, text=None, image=None, causal: bool = False, cache: FrameCache | None = None):
+    x = self.attn1(self.norm1(x), causal=causal, cache=child(cache, "attn1")) + x
+    x = self.attn2(self.norm2(x), text, image, causal=causal, cache=child(cache, "attn2")) + x
     return self.ff(self.norm3(x)) + x
 
 
@@ -175,14 +223,14 @@ class SpatialTransformer(nnx.Module):
 
   def __init__(self, in_channels: int, n_heads: int, d_head: int, *, depth: int, context_dim: int,
                use_linear: bool, dropout: float = 0.0, image_cross_attention: bool = False,
-               scale_learnable: bool = False, dtype, rngs: nnx.Rngs):
+               scale_learnable: bool = False, attention_impl: str = "auto", dtype, rngs: nnx.Rngs):
     inner = n_heads * d_head
     self.norm = layers.GroupNorm(in_channels, 32, 1e-6, rngs=rngs)
     self.proj_in = _pointwise_proj(in_channels, inner, use_linear, 2, dtype=dtype, rngs=rngs)
     self.transformer_blocks = nnx.List([
         BasicTransformerBlock(inner, n_heads, d_head, context_dim=context_dim, dropout=dropout,
                               image_cross_attention=image_cross_attention, scale_learnable=scale_learnable,
-                              dtype=dtype, rngs=rngs) for _ in range(depth)])
+                              attention_impl=attention_impl, dtype=dtype, rngs=rngs) for _ in range(depth)])
     self.proj_out = _pointwise_proj(inner, in_channels, use_linear, 2, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, text, image=None):
@@ -205,14 +253,16 @@ class TemporalTransformer(nnx.Module):
   """
 
   def __init__(self, in_channels: int, n_heads: int, d_head: int, *, depth: int, use_linear: bool,
-               causal: bool = False, norm_mode: str = "joint", dropout: float = 0.0, dtype, rngs: nnx.Rngs):
+               causal: bool = False, norm_mode: str = "joint", dropout: float = 0.0, attention_impl: str = "auto",
+               dtype, rngs: nnx.Rngs):
     inner = n_heads * d_head
     self.causal = causal
     self.norm_mode = norm_mode
     self.norm = layers.GroupNorm(in_channels, 32, 1e-6, rngs=rngs)
     self.proj_in = _pointwise_proj(in_channels, inner, use_linear, 1, dtype=dtype, rngs=rngs)
     self.transformer_blocks = nnx.List([
-        BasicTransformerBlock(inner, n_heads, d_head, context_dim=None, dropout=dropout, dtype=dtype, rngs=rngs)
+        BasicTransformerBlock(inner, n_heads, d_head, context_dim=None, dropout=dropout,
+                              attention_impl=attention_impl, dtype=dtype, rngs=rngs)
         for _ in range(depth)])
     self.proj_out = _pointwise_proj(inner, in_channels, use_linear, 1, dtype=dtype, rngs=rngs)
 
@@ -225,9 +275,8 @@ class TemporalTransformer(nnx.Module):
     """The frame-mixing core: ``h [B, H*W, T, inner]`` (already projected) -> same shape."""
     if cache is not None and not self.causal:
       raise ValueError("non-causal temporal attention sees future frames: it cannot run cached")
-    mask = causal_mask(h.shape[-2]) if self.causal else None
     for j, blk in enumerate(self.transformer_blocks):
-      h = blk(h, mask=mask, cache=child(cache, f"transformer_blocks.{j}"))
+      h = blk(h, causal=self.causal, cache=child(cache, f"transformer_blocks.{j}"))
     return h
 
   def __call__(self, x, cache: FrameCache | None = None):

@@ -15,7 +15,8 @@ import ml_collections
 from flax import nnx
 
 from vid2world_jax.conversion import core
-from vid2world_jax.models import layers, tracing
+from vid2world_jax import sharding
+from vid2world_jax.models import layers, remat, tracing
 from vid2world_jax.models.attention import SpatialTransformer, TemporalTransformer
 from vid2world_jax.models.embeddings import action_encoder, mlp_embed, timestep_embedding
 from vid2world_jax.models.frame_cache import FrameCache, check_cacheable
@@ -59,7 +60,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.action_encoder = "mlp"              # "mlp" (continuous) | "embedding" (multi-/one-hot)
   c.out_conv_padding = "symmetric"      # output 3x3 conv: "symmetric" | "causal_height" (Vid2World: rows 2|0)
   c.dtype = "float32"                   # compute dtype ("bfloat16" ...); params stay float32
-  c.remat = False                       # nnx.remat around every input/middle/output block
+  c.remat = False                       # legacy switch: True = remat_block "nothing_saveable"
+  # Named remat policies (models/remat.py: "none" | "nothing_saveable" | "dots_saveable" |
+  # "dots_with_no_batch_dims_saveable" | "offload_dots_to_host" | "everything_saveable") per block kind:
+  c.remat_block = "none"                # around every whole input/middle/output block (and init_attn)
+  c.remat_resblock = "none"             # around each ResBlock (incl. its temporal conv)
+  c.remat_spatial = "none"              # around each SpatialTransformer
+  c.remat_temporal = "none"             # around each TemporalTransformer
+  c.attention_impl = "auto"             # models/attention.ATTENTION_IMPLS: auto | einsum | xla | cudnn | chunked | splash
+  c.activation_rules = ()               # logical-axis rules ((name, mesh axes), ...) for activation sharding
+                                        # constraints (sharding.constrain); () = none. Names: batch, frames, height, width
   return c
 
 
@@ -134,6 +144,7 @@ def _validate(cfg):
     raise ValueError(f"out_conv_padding must be one of {OUT_CONV_PADDINGS}, got {cfg.out_conv_padding!r}")
   if cfg.action_dim < 0:
     raise ValueError(f"action_dim must be >= 0, got {cfg.action_dim}")
+  remat.block_policies(cfg)
 
 
 class UNet(nnx.Module):
@@ -142,6 +153,8 @@ class UNet(nnx.Module):
   def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     _validate(cfg)
     self.cfg = cfg.to_dict()
+    self.remat_policies = remat.block_policies(cfg)
+    attn_impl = cfg.get("attention_impl", "auto")
     dt = jnp.dtype(cfg.dtype)
     self.dtype = dt
     mc = cfg.model_channels
@@ -167,11 +180,12 @@ class UNet(nnx.Module):
       nh, dh = heads(ch)
       out = [SpatialTransformer(ch, nh, dh, depth=cfg.transformer_depth, context_dim=cfg.context_dim,
                                 use_linear=cfg.use_linear, image_cross_attention=cfg.image_cross_attention,
-                                scale_learnable=cfg.image_cross_attention_scale_learnable, dtype=dt, rngs=rngs)]
+                                scale_learnable=cfg.image_cross_attention_scale_learnable,
+                                attention_impl=attn_impl, dtype=dt, rngs=rngs)]
       if cfg.temporal_attention:
         out.append(TemporalTransformer(ch, nh, dh, depth=cfg.transformer_depth, use_linear=cfg.use_linear,
                                        causal=cfg.causal_temporal_attention, norm_mode=cfg.temporal_norm,
-                                       dtype=dt, rngs=rngs))
+                                       attention_impl=attn_impl, dtype=dt, rngs=rngs))
       return out
 
     blocks = [EmbedSeq([conv2d(cfg.in_channels, mc, dtype=dt, rngs=rngs)])]
@@ -179,7 +193,7 @@ class UNet(nnx.Module):
     if cfg.addition_attention:
       self.init_attn = EmbedSeq([TemporalTransformer(
           mc, 8, cfg.num_head_channels, depth=cfg.transformer_depth, use_linear=False, causal=cfg.causal_init_attn,
-          norm_mode=cfg.temporal_norm, dtype=dt, rngs=rngs)])
+          norm_mode=cfg.temporal_norm, attention_impl=attn_impl, dtype=dt, rngs=rngs)])
     chans, ch, ds = [mc], mc, 1
     for level, mult in enumerate(cfg.channel_mult):
       for _ in range(cfg.num_res_blocks):
@@ -289,7 +303,7 @@ class UNet(nnx.Module):
                cache: FrameCache | None = None):
     """``x [B, T, H, W, in_channels]`` -> ``[B, T, H, W, out_channels]`` float32.
 
-    ``capture``: optional dict filled with intermediate activations (debug/parity; not with ``remat``).
+    ``capture``: optional dict filled with intermediate activations (debug/parity; not with remat).
     ``cache``: a :class:`~vid2world_jax.models.frame_cache.FrameCache` (strictly causal UNets only): fill mode
     runs the history buffer ``[B, Th, ...]`` (``Th < cache.window``) and records the cache, step mode the new frame
     ``[B, 1, ...]`` alone (``context`` is always the window's: per-frame image tokens are selected here). Inference
@@ -298,8 +312,11 @@ class UNet(nnx.Module):
     cfg = self.cfg
     if x.ndim != 5 or x.shape[-1] != cfg["in_channels"]:
       raise ValueError(f"x must be [B, T, H, W, {cfg['in_channels']}], got {x.shape}")
-    if capture is not None and cfg["remat"]:
-      raise ValueError("capture is not available with remat=True")
+    policies = self.remat_policies
+    if capture is not None and any(p != "none" for p in policies.values()):
+      raise ValueError(f"capture is not available with remat (policies {policies})")
+    rules = tuple(tuple(r) for r in cfg.get("activation_rules", ()))
+    video_axes = ("batch", "frames", "height", "width", None)
     b, t = x.shape[:2]
     actions, action_mask = self._check_actions(actions, action_mask, b, t)
     if cache is None:
@@ -313,13 +330,15 @@ class UNet(nnx.Module):
       per_frame = img is not None and img.shape[1] == cache.window and cache.window > 1
       ctx = (text, cache.frames_of_call(img, t) if per_frame else img)
     emb = self.embed(timesteps, fs, actions, action_mask, b, t, capture)
-    h = x.astype(self.dtype)
+    h = sharding.constrain(x.astype(self.dtype), video_axes, rules)
+    emb = sharding.constrain(emb, ("batch", "frames", None), rules)
 
     def run(block, h, emb, ctx, name):
-      return block(h, emb, ctx, capture, name, None if cache is None else cache.scope(name))
+      return sharding.constrain(block(h, emb, ctx, capture, name, policies,
+                                      None if cache is None else cache.scope(name)), video_axes, rules)
 
-    if cfg["remat"] and cache is None:
-      run = nnx.remat(run, static_argnums=(4,))
+    if cache is None:   # inference with a frame cache: no remat
+      run = remat.wrap(run, policies["block"], static_argnums=(4,))
 
     hs = []
     for i, block in enumerate(self.input_blocks):

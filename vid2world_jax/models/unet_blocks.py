@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from vid2world_jax.models import layers
+from vid2world_jax.models import layers, remat
 from vid2world_jax.models.attention import SpatialTransformer, TemporalTransformer
 from vid2world_jax.models.frame_cache import FrameCache, child
 from vid2world_jax.models.temporal import TemporalConvBlock
@@ -94,20 +94,40 @@ class Upsample(nnx.Module):
     return unfold(self.conv(h), x.shape[0])
 
 
+def _call_res(layer, h, emb):
+  return layer(h, emb)
+
+
+def _call_spatial(layer, h, text, image):
+  return layer(h, text, image)
+
+
+def _call_temporal(layer, h):
+  return layer(h)
+
+
 class EmbedSeq(nnx.List):
   """torch ``TimestepEmbedSequential``: calls each layer with what it needs (index i == torch index i)."""
 
-  def __call__(self, h, emb, ctx, capture=None, name="", cache: FrameCache | None = None):
+  def __call__(self, h, emb, ctx, capture=None, name="", policies=None, cache: FrameCache | None = None):
     """``h [B, T, H, W, C]``, ``emb [B, T, E]``, ``ctx = (text [B,1,Lt,D], image [B,T|1,Li,D] | None)``;
-    ``cache``: this block's scope of a frame cache (passed to the temporal layers)."""
+    ``policies``: ``{"resblock" | "spatial" | "temporal": remat policy name}`` (models/remat.py);
+    ``cache``: this block's scope of a frame cache (passed to the temporal layers; no remat with a cache)."""
     b = h.shape[0]
+    pol = policies or {}
     for i, layer in enumerate(self):
       if isinstance(layer, ResBlock):
-        h = layer(h, emb, capture, f"{name}.{i}", child(cache, str(i)))
+        if cache is not None or pol.get("resblock", "none") == "none":
+          h = layer(h, emb, capture, f"{name}.{i}", child(cache, str(i)))
+        else:
+          h = remat.wrap(_call_res, pol["resblock"])(layer, h, emb)
       elif isinstance(layer, SpatialTransformer):
-        h = layer(h, *ctx)
+        h = remat.wrap(_call_spatial, pol.get("spatial", "none"))(layer, h, *ctx)
       elif isinstance(layer, TemporalTransformer):
-        h = layer(h, child(cache, str(i)))
+        if cache is not None:
+          h = layer(h, child(cache, str(i)))
+        else:
+          h = remat.wrap(_call_temporal, pol.get("temporal", "none"))(layer, h)
       elif isinstance(layer, (Downsample, Upsample)):
         h = layer(h)
       elif isinstance(layer, nnx.Conv):  # input_blocks.0.0, per frame
