@@ -251,7 +251,7 @@ def make_train_dataset(cfg, *, process_index=None, process_count=None, source=No
 def make_train_iterator(cfg, *, process_index=None, process_count=None) -> TrainIterator:
   """Checkpointable iterator of training batches (see module docstring); get_state()/set_state()/skip_counts()."""
   before = common.skip_counts()
-  source = make_source(cfg)
+  source = None if cfg.source == "latents" else make_source(cfg)   # latents: data/latents.py opens its shards
   index_skips = {k: v - before.get(k, 0) for k, v in common.skip_counts().items() if v - before.get(k, 0)}
   ledger = SkipLedger()
   ds = make_train_dataset(cfg, process_index=process_index, process_count=process_count, source=source,
