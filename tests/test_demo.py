@@ -432,3 +432,8 @@ def test_shipped_pretrained_vdm_matches_the_default_config():
   other.unet.model_channels = 48
   with pytest.raises(ValueError, match="another model config"):
     pretrained_asset.load(path, other)
+  # execution-only knobs (remat, attention kernel, activation sharding) do not change what the weights mean
+  runs_differently = mcfg.copy_and_resolve_references()
+  runs_differently.unet.attention_impl, runs_differently.unet.remat_block = "chunked", "nothing_saveable"
+  runs_differently.unet.activation_rules = (("batch", "data"),)
+  assert set(pretrained_asset.load(path, runs_differently)["params"]) == set(out["params"])

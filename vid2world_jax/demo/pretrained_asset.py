@@ -3,7 +3,8 @@
 One ``.npz`` file: every parameter of the bidirectional, action-free VDM under its ``/``-joined path, plus
 ``__meta__`` (JSON: the model config it was trained with, steps, final loss, wall time, the command that made it).
 ``load`` refuses a file whose model config differs from the one the run asks for (one-line error naming the
-first differing field), so a config change can never silently start from mismatched weights.
+first differing field; execution-only knobs such as remat or the attention kernel are not compared), so a config
+change can never silently start from mismatched weights.
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def _first_difference(a, b, prefix=""):
   return None if json.dumps(norm(a)) == json.dumps(norm(b)) else f"{prefix[:-1]}: file {a!r} vs run {b!r}"
 
 
+def weight_config(model_config: dict) -> dict:
+  """``model_config`` without the UNet's execution knobs (``unet.EXECUTION_KEYS``: remat, attention kernel,
+  activation sharding), which do not change the weights' meaning."""
+  from vid2world_jax.models.unet import EXECUTION_KEYS
+  out = dict(model_config)
+  if isinstance(out.get("unet"), dict):
+    out["unet"] = {k: v for k, v in out["unet"].items() if k not in EXECUTION_KEYS}
+  return out
+
+
 def load(path: str, model_config) -> dict:
   """``{"params", "losses": [], "model_config", "steps", "command", "source": "shipped", ...}`` from ``path``."""
   if not os.path.exists(path):
@@ -58,7 +69,7 @@ def load(path: str, model_config) -> dict:
     # nnx pure dicts key list entries (blocks) by int: digit components are ints again
     flat = {tuple(int(p) if p.isdigit() else p for p in k.split("/")): z[k] for k in z.files if k != "__meta__"}
   want = json.loads(json.dumps(model_config.to_dict() if hasattr(model_config, "to_dict") else model_config))
-  diff = _first_difference(json.loads(json.dumps(meta["model_config"])), want)
+  diff = _first_difference(weight_config(json.loads(json.dumps(meta["model_config"]))), weight_config(want))
   if diff:
     raise ValueError(f"{path} was trained for another model config ({diff}); re-create it with `python -m "
                      f"vid2world_jax.demo.export_pretrained` or use --config.demo.pretrain=run")

@@ -73,6 +73,13 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Knobs that change how the UNet runs (memory, kernels, activation layout), not its parameters nor what it computes
+# (all attention kernels and remat policies are tested equal): weights trained under any values of these are valid
+# under any other, so configs compared for weight compatibility ignore them (demo/pretrained_asset.py).
+EXECUTION_KEYS = ("remat", "remat_block", "remat_resblock", "remat_spatial", "remat_temporal", "attention_impl",
+                  "activation_rules")
+
+
 def config_from_torch_params(params: dict) -> ml_collections.ConfigDict:
   """Config from a fixture ``config.json["params"]`` (torch constructor kwargs). Unknown keys raise.
 
