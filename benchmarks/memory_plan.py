@@ -63,6 +63,7 @@ def main(argv=None):
                   help="latents: precomputed VAE latents + CLIP tokens; full: VAE + CLIP inside the step")
   ap.add_argument("--micro_batch", type=int, default=0, help="clips per device per micro-step (0: config's accum)")
   ap.add_argument("--override", action="append", default=[], help="dotted config override key=value")
+  ap.add_argument("--hlo_out", default="", help="write the compiled per-device HLO to this path (+ .<variant>)")
   args = ap.parse_args(argv)
   if args.target == "cpu":
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -96,7 +97,8 @@ def main(argv=None):
     mesh = sharding.make_mesh(mesh_shape, devices)
     print(f"[{variant}] compiling the {args.step} step for {args.target} ({len(devices)} devices, mesh "
           f"{mesh_shape}, batch {cfg.data.batch_size} / accum {cfg.optim.grad_accum_steps}) ...", flush=True)
-    r = memory_plan.compile_plan(cfg, mesh, args.step)
+    r = memory_plan.compile_plan(cfg, mesh, args.step,
+                                 f"{args.hlo_out}.{variant}" if args.hlo_out else "")
     r.update(variant=variant, target=args.target, global_batch=int(cfg.data.batch_size),
              grad_accum=int(cfg.optim.grad_accum_steps),
              micro_batch=int(cfg.data.batch_size) // (int(cfg.optim.grad_accum_steps) * batch_ways(mesh_shape)),

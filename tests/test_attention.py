@@ -81,6 +81,19 @@ def test_attention_resolve_impl_per_backend_and_errors():
     K.splash_attention(q, k, v, 1.0, False)
 
 
+def test_attention_auto_follows_the_mesh_platform_not_the_host():
+  """An ahead-of-time compile for a TPU topology runs in a CPU process: "auto" must pick the kernel of the mesh's
+  platform (splash), not of the host (regression: the TPU memory plan once compiled materialised XLA attention)."""
+  from jax._src import mesh as mesh_lib
+  tpu_mesh = jax.sharding.AbstractMesh((4,), ("fsdp",), abstract_device=mesh_lib.AbstractDevice("TPU v4", 1, "tpu"))
+  assert A.target_backend() == jax.default_backend() == "cpu"
+  with jax.sharding.use_abstract_mesh(tpu_mesh):
+    assert A.target_backend() == "tpu"
+    assert A.resolve_impl("auto", 2560, 2560) == "splash"
+    assert A.resolve_impl("auto", 16, 16) == "xla"
+  assert A.resolve_impl("auto", 2560, 2560) == "xla"
+
+
 def _tiny_unet_cfg(impl):
   c = U.default_config()
   c.update(dict(in_channels=8, out_channels=4, model_channels=32, channel_mult=[1, 2], num_res_blocks=1,

@@ -51,13 +51,17 @@ def full_step(cfg, mesh):
   return setup.step, setup.abstract_args(), setup.num_params
 
 
-def compile_plan(cfg, mesh, kind: str = "latents") -> dict:
-  """Compile the step for ``mesh``'s devices and return per-device memory (GiB) and FLOPs."""
+def compile_plan(cfg, mesh, kind: str = "latents", hlo_path: str = "") -> dict:
+  """Compile the step for ``mesh``'s devices and return per-device memory (GiB) and FLOPs (``hlo_path``: also
+  write the compiled per-device HLO there, to find what fills the memory)."""
   t0 = time.time()
   build = {"latents": latent_step, "full": full_step}[kind]
   step, args, n_params = build(cfg, mesh)
   with jax.set_mesh(mesh):                      # activation constraints / splash shard_map see the mesh
     compiled = step.lower(*args).compile()
+  if hlo_path:
+    with open(hlo_path, "w") as f:
+      f.write(compiled.as_text())
   ma = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost

@@ -38,12 +38,21 @@ def resolve_impl(impl: str, lq: int, lk: int, backend: str | None = None) -> str
     raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
   if impl != "auto":
     return impl
-  backend = backend or jax.default_backend()
+  backend = backend or target_backend()
   if backend == "tpu":
     return "splash" if attention_kernels.splash_supported(lq, lk) else "xla"
   if backend in ("gpu", "cuda", "rocm"):
     return "gpu"   # jax.nn.dot_product_attention(implementation=None): cuDNN when it can, else XLA
   return "xla"
+
+
+def target_backend() -> str:
+  """The platform the program is compiled for: the current mesh's devices when a mesh is set (an ahead-of-time
+  compile for a TPU topology runs in a CPU process), else jax's default backend."""
+  mesh = jax.sharding.get_abstract_mesh()
+  device = None if mesh.empty else getattr(mesh, "abstract_device", None)
+  platform = getattr(device, "platform", None)
+  return platform or jax.default_backend()
 
 
 def attention(q, k, v, scale: float, *, causal: bool = False, impl: str = "auto", chunk: int = 512):
