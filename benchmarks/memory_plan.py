@@ -63,6 +63,9 @@ def main(argv=None):
                   help="latents: precomputed VAE latents + CLIP tokens; full: VAE + CLIP inside the step")
   ap.add_argument("--micro_batch", type=int, default=0, help="clips per device per micro-step (0: config's accum)")
   ap.add_argument("--override", action="append", default=[], help="dotted config override key=value")
+  ap.add_argument("--reduce", action="append", default=[],
+                  help="depth override compiled instead of the full model (e.g. \"model.unet.channel_mult=[1]\"); "
+                       "the full model's peak is then extrapolated (memory_plan.depth_delta) and printed beside it")
   ap.add_argument("--hlo_out", default="", help="write the compiled per-device HLO to this path (+ .<variant>)")
   args = ap.parse_args(argv)
   if args.target == "cpu":
@@ -94,6 +97,11 @@ def main(argv=None):
         raise SystemExit(f"batch {cfg.data.batch_size} is not {per_step} devices x micro-batch "
                          f"{args.micro_batch} x an integer accumulation")
       cfg.optim.grad_accum_steps = accum
+    full_cfg = None
+    if args.reduce:
+      full_cfg = config_dict.ConfigDict(cfg.to_dict())
+      for ov in args.reduce:
+        apply_override(cfg, ov)
     mesh = sharding.make_mesh(mesh_shape, devices)
     print(f"[{variant}] compiling the {args.step} step for {args.target} ({len(devices)} devices, mesh "
           f"{mesh_shape}, batch {cfg.data.batch_size} / accum {cfg.optim.grad_accum_steps}) ...", flush=True)
@@ -113,7 +121,19 @@ def main(argv=None):
           f"/device" + (f", {t40:.2f} s/step at 40% MFU" if t40 else "")
           + (f"; fits {chip} ({r['hbm_gib']} GiB): {r['peak_gib'] <= r['hbm_gib']}" if r["hbm_gib"] else "")
           + f" (compiled in {r['compile_s']:.0f}s)", flush=True)
+    if full_cfg is not None:
+      micro = r["micro_batch"]
+      delta = memory_plan.depth_delta(cfg, full_cfg, mesh, micro)
+      full_peak = r["peak_gib"] + sum(delta.values())
+      r.update(reduced_by=list(args.reduce), extrapolated_full={"delta": delta, "peak_gib": full_peak})
+      print(f"[{variant}] full depth, extrapolated (compiled reduced peak + exact state/residual deltas + "
+            f"param temporaries): peak {full_peak:.2f} GiB = {r['peak_gib']:.2f} + arguments "
+            f"{delta['arguments_gib']:.2f} + param temporaries {delta['param_temporaries_gib']:.2f} + residuals "
+            f"{delta['residuals_gib']:.2f}" + (f"; fits {chip} ({r['hbm_gib']} GiB): {full_peak <= r['hbm_gib']}"
+                                               if r["hbm_gib"] else ""), flush=True)
   print(json.dumps({"memory_plan": results, "peak_gib": {v: r["peak_gib"] for v, r in results.items()},
+                    "extrapolated_full_peak_gib": {v: r["extrapolated_full"]["peak_gib"] for v, r in results.items()
+                                                   if "extrapolated_full" in r},
                     "target": args.target}))
 
 

@@ -56,3 +56,30 @@ def test_memory_plan_tpu_target_tiny(capsys):
     pytest.skip("libtpu not installed (TPU AOT needs jax[tpu] in its own venv, docs/memory_plan.md)")
   _, out = _run(capsys, "--target=v5e:2x2", "--mesh=data=1,fsdp=4")
   assert out["memory_plan"]["tiny"]["peak_gib"] > 0
+
+
+def test_memory_plan_v4_target_is_megacore():
+  """v4 slices run in megacore mode (one 32 GiB device per chip): the plan's v4 devices must be chips, not the
+  16 GiB TensorCores the bare topology exposes."""
+  try:
+    import libtpu  # noqa: F401
+  except ImportError:
+    pytest.skip("libtpu not installed (TPU AOT needs jax[tpu] in its own venv, docs/memory_plan.md)")
+  from vid2world_jax import memory_plan
+  devices = memory_plan.target_devices("v4:2x2x2")
+  assert len(devices) == 8 and all(d.num_cores == 2 for d in devices)
+
+
+def test_memory_plan_depth_extrapolation_cpu_tiny(capsys):
+  """``--reduce`` compiles a depth-reduced model and adds the full model's deltas: the argument delta (train state
+  at the step's shardings, from abstract shapes) equals what the compiler reports for the two compiled sizes."""
+  args = ("--target=cpu", "--devices=4", "--mesh=data=1,fsdp=4", "--micro_batch=1")
+  lines, red = _run(capsys, *args, "--reduce", "model.unet.channel_mult=[1]")
+  _, full = _run(capsys, *args)
+  r, f = red["memory_plan"]["tiny"], full["memory_plan"]["tiny"]
+  delta = r["extrapolated_full"]["delta"]
+  assert r["reduced_by"] == ["model.unet.channel_mult=[1]"] and r["trainable_params"] < f["trainable_params"]
+  assert abs(delta["arguments_gib"] - (f["arguments_gib"] - r["arguments_gib"])) < 1e-6
+  assert delta["param_temporaries_gib"] > 0 and delta["residuals_gib"] > 0
+  assert red["extrapolated_full_peak_gib"]["tiny"] == r["peak_gib"] + sum(delta.values())
+  assert any("full depth, extrapolated" in line for line in lines)

@@ -33,7 +33,10 @@ def target_devices(target: str, n_cpu: int = 0):
     devs = jax.devices("cpu")
     return devs[:n_cpu] if n_cpu else devs
   from jax.experimental import topologies
-  return topologies.get_topology_desc(platform="tpu", topology_name=target).devices
+  # v4 runs in megacore mode (one device per chip, both TensorCores, 32 GiB), as on real v4 slices; without it
+  # the topology exposes each 16 GiB TensorCore as a device.
+  extra = {"chip_config_name": "megacore"} if chip_of(target) == "v4" else {}
+  return topologies.get_topology_desc(platform="tpu", topology_name=target, **extra).devices
 
 
 def latent_step(cfg, mesh):
@@ -84,3 +87,88 @@ def step_time_at_mfu(flops_per_device: float, chip: str, mfu: float = 0.4) -> fl
 
 def chip_of(target: str) -> str:
   return target.split(":")[0] if target != "cpu" else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Depth extrapolation: a full-depth step may not compile on a small host (the TPU compiler needed > 24 GiB of host
+# RAM for the full 512 step), so a depth-reduced model (fewer UNet levels, full width and resolution) is compiled
+# and the full model's extra per-device memory is added from exact abstract shapes. Validated in
+# docs/memory_plan.md on a pair of sizes that both compile.
+
+def per_device_bytes(tree) -> int:
+  """Bytes one device holds of a tree of ``ShapeDtypeStruct`` with shardings."""
+  total = 0
+  for x in jax.tree.leaves(tree):
+    shape = x.sharding.shard_shape(x.shape) if getattr(x, "sharding", None) is not None else x.shape
+    total += math.prod(shape) * x.dtype.itemsize
+  return total
+
+
+def residual_bytes(cfg, micro_batch: int, device=None) -> tuple[int, int]:
+  """Bytes the backward pass keeps from the forward (JAX's saved residuals of the loss under the config's remat
+  policies, the fp32 parameters themselves excluded) for ``micro_batch`` clips, traced, not compiled, as
+  ``(activations, compute-dtype weight copy)``, both unsharded. ``device``: a target device (its platform picks
+  the attention kernels, as in the compiled step)."""
+  import jax.numpy as jnp
+  from jax._src.ad_checkpoint import saved_residuals
+  from vid2world_jax import sharding, steps, train
+
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  cfg.data.source = "latents"
+  cfg.data.batch_size = micro_batch
+  cfg.optim.grad_accum_steps = 1
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices("cpu")[:1])
+  setup = train.Setup(cfg, mesh)
+  state, frozen, rest, batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                            setup.abstract_args())
+  loss_fn = steps.make_loss_fn(setup.graphdef, setup.frozen_graphdef, cfg, setup.schedule)
+  keys = jax.eval_shape(steps.step_rngs, state["rng"], jnp.zeros((), jnp.int32))
+
+  def loss(params, frozen, rest, batch, keys):
+    return loss_fn(params, frozen, rest, batch, keys)[0]
+
+  target = jax.sharding.AbstractMesh((1, 1), ("data", "fsdp"), abstract_device=_abstract_device(device))
+  with jax.sharding.use_abstract_mesh(target):
+    kept = saved_residuals(loss, state["params"], frozen, rest, batch, keys)
+  acts = weights = 0
+  for a, why in kept:
+    if "from the argument" in why:
+      continue
+    if "optim.py" in why and "convert_element_type" in why:   # optim.cast_floats: compute copy of the weights
+      weights += a.size * a.dtype.itemsize
+    else:
+      acts += a.size * a.dtype.itemsize
+  return acts, weights
+
+
+def _abstract_device(device):
+  from jax._src import mesh as mesh_lib
+  if device is None:
+    return None
+  return mesh_lib.AbstractDevice(device.device_kind, getattr(device, "num_cores", None), device.platform)
+
+
+def depth_delta(small_cfg, full_cfg, mesh, micro_batch: int) -> dict:
+  """Per-device bytes the full model adds to the depth-reduced one on ``mesh`` (each a delta, full - reduced):
+
+  * ``arguments``: train state (fp32 parameters + optimizer state) at the step's shardings, exact;
+  * ``param_temporaries``: per fp32 parameter byte on the device, its fp32 gradient, the fp32 accumulator (when
+    accumulating) and the compute-dtype weight copy the backward keeps (sharded like the parameters): what the
+    compiler must hold besides the state (an estimate: the gradient and accumulator layouts are the compiler's);
+  * ``residuals``: the activations the backward keeps from the forward (block inputs under remat), exact at the
+    JAX level for the per-device micro-batch.
+  """
+  from vid2world_jax import train
+
+  def args_and_params(cfg):
+    state = train.Setup(cfg, mesh).abstract_args()[0]
+    return per_device_bytes(state), per_device_bytes(state["params"])
+
+  a_small, p_small = args_and_params(small_cfg)
+  a_full, p_full = args_and_params(full_cfg)
+  copy = jax.numpy.dtype(full_cfg.precision).itemsize / 4.0
+  per_param = 1.0 + (int(full_cfg.optim.grad_accum_steps) > 1) + (copy if copy < 1 else 0.0)
+  dev = mesh.devices.flat[0]
+  r_small, r_full = residual_bytes(small_cfg, micro_batch, dev)[0], residual_bytes(full_cfg, micro_batch, dev)[0]
+  return {"arguments_gib": (a_full - a_small) / GIB, "param_temporaries_gib": per_param * (p_full - p_small) / GIB,
+          "residuals_gib": (r_full - r_small) / GIB}
