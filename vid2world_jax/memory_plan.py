@@ -104,11 +104,11 @@ def per_device_bytes(tree) -> int:
   return total
 
 
-def residual_bytes(cfg, micro_batch: int, device=None) -> tuple[int, int]:
-  """Bytes the backward pass keeps from the forward (JAX's saved residuals of the loss under the config's remat
-  policies, the fp32 parameters themselves excluded) for ``micro_batch`` clips, traced, not compiled, as
-  ``(activations, compute-dtype weight copy)``, both unsharded. ``device``: a target device (its platform picks
-  the attention kernels, as in the compiled step)."""
+def residual_bytes(cfg, micro_batch: int, device=None) -> int:
+  """Activation bytes the backward pass keeps from the forward (JAX's saved residuals of the loss under the
+  config's remat policies; the parameters and their compute-dtype copy excluded: ``depth_delta`` counts those per
+  parameter, sharded) for ``micro_batch`` clips, traced, not compiled. ``device``: a target device (its platform
+  picks the attention kernels, as in the compiled step)."""
   import jax.numpy as jnp
   from jax._src.ad_checkpoint import saved_residuals
   from vid2world_jax import sharding, steps, train
@@ -130,15 +130,10 @@ def residual_bytes(cfg, micro_batch: int, device=None) -> tuple[int, int]:
   target = jax.sharding.AbstractMesh((1, 1), ("data", "fsdp"), abstract_device=_abstract_device(device))
   with jax.sharding.use_abstract_mesh(target):
     kept = saved_residuals(loss, state["params"], frozen, rest, batch, keys)
-  acts = weights = 0
-  for a, why in kept:
-    if "from the argument" in why:
-      continue
-    if "optim.py" in why and "convert_element_type" in why:   # optim.cast_floats: compute copy of the weights
-      weights += a.size * a.dtype.itemsize
-    else:
-      acts += a.size * a.dtype.itemsize
-  return acts, weights
+  def weights(why):   # a parameter, or optim.cast_floats' compute copy of one
+    return "from the argument" in why or ("optim.py" in why and "convert_element_type" in why)
+
+  return sum(a.size * a.dtype.itemsize for a, why in kept if not weights(why))
 
 
 def _abstract_device(device):
@@ -169,6 +164,6 @@ def depth_delta(small_cfg, full_cfg, mesh, micro_batch: int) -> dict:
   copy = jax.numpy.dtype(full_cfg.precision).itemsize / 4.0
   per_param = 1.0 + (int(full_cfg.optim.grad_accum_steps) > 1) + (copy if copy < 1 else 0.0)
   dev = mesh.devices.flat[0]
-  r_small, r_full = residual_bytes(small_cfg, micro_batch, dev)[0], residual_bytes(full_cfg, micro_batch, dev)[0]
+  r_small, r_full = residual_bytes(small_cfg, micro_batch, dev), residual_bytes(full_cfg, micro_batch, dev)
   return {"arguments_gib": (a_full - a_small) / GIB, "param_temporaries_gib": per_param * (p_full - p_small) / GIB,
           "residuals_gib": (r_full - r_small) / GIB}
