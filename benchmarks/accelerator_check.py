@@ -5,7 +5,7 @@ r"""Accelerator check: the 512 train step and the sampler on one lent GPU / TPU,
 
 Phases, each in its own process with its own timeout (a phase that hangs, runs out of memory or fails leaves the
 others' figures intact, and the partial results it printed before are kept):
-  * train:   train.Setup on one device, data.source=latents (the step holds no VAE / CLIP: precomputed latents,
+  * train:   training.setup.Setup on one device, data.source=latents (the step holds no VAE / CLIP: precomputed latents,
              random batch), micro-batch ``--batch`` clips of 16 frames at 320x512; compile (ahead of time), then
              ``--train_steps`` timed steps: step time (median), peak device memory, FLOPs per step from the
              compiled cost analysis and MFU against the device's peak (logging_utils.PEAK_FLOPS).
@@ -96,7 +96,8 @@ def _peak_gib():
 def run_train(a) -> None:
   import jax
   import numpy as np
-  from vid2world_jax import logging_utils, sharding, train
+  from vid2world_jax import logging_utils, sharding
+  from vid2world_jax.training.setup import Setup
   out = {"phase": "train", "mode": a.mode, **_device_info()}
   cfg = _config(a.mode, latents=not a.encoders_in_step)
   if a.mode == "tiny":
@@ -107,7 +108,7 @@ def run_train(a) -> None:
   emit(dict(out, stage="start"))
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])
   t0 = time.time()
-  setup = train.Setup(cfg, mesh)
+  setup = Setup(cfg, mesh)
   state, rest, frozen = setup.init(eager=True)   # op by op: no constructor compile
   jax.block_until_ready(state)
   out.update(init_s=round(time.time() - t0, 2), params=int(setup.num_params))
@@ -155,11 +156,12 @@ def run_sampler(a) -> None:
   import jax.numpy as jnp
   import numpy as np
   from flax import nnx
-  from vid2world_jax import rollout, sharding, train
+  from vid2world_jax import rollout, sharding, world_model
+  from vid2world_jax.training.setup import Setup
   out = {"phase": "sampler", "mode": a.mode, **_device_info()}
   cfg = _config(a.mode, latents=False)           # the sampler needs the VAE (encode / decode) and CLIP
   cfg.data.batch_size = 1
-  mcfg = train.model_config(cfg)
+  mcfg = world_model.model_config(cfg)
   h, w = (int(s) for s in cfg.data.resolution)
   win = int(mcfg.unet.temporal_length)
   out.update(resolution=[h, w], ddim_steps=a.ddim_steps, guidance_scale=2.5, guidance_rescale=0.7,
@@ -167,7 +169,7 @@ def run_sampler(a) -> None:
   emit(dict(out, stage="start"))
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])
   t0 = time.time()
-  setup = train.Setup(cfg, mesh)
+  setup = Setup(cfg, mesh)
   state, rest, frozen = setup.init(eager=True)   # op by op: no constructor compile
   params = state["params"]
   del state

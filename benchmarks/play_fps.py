@@ -31,7 +31,7 @@ def _session(cfg, checkpoint, cached):
   import jax
   from flax import nnx
   from vid2world_jax import world_model
-  wm, _ = world_model.build(inference.model_config(cfg), rngs=nnx.Rngs(params=0, dropout=1))
+  wm, _ = world_model.build(world_model.model_config(cfg), rngs=nnx.Rngs(params=0, dropout=1))
   params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(wm, nnx.Param)))
   return inference.InferenceSession.from_params(cfg, params, cached=cached)
 

@@ -16,7 +16,8 @@ import sys
 import pytest
 
 from _train_helpers import REPO, tiny_config
-from vid2world_jax import checkpoint_integrity, checkpointing, train
+from vid2world_jax import checkpoint_integrity, checkpointing
+from vid2world_jax.training import loop
 
 CKPT_EVERY, FIRST_RUN_STEPS = 2, 6
 
@@ -189,7 +190,7 @@ def test_disk_write_error_during_save_stops_cleanly_and_keeps_last_good(work):
 
 
 def test_disk_full_enospc_in_save_is_one_line_error(tmp_path, monkeypatch):
-  """ENOSPC raised by a checkpoint writer (here the data-iterator item) -> train.CheckpointError with path+errno."""
+  """ENOSPC raised by a checkpoint writer (here the data-iterator item) -> loop.CheckpointError with path+errno."""
   target = str(tmp_path / "checkpoints")
 
   def full(self, directory, args):
@@ -197,8 +198,8 @@ def test_disk_full_enospc_in_save_is_one_line_error(tmp_path, monkeypatch):
 
   monkeypatch.setattr(checkpointing.IteratorHandler, "save", full)
   cfg = tiny_config(**{"total_steps": 2, "train.ckpt_every": 1})
-  with pytest.raises(train.CheckpointError) as info:
-    train.train_and_evaluate(cfg, str(tmp_path))
+  with pytest.raises(loop.CheckpointError) as info:
+    loop.train_and_evaluate(cfg, str(tmp_path))
   msg = str(info.value)
   assert "\n" not in msg
   assert re.match(r"checkpoint save of step [12] failed: " + re.escape(target) + r"/\S*process_0-of-1.json: "

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from _train_helpers import tiny_config
-from vid2world_jax import train
+from vid2world_jax.training import loop
 from vid2world_jax.data import episodes
 
 
@@ -42,7 +42,7 @@ def test_bad_data_fault_skip_counts_logged_checkpointed_and_equal_after_resume(t
   data = str(tmp_path / "eps")
   _write_episodes(data)
   caplog.set_level(logging.WARNING)
-  full = train.train_and_evaluate(_cfg(data), str(tmp_path / "full"))
+  full = loop.train_and_evaluate(_cfg(data), str(tmp_path / "full"))
   read = full["data_skipped"]["read"]
   assert full["data_skipped"]["index"] == {"short_episode": 1}
   assert set(read) == {"corrupt_file"} and read["corrupt_file"] >= 2, read
@@ -52,14 +52,14 @@ def test_bad_data_fault_skip_counts_logged_checkpointed_and_equal_after_resume(t
 
   caplog.clear()
   work = str(tmp_path / "resumed")
-  first = train.train_and_evaluate(_cfg(data, **{"train.stop_after": 3}), work)
+  first = loop.train_and_evaluate(_cfg(data, **{"train.stop_after": 3}), work)
   assert first["preempted"] and first["last_step"] == 3
   (state_file,) = glob.glob(os.path.join(work, "checkpoints", "3", "data", "process_0-of-1.json"))
   saved = json.load(open(state_file))["state"]
   assert saved["skipped"] == first["data_skipped"]["read"]   # the counts travel with the iterator position
 
   caplog.clear()
-  second = train.train_and_evaluate(_cfg(data), work)
+  second = loop.train_and_evaluate(_cfg(data), work)
   assert second["start_step"] == 3
   assert second["data_skipped"] == full["data_skipped"]   # same totals as the uninterrupted run
   lines = _skip_lines(caplog)

@@ -162,12 +162,12 @@ def test_demo_ablations_table(demo_run):
 def test_demo_transfer_params_real_unet():
   """The bidirectional VDM -> causal world model: temporal-conv kernels transferred, action encoder new."""
   from flax import nnx, traverse_util
-  from vid2world_jax import init_from, train, world_model
+  from vid2world_jax import init_from, world_model
   from vid2world_jax.conversion.dynamicrafter import is_temporal_conv_kernel
   from vid2world_jax.demo import pipeline, training
   from vid2world_jax.models import weight_transfer
   c = demo_test_config(arch="unet")
-  mcfg = train.model_config(c)
+  mcfg = world_model.model_config(c)
   pre_cfg = pipeline.bidirectional_model_config(mcfg)
   assert pre_cfg.unet.action_dim == 0 and pre_cfg.unet.temporal_conv_padding == "symmetric"
   src, _ = world_model.build(pre_cfg, rngs=nnx.Rngs(1))
@@ -263,17 +263,17 @@ def _tiny_config_file(tmp_path):
 
 def test_demo_config_job_dispatch_fields():
   from configs import base, demo
-  from vid2world_jax import train
+  from vid2world_jax.training import config as train_config
   from vid2world_jax.demo import pipeline
   c = demo.get_config()
-  assert c.job == "demo" and train.config_job(c) == "demo"
-  assert train.config_job(base.get_base_config()) == "train"      # no job field: the plain trainer
+  assert c.job == "demo" and train_config.config_job(c) == "demo"
+  assert train_config.config_job(base.get_base_config()) == "train"      # no job field: the plain trainer
   # every knob of the demo is in the config file (so --config.demo.<knob>=... overrides it)
   assert set(c.demo.keys()) == set(pipeline.default_demo_config().keys())
   assert set(c.demo.policy_eval.keys()) == set(pipeline.default_demo_config().policy_eval.keys())
   c.job = "bogus"
-  with pytest.raises(train.ConfigError, match="job must be one of"):
-    train.config_job(c)
+  with pytest.raises(train_config.ConfigError, match="job must be one of"):
+    train_config.config_job(c)
 
 
 def test_demo_train_cli_dispatch(demo_run, tmp_path):
@@ -410,10 +410,10 @@ def test_shipped_pretrained_vdm_matches_the_default_config():
   import jax
   from flax import nnx, traverse_util
   from configs import demo
-  from vid2world_jax import train, world_model
+  from vid2world_jax import world_model
   from vid2world_jax.demo import pipeline, pretrained_asset, training
   cfg = pipeline.with_demo(demo.get_config())
-  mcfg = train.model_config(training.pretrain_config(cfg))
+  mcfg = world_model.model_config(training.pretrain_config(cfg))
   path = pretrained_asset.asset_path(cfg.demo.pretrain_asset)
   assert os.path.getsize(path) <= 20 * 2**20
   out = pretrained_asset.load(path, mcfg)

@@ -13,7 +13,10 @@ from flax import nnx
 
 from tests import _train_helpers
 from configs import test_tiny
-from vid2world_jax import sharding, steps, train, world_model
+from vid2world_jax import sharding, steps, world_model
+from vid2world_jax.training import loop
+from vid2world_jax.training import config as train_config
+from vid2world_jax.training import setup as train_setup
 from vid2world_jax.data import episodes, latents, latents_writer, pipeline
 
 
@@ -83,7 +86,7 @@ def test_latents_source_batch_equals_encoding_pixel_batch(encoded):
 
   # The loss from the stored latents == the loss encoding the pixel batch inside the step (same key).
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])
-  s_pix, s_lat = train.Setup(cfg, mesh), train.Setup(lcfg, mesh)
+  s_pix, s_lat = train_setup.Setup(cfg, mesh), train_setup.Setup(lcfg, mesh)
   model = encoded[5]
   _, params, rest = nnx.split(model, nnx.Param, ...)
   params = nnx.to_pure_dict(params)
@@ -103,7 +106,7 @@ def test_latents_train_from_shards(encoded, tmp_path):
   cfg = _cfg(out, "latents")
   cfg.total_steps = 2
   cfg.data.batch_size = 8   # the 8 fake devices of tests/conftest.py
-  res = train.train_and_evaluate(cfg, str(tmp_path / "wd"))
+  res = loop.train_and_evaluate(cfg, str(tmp_path / "wd"))
   assert res["last_step"] == 2 and all(np.isfinite(v) for v in res["losses"].values())
 
 
@@ -111,15 +114,15 @@ def test_latents_config_errors(encoded):
   _, out, _, _, _, _ = encoded
   cfg = _cfg(out, "latents")
   cfg.data.augment = True
-  with pytest.raises(train.ConfigError, match="augment"):
-    train.validate_config(cfg, 1, 1)
+  with pytest.raises(train_config.ConfigError, match="augment"):
+    train_config.validate_config(cfg, 1, 1)
   cfg = _cfg(out, "latents")
   cfg.data.resolution = (64, 64)
-  with pytest.raises(train.ConfigError, match="do not match"):
-    train.validate_config(cfg, 1, 1)
+  with pytest.raises(train_config.ConfigError, match="do not match"):
+    train_config.validate_config(cfg, 1, 1)
   cfg = _cfg(str(out) + "_missing", "latents")
-  with pytest.raises(train.ConfigError, match="encode_latents"):
-    train.validate_config(cfg, 1, 1)
+  with pytest.raises(train_config.ConfigError, match="encode_latents"):
+    train_config.validate_config(cfg, 1, 1)
 
 
 def test_latents_encode_cli_needs_weights(tmp_path):

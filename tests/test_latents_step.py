@@ -12,7 +12,8 @@ from flax import nnx
 
 from tests import _train_helpers  # noqa: F401  (repo on sys.path)
 from configs import test_tiny
-from vid2world_jax import sharding, steps, train, world_model
+from vid2world_jax import sharding, steps, world_model
+from vid2world_jax.training import setup as train_setup
 
 
 def _configs(arg):
@@ -32,7 +33,7 @@ def _setups(arg):
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])
   result = []
   for cfg in _configs(arg):
-    setup = train.Setup(cfg, mesh)
+    setup = train_setup.Setup(cfg, mesh)
     model, frozen = world_model.build(setup.mcfg, rngs=nnx.Rngs(params=0, dropout=1), encoders=setup.encoders)
     _, params, rest = nnx.split(model, nnx.Param, ...)
     result.append((setup, nnx.to_pure_dict(params), rest, nnx.split(frozen)[1]))

@@ -109,19 +109,20 @@ def test_recipe_outputs_round_trip_without_pickle(tmp_path):
 
 
 def test_recipe_bad_entries_are_config_errors(tmp_path):
-  from vid2world_jax import train
+  from vid2world_jax.training import jobs
+  from vid2world_jax.training import config as train_config
   c = _config(["a", "missing"])
   with pytest.raises(ValueError, match="'missing' has no entry"):
     recipe.run(c, str(tmp_path))
   c.recipe.fns.missing = "test_recipe:no_such_function"
   with pytest.raises(ValueError, match="cannot import"):
     recipe.stages(c)
-  with pytest.raises(train.ConfigError, match="cannot import"):
-    train.run_recipe(c, str(tmp_path))
+  with pytest.raises(train_config.ConfigError, match="cannot import"):
+    jobs.run_recipe(c, str(tmp_path))
   c2 = tiny_config()
   c2.job = "recipe"
-  with pytest.raises(train.ConfigError, match="needs a config.recipe block"):
-    train.config_job(c2)
+  with pytest.raises(train_config.ConfigError, match="needs a config.recipe block"):
+    train_config.config_job(c2)
 
 
 def test_train_module_imports_no_demo_code():
@@ -146,19 +147,23 @@ def test_noise_levels_per_clip_equal_across_frames():
 
 
 def _setup(cfg):
-  from vid2world_jax import sharding, train
-  mesh = sharding.make_mesh(train.validate_config(cfg, jax.device_count(), jax.process_count()))
-  return train.Setup(cfg, mesh), mesh
+  from vid2world_jax import sharding
+  from vid2world_jax.training import config as train_config
+  from vid2world_jax.training import setup as train_setup
+  mesh = sharding.make_mesh(train_config.validate_config(cfg, jax.device_count(), jax.process_count()))
+  return train_setup.Setup(cfg, mesh), mesh
 
 
 def test_train_step_per_clip_noise_and_video_only_model():
   """The trainer's step with ``train.noise_levels = "per_clip"`` on an action-free (action_dim 0) model: every
   noise-level bucket counts whole clips (multiples of T frames)."""
-  from vid2world_jax import sharding, train
+  from vid2world_jax import sharding
+  from vid2world_jax.training import config as train_config
+  from vid2world_jax.training import setup as train_setup
   cfg = tiny_config(**{"train.noise_levels": "per_clip", "model.unet.action_dim": 0})
   setup, mesh = _setup(cfg)
   state, rest, frozen = setup.init()
-  it = train.make_data_iterator(cfg.data)
+  it = train_setup.make_data_iterator(cfg.data)
   t = int(cfg.data.clip_length)
   for _ in range(2):
     local = next(it)
@@ -168,20 +173,20 @@ def test_train_step_per_clip_noise_and_video_only_model():
     assert np.isfinite(float(m["loss"])) and counts.sum() == cfg.data.batch_size * t
     assert np.all(counts % t == 0), counts
   cfg.train.noise_levels = "per_video"
-  with pytest.raises(train.ConfigError, match="train.noise_levels must be one of"):
-    train.validate_config(cfg, 8, 1)
+  with pytest.raises(train_config.ConfigError, match="train.noise_levels must be one of"):
+    train_config.validate_config(cfg, 8, 1)
 
 
 def test_train_init_params_start_a_fresh_run(tmp_path):
   """``train_and_evaluate(init_params=...)`` starts from the given parameters (structure and shapes checked)."""
-  from vid2world_jax import train
+  from vid2world_jax.training import loop
   cfg = tiny_config(**{"total_steps": 1, "optim.lr": 0.0, "optim.warmup_steps": 0})
   setup, _ = _setup(cfg)
   fresh = jax.tree.map(np.asarray, jax.device_get(setup.init()[0]["params"]))
   given = jax.tree.map(lambda x: x + 0.5, fresh)
   state = setup.init(given)[0]
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), state["params"], given)
-  out = train.train_and_evaluate(cfg, str(tmp_path), init_params=given)   # lr 0: parameters unchanged
+  out = loop.train_and_evaluate(cfg, str(tmp_path), init_params=given)   # lr 0: parameters unchanged
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, atol=1e-6), out["state"]["params"], given)
   bad = jax.tree.map(lambda x: x[..., :1] if x.ndim else x, fresh)
   with pytest.raises(ValueError, match="init_params"):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from _train_helpers import REPO, tiny_config
-from vid2world_jax import train
+from vid2world_jax.training import loop
+from vid2world_jax.training import config as train_config
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -30,8 +31,8 @@ def test_train_bad_config_values_rejected(overrides, message):
     for p in parents:
       node = node[p]
     node[leaf] = v
-  with pytest.raises(train.ConfigError) as e:
-    train.validate_config(cfg, 8, 1)
+  with pytest.raises(train_config.ConfigError) as e:
+    train_config.validate_config(cfg, 8, 1)
   assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -60,15 +61,16 @@ def test_train_cli_errors_are_one_line_and_precede_compilation(tmp_path):
 
 def test_train_loss_falls_on_tiny_config(tmp_path):
   cfg = tiny_config(**{"total_steps": 30, "train.ckpt_every": 1000, "optim.lr": 2e-3})
-  out = train.train_and_evaluate(cfg, str(tmp_path))
+  out = loop.train_and_evaluate(cfg, str(tmp_path))
   losses = np.array([out["losses"][s] for s in range(1, 31)])
   assert np.all(np.isfinite(losses))
   assert losses[-8:].mean() < 0.7 * losses[:8].mean(), losses
 
 
 def test_train_writes_sample_rollout_video(tmp_path):
+  from vid2world_jax import train_samples
   cfg = tiny_config(**{"total_steps": 2, "train.sample_every": 2, "train.sample_ddim_steps": 2})
-  train.train_and_evaluate(cfg, str(tmp_path))
+  loop.train_and_evaluate(cfg, str(tmp_path), evaluators=train_samples.evaluators(cfg))
   gifs = os.listdir(tmp_path / "samples")
   assert gifs == ["rollout_gt_vs_generated_00000002.gif"]
   from vid2world_jax import video_io
@@ -80,7 +82,7 @@ def test_train_writes_sample_rollout_video(tmp_path):
 def test_train_real_unet_tiny_bf16_remat_two_steps(tmp_path):
   """The real (tiny) UNet with bf16 compute and per-block remat (slow compile on CPU; toy covers the loop)."""
   cfg = tiny_config("unet", **{"total_steps": 2, "precision": "bfloat16", "remat": True})
-  out = train.train_and_evaluate(cfg, str(tmp_path))
+  out = loop.train_and_evaluate(cfg, str(tmp_path))
   assert sorted(out["losses"]) == [1, 2] and all(np.isfinite(list(out["losses"].values())))
   assert jax_dtype_of(out["state"]["params"]) == {"float32"}   # fp32 master weights
 

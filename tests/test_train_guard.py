@@ -9,7 +9,7 @@ import time
 import pytest
 
 from _train_helpers import REPO
-from vid2world_jax import train
+from vid2world_jax.training import config as train_config
 
 
 def _run(args):
@@ -44,8 +44,8 @@ def test_train_guard_scratch_is_explicit():
   from configs import rt1
   cfg = rt1.get_config()
   cfg.data.path = "."
-  with pytest.raises(train.ConfigError, match="init_from=scratch"):
-    train.check_inputs(cfg)
+  with pytest.raises(train_config.ConfigError, match="init_from=scratch"):
+    train_config.check_inputs(cfg)
   cfg.init_from = "scratch"
-  train.check_inputs(cfg)                   # explicit: accepted
-  assert train.init_checkpoint(cfg) == ""   # and nothing is loaded
+  train_config.check_inputs(cfg)                   # explicit: accepted
+  assert train_config.init_checkpoint(cfg) == ""   # and nothing is loaded

@@ -7,7 +7,8 @@ import pytest
 from flax import nnx
 
 from _train_helpers import tiny_config
-from vid2world_jax import sharding, train
+from vid2world_jax import sharding
+from vid2world_jax.training import setup as train_setup
 from vid2world_jax.conversion import dynamicrafter
 from vid2world_jax.models import unet, weight_transfer
 
@@ -23,7 +24,7 @@ def test_train_init_from_converted_checkpoint(tmp_path):
   dynamicrafter.save_converted(str(tmp_path / "conv"), "256", {"unet": src_cfg}, {"unet": flat})
   cfg.init_from = str(tmp_path / "conv")
   mesh = sharding.make_mesh({"data": -1, "fsdp": 2})
-  setup = train.Setup(cfg, mesh)
+  setup = train_setup.Setup(cfg, mesh)
   state, _, _ = setup.init()
   got = {tuple(sharding.path_str(p).split("/")): np.asarray(x)
          for p, x in jax.tree_util.tree_leaves_with_path(state["params"]["unet"])}

@@ -6,14 +6,15 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from _train_helpers import tiny_config
-from vid2world_jax import sharding, train
+from vid2world_jax import sharding
+from vid2world_jax.training import setup as train_setup
 
 
 def _one_step(cfg, devices, shape):
   mesh = sharding.make_mesh(shape, devices)
-  setup = train.Setup(cfg, mesh)
+  setup = train_setup.Setup(cfg, mesh)
   state, rest, frozen = setup.init()
-  it = train.SyntheticClips(cfg.data, process_index=0, process_count=1)
+  it = train_setup.SyntheticClips(cfg.data, process_index=0, process_count=1)
   batch = sharding.to_global(next(it), mesh)
   new_state, metrics = setup.step(state, frozen, rest, batch)
   return setup, new_state, metrics

@@ -33,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from vid2world_jax import rollout as rl
+from vid2world_jax import world_model
 
 # fold_in stream of a rollout key that draws the VAE posterior noise of its context (frame noise uses the
 # frame indices 0, 1, ...).
@@ -77,14 +78,6 @@ def read_config(state_dir: str) -> ml_collections.ConfigDict:
   if "config" not in payload:
     raise ValueError(f"{meta} holds no 'config'")
   return ml_collections.ConfigDict(payload["config"])
-
-
-def model_config(cfg) -> ml_collections.ConfigDict:
-  """``cfg.model`` with the run's compute dtype and remat written into the UNet config (as the trainer)."""
-  m = ml_collections.ConfigDict(cfg.model.to_dict())
-  m.unet.dtype = cfg.get("precision", m.unet.get("dtype", "float32"))
-  m.unet.remat = bool(cfg.get("remat", False))
-  return m
 
 
 def sampler_config(cfg, **overrides) -> rl.SamplerConfig:
@@ -158,7 +151,7 @@ class InferenceSession:
   def __init__(self, config, graphdef, state, frozen_graphdef, frozen_state, sampler: rl.SamplerConfig, *,
                cached: bool = False, allow_noncausal: bool = False):
     self.config = config
-    self.model_config = mcfg = model_config(config)
+    self.model_config = mcfg = world_model.model_config(config)
     self.sampler = sampler
     self.cached = bool(cached)
     self._params = (state, frozen_state)
@@ -198,14 +191,14 @@ class InferenceSession:
     when the checkpoint has them. ``dtype``: parameter/compute dtype (e.g. ``"bfloat16"``; default the run's).
     ``sampler``: a ``rollout.SamplerConfig`` (default ``sampler_config(config)``). ``cached``: the cached fast
     path (default ``config.eval.cached_rollout``; strictly causal UNet only). ``shard``: see ``param_shardings``."""
-    from vid2world_jax import checkpointing, world_model
+    from vid2world_jax import checkpointing
     state_dir = find_state_dir(checkpoint)
     if config is None:
       config = read_config(state_dir)
     config = ml_collections.ConfigDict(config.to_dict())
     if dtype is not None:
       config.precision = str(jnp.dtype(dtype))
-    mcfg = model_config(config)
+    mcfg = world_model.model_config(config)
     seed = int(config.get("seed", 0))
     abs_wm, abs_fs = nnx.eval_shape(lambda: world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))
     _, abs_params, _ = nnx.split(abs_wm, nnx.Param, ...)
@@ -230,9 +223,8 @@ class InferenceSession:
     ``config``: the run's config (``model``, ``data.resolution``, ``eval``); ``frozen``: the ``FrozenStage``
     (module or its ``nnx.State``; default built from the config: exact for ``patchify``, the VAE / CLIP weights
     need ``config.init_from``)."""
-    from vid2world_jax import world_model
     config = ml_collections.ConfigDict(config.to_dict())
-    mcfg = model_config(config)
+    mcfg = world_model.model_config(config)
     seed = int(config.get("seed", 0))
     abs_wm, abs_fs = nnx.eval_shape(lambda: world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))
     g, abs_params, abs_rest = nnx.split(abs_wm, nnx.Param, ...)
@@ -447,7 +439,7 @@ def _check_tree(want, got, path: str = "") -> None:
 
 def _load_frozen(config, mcfg):
   """The frozen VAE / CLIP encoders from the converted checkpoint of ``config.init_from``."""
-  from vid2world_jax import init_from, world_model
+  from vid2world_jax import init_from
   if not config.get("init_from"):
     raise ValueError("the VAE / CLIP weights are not in training checkpoints: set config.init_from")
   seed = int(config.get("seed", 0))

@@ -49,8 +49,8 @@ def latent_step(cfg, mesh):
 
 
 def full_step(cfg, mesh):
-  from vid2world_jax import train
-  setup = train.Setup(cfg, mesh)
+  from vid2world_jax.training.setup import Setup
+  setup = Setup(cfg, mesh)
   return setup.step, setup.abstract_args(), setup.num_params
 
 
@@ -111,14 +111,15 @@ def residual_bytes(cfg, micro_batch: int, device=None) -> int:
   picks the attention kernels, as in the compiled step)."""
   import jax.numpy as jnp
   from jax._src.ad_checkpoint import saved_residuals
-  from vid2world_jax import sharding, steps, train
+  from vid2world_jax import sharding, steps
+  from vid2world_jax.training.setup import Setup
 
   cfg = ml_collections.ConfigDict(cfg.to_dict())
   cfg.data.source = "latents"
   cfg.data.batch_size = micro_batch
   cfg.optim.grad_accum_steps = 1
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices("cpu")[:1])
-  setup = train.Setup(cfg, mesh)
+  setup = Setup(cfg, mesh)
   state, frozen, rest, batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                                             setup.abstract_args())
   loss_fn = steps.make_loss_fn(setup.graphdef, setup.frozen_graphdef, cfg, setup.schedule)
@@ -153,10 +154,10 @@ def depth_delta(small_cfg, full_cfg, mesh, micro_batch: int) -> dict:
   * ``residuals``: the activations the backward keeps from the forward (block inputs under remat), exact at the
     JAX level for the per-device micro-batch.
   """
-  from vid2world_jax import train
+  from vid2world_jax.training.setup import Setup
 
   def args_and_params(cfg):
-    state = train.Setup(cfg, mesh).abstract_args()[0]
+    state = Setup(cfg, mesh).abstract_args()[0]
     return per_device_bytes(state), per_device_bytes(state["params"])
 
   a_small, p_small = args_and_params(small_cfg)

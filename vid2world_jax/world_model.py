@@ -47,6 +47,23 @@ def unpatchify(latents: jax.Array, p: int, channels: int = 3) -> jax.Array:
   return x.reshape(*lead, hh * p, ww * p, channels)
 
 
+def model_config(cfg) -> ml_collections.ConfigDict:
+  """THE resolution of a run config into the model config (training, inference, the demo and the tools all call
+  this one): ``cfg.model`` with the run's global switches written into the UNet config: compute dtype
+  (``precision``), remat (``remat`` / ``remat_policy``), ``attention_impl`` and the activation sharding rules
+  (``mesh.activation_rules``; a no-op without a mesh). Configs read back from a checkpoint may lack a switch: its
+  model default is kept."""
+  m = ml_collections.ConfigDict(cfg.model.to_dict())
+  m.unet.dtype = cfg.get("precision", m.unet.get("dtype", "float32"))
+  m.unet.remat = bool(cfg.get("remat", False))
+  for kind, policy in (cfg.get("remat_policy") or {}).items():
+    m.unet[f"remat_{kind}"] = policy
+  m.unet.attention_impl = cfg.get("attention_impl", m.unet.get("attention_impl", "auto"))
+  mesh = cfg.get("mesh") or {}
+  m.unet.activation_rules = tuple(tuple(r) for r in mesh.get("activation_rules", ()))
+  return m
+
+
 def latent_channels(cfg: ml_collections.ConfigDict) -> int:
   if cfg.first_stage == "patchify":
     return 3 * cfg.patch_size ** 2

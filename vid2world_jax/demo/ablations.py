@@ -170,11 +170,7 @@ def write_table(out_dir: str, out: dict) -> str:
   return path
 
 
-def main(argv):
-  del argv
-  from vid2world_jax import train  # defines --config / --workdir (shared flags)
-  cfg = train._CONFIG.value  # pylint: disable=protected-access
-  workdir = train._WORKDIR.value  # pylint: disable=protected-access
+def main(cfg, workdir):
   if not workdir:
     sys.exit("error: --workdir is required")
   out = run_ablations(cfg, workdir)
@@ -184,5 +180,7 @@ def main(argv):
 
 if __name__ == "__main__":
   from absl import app
-  from vid2world_jax import train as _train  # noqa: F401  (flags)
-  app.run(main)
+
+  from vid2world_jax import run_flags
+  _CONFIG, _WORKDIR = run_flags.define_config_and_workdir()
+  app.run(lambda argv: main(_CONFIG.value, _WORKDIR.value), flags_parser=run_flags.parse_flags)

@@ -30,8 +30,8 @@ def _tqdm(total, desc, enabled):
 
 
 def model_config(cfg):
-  from vid2world_jax import train  # pylint: disable=import-outside-toplevel
-  return train.model_config(cfg)
+  from vid2world_jax import world_model  # pylint: disable=import-outside-toplevel
+  return world_model.model_config(cfg)
 
 
 def make_session(cfg, params: dict, *, window: int | None = None, ddim_steps: int | None = None

@@ -16,17 +16,14 @@ import sys
 from absl import flags
 
 
-def main(argv):
-  del argv
-  from vid2world_jax import train  # pylint: disable=import-outside-toplevel  (defines --config / --workdir)
+def main(config, workdir, out: str = ""):
   from vid2world_jax.demo import pipeline, pretrained_asset, training  # pylint: disable=import-outside-toplevel
-  cfg = pipeline.with_demo(train._CONFIG.value)  # pylint: disable=protected-access
-  workdir = train._WORKDIR.value  # pylint: disable=protected-access
+  cfg = pipeline.with_demo(config)
   if not workdir:
     sys.exit("error: --workdir is required")
   cfg.demo.pretrain = "run"
   pre = training.pretrain(cfg, workdir)
-  out = flags.FLAGS.out or pretrained_asset.asset_path(cfg.demo.pretrain_asset)
+  out = out or pretrained_asset.asset_path(cfg.demo.pretrain_asset)
   losses = pre["losses"]
   pretrained_asset.save(out, pre["params"], pre["model_config"], steps=int(pre["steps"]),
                         final_loss=float(sum(losses[-50:]) / max(len(losses[-50:]), 1)), seconds=pre["seconds"],
@@ -37,6 +34,8 @@ def main(argv):
 
 if __name__ == "__main__":
   from absl import app
-  from vid2world_jax import train as _train  # noqa: F401  (flags)
-  flags.DEFINE_string("out", "", "output .npz (default: the config's demo.pretrain_asset under demo/assets)")
-  app.run(main)
+
+  from vid2world_jax import run_flags
+  _CONFIG, _WORKDIR = run_flags.define_config_and_workdir()
+  _OUT = flags.DEFINE_string("out", "", "output .npz (default: the config's demo.pretrain_asset under demo/assets)")
+  app.run(lambda argv: main(_CONFIG.value, _WORKDIR.value, _OUT.value), flags_parser=run_flags.parse_flags)

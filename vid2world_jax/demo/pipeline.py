@@ -77,10 +77,10 @@ def check_demo_config(cfg) -> None:
 
 def prepare_config(config) -> ml_collections.ConfigDict:
   """The recipe's ``prepare`` hook: the demo defaults filled in, the demo and trainer configs checked."""
-  from vid2world_jax import train  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.training import config as train_config  # pylint: disable=import-outside-toplevel
   cfg = with_demo(config)
   check_demo_config(cfg)
-  train.validate_config(cfg, jax.device_count(), jax.process_count())
+  train_config.validate_config(cfg, jax.device_count(), jax.process_count())
   return cfg
 
 

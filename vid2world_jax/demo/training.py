@@ -73,8 +73,8 @@ def pretrain_config(cfg) -> ml_collections.ConfigDict:
 
 
 def _train(cfg, workdir: str, init_params: dict | None = None) -> dict:
-  from vid2world_jax import train  # pylint: disable=import-outside-toplevel
-  res = train.train_and_evaluate(cfg, workdir, init_params=init_params)
+  from vid2world_jax.training import loop  # pylint: disable=import-outside-toplevel
+  res = loop.train_and_evaluate(cfg, workdir, init_params=init_params)
   if res["preempted"]:
     raise SystemExit(f"stage preempted at step {res['last_step']}; rerun the same command to resume ({workdir})")
   return {"params": to_numpy(res["state"]["params"]), "losses": [res["losses"][k] for k in sorted(res["losses"])]}
@@ -82,11 +82,11 @@ def _train(cfg, workdir: str, init_params: dict | None = None) -> dict:
 
 def run_pretrain(cfg, workdir: str) -> dict:
   """Stage (a): trained in ``<workdir>/pretrain`` (``demo.pretrain = "run"``) or the shipped file loaded."""
-  from vid2world_jax import train  # pylint: disable=import-outside-toplevel
+  from vid2world_jax import world_model  # pylint: disable=import-outside-toplevel
   d = cfg.demo
   t0 = time.time()
   pcfg = pretrain_config(cfg)
-  mcfg = train.model_config(pcfg)
+  mcfg = world_model.model_config(pcfg)
   if d.pretrain == "shipped":
     from vid2world_jax.demo import pretrained_asset  # pylint: disable=import-outside-toplevel
     out = pretrained_asset.load(pretrained_asset.asset_path(d.pretrain_asset), mcfg)
@@ -117,9 +117,9 @@ def causalize(cfg, pretrained: dict | None, *, init: str, transfer: str) -> dict
     raise ValueError(f"init must be 'pretrained' or 'scratch', got {init!r}")
   if pretrained is None:
     raise ValueError("init='pretrained' needs the pretrained parameters (stage a)")
-  from vid2world_jax import init_from, train, world_model  # pylint: disable=import-outside-toplevel
+  from vid2world_jax import init_from, world_model  # pylint: disable=import-outside-toplevel
   seed = int(cfg.seed)
-  wm, _ = world_model.build(train.model_config(cfg), rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  wm, _ = world_model.build(world_model.model_config(cfg), rngs=nnx.Rngs(params=seed, dropout=seed + 1))
   fresh = to_numpy(nnx.to_pure_dict(nnx.state(wm, nnx.Param)))
   params, rep = init_from.transfer_params(fresh, pretrained["params"], transfer)
   missing = [n for n in rep["new"] if not n.startswith("unet.action_emb")]

@@ -1,0 +1,26 @@
+"""The ``--config`` / ``--workdir`` flags shared by the trainer's command lines (train, the demo's ablations and
+pretrained export), defined only when a command line asks for them (never at import)."""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+
+def define_config_and_workdir(*, lock_config: bool = True):
+  """Defines ``--config`` (a configs/*.py file) and ``--workdir``; returns their flag holders."""
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
+                                           lock_config=lock_config)
+  workdir = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and samples go here.")
+  return config, workdir
+
+
+def parse_flags(argv):
+  """absl flag parsing with one-line errors (unknown config field, bad override value, missing flag)."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # noqa: BLE001 - any parse failure is a user error, reported on one line
+    msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
+    sys.exit(f"error: bad command line: {msg}")
