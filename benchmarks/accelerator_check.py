@@ -156,7 +156,9 @@ def run_sampler(a) -> None:
   import jax.numpy as jnp
   import numpy as np
   from flax import nnx
-  from vid2world_jax import rollout, sharding, world_model
+  from vid2world_jax import sharding, world_model
+  from vid2world_jax.inference import sampler as rollout
+  from vid2world_jax.inference import rollout_model
   from vid2world_jax.training.setup import Setup
   out = {"phase": "sampler", "mode": a.mode, **_device_info()}
   cfg = _config(a.mode, latents=False)           # the sampler needs the VAE (encode / decode) and CLIP
@@ -187,7 +189,7 @@ def run_sampler(a) -> None:
   keys = rollout.rollout_keys(0, 1)
   scfg = rollout.SamplerConfig(ddim_steps=a.ddim_steps, guidance_scale=2.5, guidance_rescale=0.7, window=win)
   for name in [x for x in a.samplers.split(",") if x]:
-    model = rollout.world_model_rollout_model(mcfg, g, fg, cached=(name == "cached"))
+    model = rollout_model.world_model_rollout_model(mcfg, g, fg, cached=(name == "cached"))
     t0 = time.time()
     z = jax.block_until_ready(rollout.rollout(model, scfg, (s, frozen), lat, acts, keys, horizon=a.horizon))
     first = time.time() - t0

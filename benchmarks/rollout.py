@@ -41,17 +41,17 @@ class FrameStepper:
 
   def __init__(self, model, sampler):
     import jax
-    from vid2world_jax import rollout as rl
+    from vid2world_jax.inference import sampler as rl
     self._init = jax.jit(lambda c, a, k: rl.init_window(model, sampler, c, a, k))
     self._step = jax.jit(lambda p, st, a: rl.generate_frame(model, sampler, p, rl.push_action(st, a)))
 
   def start(self, context, context_actions, keys):
-    from vid2world_jax import rollout as rl
+    from vid2world_jax.inference import sampler as rl
     with rl.noise_mode():
       return self._init(context, context_actions, keys)
 
   def step(self, params, state, action):
-    from vid2world_jax import rollout as rl
+    from vid2world_jax.inference import sampler as rl
     with rl.noise_mode():
       return self._step(params, state, action)
 
@@ -62,7 +62,8 @@ def main(_):
   import numpy as np
   from flax import nnx
   from configs import base
-  from vid2world_jax import rollout as rl
+  from vid2world_jax.inference import sampler as rl
+  from vid2world_jax.inference import rollout_model
   from vid2world_jax import world_model
 
   w, a_dim, b = FLAGS.window, 7, FLAGS.batch
@@ -80,8 +81,8 @@ def main(_):
   params = (s, fss)
   sampler = rl.SamplerConfig(ddim_steps=FLAGS.ddim_steps, eta=1.0, guidance_scale=2.5, guidance_rescale=0.7,
                              window=w)
-  gens = {"uncached": FrameStepper(rl.world_model_rollout_model(c.model, g, fg), sampler),
-          "cached": FrameStepper(rl.world_model_rollout_model(c.model, g, fg, cached=True), sampler)}
+  gens = {"uncached": FrameStepper(rollout_model.world_model_rollout_model(c.model, g, fg), sampler),
+          "cached": FrameStepper(rollout_model.world_model_rollout_model(c.model, g, fg, cached=True), sampler)}
   hw = FLAGS.latent_hw
   rng = np.random.default_rng(0)
   frames = jnp.asarray(rng.normal(size=(b, w - 1, hw, hw, 12)).astype(np.float32))

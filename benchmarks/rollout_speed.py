@@ -30,13 +30,15 @@ def main(_):
   import numpy as np
   from flax import nnx
   from configs import test_tiny
-  from vid2world_jax import rollout as rl
+  from vid2world_jax.inference import sampler as rl
+  from vid2world_jax.inference import rollout_model
+  from vid2world_jax.inference import reference
   from vid2world_jax import world_model
   cfg = test_tiny.get_config("toy" if FLAGS.arch == "toy" else None)
   wm, fs = world_model.build(cfg.model, rngs=nnx.Rngs(0))
   g, s = nnx.split(wm)
   fg, fss = nnx.split(fs)
-  model = rl.world_model_rollout_model(cfg.model, g, fg)
+  model = rollout_model.world_model_rollout_model(cfg.model, g, fg)
   w = int(cfg.model.unet.temporal_length)
   sampler = rl.SamplerConfig(ddim_steps=FLAGS.ddim_steps, guidance_scale=2.5, window=w)
   b, hz, a = FLAGS.batch, FLAGS.horizon, int(cfg.model.unet.action_dim)
@@ -61,7 +63,7 @@ def main(_):
          "ms_per_frame": round(1000 * steady / hz, 2)}
   if FLAGS.reference:
     t0 = time.time()
-    ref = rl.rollout_reference(model, sampler, params, ctx, acts, keys, horizon=hz)
+    ref = reference.rollout_reference(model, sampler, params, ctx, acts, keys, horizon=hz)
     t_ref = time.time() - t0
     err = float(jnp.abs(ref - out).max())
     print(f"python-loop reference: {t_ref:.2f} s (incl. its compiles), max |scan - reference| = {err:.2e}")

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vid2world_jax import rollout as rl
+from vid2world_jax.inference import sampler as rl
+
+from vid2world_jax.inference import rollout_model
 
 
 def tiny_model_config(arch: str = "toy", window: int = 4, action_dim: int = 3, hw=(8, 8)):
@@ -44,7 +46,7 @@ def build_world_model(arch: str = "toy", window: int = 4, action_dim: int = 3, s
     nnx.update(wm, st)
   g, s = nnx.split(wm)
   fg, fsd = nnx.split(fs)
-  model = rl.world_model_rollout_model(c.model, g, fg)
+  model = rollout_model.world_model_rollout_model(c.model, g, fg)
   return model, (s, fsd), c
 
 
@@ -90,7 +92,7 @@ def standin_cond(params, first_latent):
 def standin_model():
   from vid2world_jax.diffusion import schedules
   sched = schedules.schedule_for_variant("512")
-  return rl.RolloutModel(denoiser=rl.FnDenoiser(standin_denoise), cond_fn=standin_cond, schedule=sched)
+  return rollout_model.RolloutModel(denoiser=rollout_model.FnDenoiser(standin_denoise), cond_fn=standin_cond, schedule=sched)
 
 
 def write_toy_checkpoint(workdir, step: int = 5, seed: int = 3):

@@ -215,19 +215,20 @@ def test_demo_guidance_scale_one_is_no_guidance():
   prediction."""
   import jax
   import jax.numpy as jnp
-  from vid2world_jax import rollout as rl
+  from vid2world_jax.inference import sampler as rl
+  from vid2world_jax.inference import rollout_model
   import _rollout_helpers as h
   params = h.standin_params(action_dim=3)
   b, w = 2, 4
   rng = np.random.default_rng(0)
-  inputs = rl.WindowInputs(
+  inputs = rollout_model.WindowInputs(
       latents=jnp.asarray(rng.normal(size=(b, w) + h.LATENT), jnp.float32),
       t=jnp.full((b, w), 500, jnp.int32),
       cond={"concat": jnp.asarray(rng.normal(size=(b,) + h.LATENT), jnp.float32),
             "context": jnp.asarray(rng.normal(size=(b, 2, 8)), jnp.float32)},
       actions=jnp.asarray(rng.normal(size=(b, w, 3)), jnp.float32),
       action_mask=jnp.ones((b, w), jnp.float32), new_index=jnp.asarray(2, jnp.int32))
-  den = rl.FnDenoiser(h.standin_denoise)
+  den = rollout_model.FnDenoiser(h.standin_denoise)
   guided = jax.jit(lambda s: rl.guided_prediction(den, params, (), inputs, s, 0.7)[0])
   out1 = guided(jnp.float32(1.0))
   ref = h.standin_denoise(params, inputs.latents, inputs.t, inputs.cond, inputs.actions, inputs.action_mask)
@@ -385,7 +386,7 @@ def test_session_cached_rollout_matches_the_uncached_rollout():
   from vid2world_jax import world_model
   from vid2world_jax.demo import evaluation
   c = demo_test_config(arch="unet")
-  mcfg = evaluation.model_config(c)
+  mcfg = world_model.model_config(c)
   wm, _ = world_model.build(mcfg, rngs=nnx.Rngs(3))
   params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(wm, nnx.Param)))
   c.demo.cached_rollout = True

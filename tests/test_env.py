@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import _rollout_helpers as h
-from vid2world_jax import envs
+from vid2world_jax.inference import envs
 
 FRAME = (8, 8, 3)
 SCALE = 2.5

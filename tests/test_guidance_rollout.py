@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import _rollout_helpers as h
-from vid2world_jax import rollout as rl
+from vid2world_jax.inference import sampler as rl
+from vid2world_jax.inference import rollout_model
 from vid2world_jax.diffusion import guidance as guidance_lib
 
 
@@ -19,7 +20,7 @@ def _window_inputs(new_index=2, w=4, b=2, seed=0):
   mask = jnp.asarray((np.arange(w) <= new_index)[None].repeat(b, 0).astype(np.float32))
   params = h.standin_params()
   cond = h.standin_cond(params, lat[:, 0])
-  return params, rl.WindowInputs(lat, t, cond, acts, mask, jnp.asarray(new_index, jnp.int32))
+  return params, rollout_model.WindowInputs(lat, t, cond, acts, mask, jnp.asarray(new_index, jnp.int32))
 
 
 def _plain(params, inputs, mask):
@@ -29,7 +30,7 @@ def _plain(params, inputs, mask):
 @pytest.mark.parametrize("rescale", [0.0, 0.7])
 def test_guidance_lambda_one_reproduces_conditional_prediction(rescale):
   params, inputs = _window_inputs()
-  den = rl.FnDenoiser(h.standin_denoise)
+  den = rollout_model.FnDenoiser(h.standin_denoise)
   got, _ = jax.jit(lambda p, i: rl.guided_prediction(den, p, (), i, 1.0, rescale))(params, inputs)
   want = _plain(params, inputs, inputs.action_mask)
   np.testing.assert_allclose(np.asarray(got[:, :3]), np.asarray(want[:, :3]), rtol=1e-5, atol=1e-6)
@@ -37,7 +38,7 @@ def test_guidance_lambda_one_reproduces_conditional_prediction(rescale):
 
 def test_guidance_lambda_zero_reproduces_last_action_dropped_prediction():
   params, inputs = _window_inputs(new_index=2)
-  den = rl.FnDenoiser(h.standin_denoise)
+  den = rollout_model.FnDenoiser(h.standin_denoise)
   got, _ = jax.jit(lambda p, i: rl.guided_prediction(den, p, (), i, 0.0, 0.0))(params, inputs)
   dropped = inputs.action_mask.at[:, 2].set(0.0)
   want = _plain(params, inputs, dropped)
@@ -56,7 +57,7 @@ def test_guidance_both_branches_in_one_batched_forward_pass():
     calls.append((lat.shape[0], np.asarray(mask)))
     return h.standin_denoise(p, lat, t, cond, acts, mask)
 
-  out, _ = rl.guided_prediction(rl.FnDenoiser(spy), params, (), inputs, 2.5, 0.7)
+  out, _ = rl.guided_prediction(rollout_model.FnDenoiser(spy), params, (), inputs, 2.5, 0.7)
   assert len(calls) == 1 and calls[0][0] == 4  # one call, 2B rows
   mask = calls[0][1]
   np.testing.assert_array_equal(mask[:2], np.asarray(inputs.action_mask))           # conditional rows

@@ -10,7 +10,8 @@ import pytest
 
 import _rollout_helpers as h
 from vid2world_jax import checkpointing, inference
-from vid2world_jax import rollout as rl
+from vid2world_jax.inference import sampler as rl
+from vid2world_jax.inference import loading
 
 WINDOW = 4
 SAMPLER = rl.SamplerConfig(ddim_steps=2, eta=1.0, guidance_scale=1.0, guidance_rescale=0.7, window=WINDOW)
@@ -129,7 +130,7 @@ def test_inference_load_bf16_and_sharded(tmp_path, monkeypatch):
   got_bf = bf.rollout(ctx, acts, guidance_scale=2.5, seed=1, context_actions=ca)
   assert np.abs(got_bf.astype(int) - want.astype(int)).mean() < 12       # same model at lower precision
   # sharded over the 8 (fake) local devices: large leaves split, same frames up to float reassociation
-  monkeypatch.setattr(inference, "SHARD_MIN_SIZE", 64)   # the toy's leaves are small: split them anyway
+  monkeypatch.setattr(loading, "SHARD_MIN_SIZE", 64)   # the toy's leaves are small: split them anyway
   sh = inference.InferenceSession.load(str(tmp_path / "run"), sampler=SAMPLER, shard=True)
   assert len(jax.local_devices()) > 1
   split = [x for x in jax.tree.leaves(sh.params[0]) if hasattr(x, "sharding")

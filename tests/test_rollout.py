@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import _rollout_helpers as h
-from vid2world_jax import rollout as rl
+from vid2world_jax.inference import sampler as rl
+from vid2world_jax.inference import rollout_model
+from vid2world_jax.inference import reference
 from vid2world_jax.diffusion import ddim
 
 WINDOW = 4
@@ -43,7 +45,7 @@ def test_rollout_scan_matches_python_loop_reference(toy, long_rollout):
   ctx, acts, keys, out = long_rollout
   assert out.shape == (2, 8, 4, 4, 12)
   np.testing.assert_array_equal(np.asarray(out[:, :1]), np.asarray(ctx))
-  ref = rl.rollout_reference(model, CFG_GUIDED, params, ctx, acts, keys, horizon=7)
+  ref = reference.rollout_reference(model, CFG_GUIDED, params, ctx, acts, keys, horizon=7)
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-4)
   assert np.all(np.isfinite(np.asarray(out)))
   assert float(jnp.abs(out[:, -1] - out[:, -2]).max()) > 1e-3  # the model really produced new frames
@@ -57,7 +59,7 @@ def test_rollout_final_alpha_one_scan_matches_reference_and_changes_frames(toy):
   keys = rl.rollout_keys(1, 2)
   cfg1 = dataclasses.replace(CFG_PLAIN, final_alpha_one=True)
   out1 = rl.rollout(model, cfg1, params, ctx, acts, keys, horizon=3)
-  ref1 = rl.rollout_reference(model, cfg1, params, ctx, acts, keys, horizon=3)
+  ref1 = reference.rollout_reference(model, cfg1, params, ctx, acts, keys, horizon=3)
   np.testing.assert_allclose(np.asarray(out1), np.asarray(ref1), rtol=1e-4, atol=1e-4)
   out0 = rl.rollout(model, CFG_PLAIN, params, ctx, acts, keys, horizon=3)
   assert float(jnp.abs(out1[:, 1:] - out0[:, 1:]).max()) > 1e-4
@@ -72,7 +74,7 @@ def test_rollout_longer_than_window_stays_causal(toy, long_rollout):
   out2 = rl.rollout(model, CFG_GUIDED, params, ctx, acts2, keys, horizon=7)
   np.testing.assert_array_equal(np.asarray(out2[:, :6]), np.asarray(out[:, :6]))
   assert float(jnp.abs(out2[:, 6] - out[:, 6]).max()) > 1e-4
-  short = rl.rollout_reference(model, CFG_GUIDED, params, ctx, acts[:, :2], keys, horizon=2)
+  short = reference.rollout_reference(model, CFG_GUIDED, params, ctx, acts[:, :2], keys, horizon=2)
   np.testing.assert_allclose(np.asarray(out[:, :3]), np.asarray(short), rtol=1e-4, atol=1e-4)
 
 
@@ -93,7 +95,7 @@ def test_rollout_many_context_frames_matches_reference(toy):
   ctx, acts = h.random_inputs(batch=1, k=5, horizon=3, seed=1)
   keys = rl.rollout_keys(1, 1)
   out = rl.rollout(model, CFG_PLAIN, params, ctx, acts, keys, horizon=3)
-  ref = rl.rollout_reference(model, CFG_PLAIN, params, ctx, acts, keys, horizon=3)
+  ref = reference.rollout_reference(model, CFG_PLAIN, params, ctx, acts, keys, horizon=3)
   assert out.shape == (1, 8, 4, 4, 12)
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-4)
 
@@ -121,7 +123,7 @@ def test_rollout_world_model_adapter_matches_reference():
   ctx, acts = h.random_inputs(batch=1, k=2, horizon=4, seed=3)
   keys = rl.rollout_keys(2, 1)
   out = rl.rollout(model, cfg, params, ctx, acts, keys, horizon=4)
-  ref = rl.rollout_reference(model, cfg, params, ctx, acts, keys, horizon=4)
+  ref = reference.rollout_reference(model, cfg, params, ctx, acts, keys, horizon=4)
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-4)
   assert float(jnp.abs(out[:, -1] - out[:, 1]).max()) > 1e-3
 
@@ -136,7 +138,7 @@ def test_rollout_real_unet_scan_matches_reference():
   ctx, acts = h.random_inputs(batch=1, k=1, horizon=4, seed=3)
   keys = rl.rollout_keys(2, 1)
   out = rl.rollout(model, cfg, params, ctx, acts, keys, horizon=4)
-  ref = rl.rollout_reference(model, cfg, params, ctx, acts, keys, horizon=4)
+  ref = reference.rollout_reference(model, cfg, params, ctx, acts, keys, horizon=4)
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-4)
   assert float(jnp.abs(out[:, -1] - out[:, 1]).max()) > 1e-3
 
@@ -145,9 +147,9 @@ def test_rollout_refuses_noncausal_unet_config():
   c = h.tiny_model_config("unet")
   c.model.unet.temporal_norm = "joint"
   with pytest.raises(ValueError, match="strictly causal"):
-    rl.check_causal_unet(c.model.unet)
+    rollout_model.check_causal_unet(c.model.unet)
   c.model.unet.temporal_norm = "per_frame"
-  rl.check_causal_unet(c.model.unet)  # no error
+  rollout_model.check_causal_unet(c.model.unet)  # no error
 
 
 # ------------------------------------------------------------------------------------------------------------

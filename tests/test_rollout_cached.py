@@ -13,7 +13,8 @@ import pytest
 from flax import nnx
 
 import _rollout_helpers as h
-from vid2world_jax import rollout as rl
+from vid2world_jax.inference import sampler as rl
+from vid2world_jax.inference import rollout_model
 from vid2world_jax.models import unet as U
 from vid2world_jax.models import frame_cache as FC
 
@@ -163,9 +164,9 @@ def world_models(norm: str):
   wm, fs = random_build(lambda: world_model.build(c.model, rngs=nnx.Rngs(0)), 2)
   g, s = nnx.split(wm)
   fg, fsd = nnx.split(fs)
-  plain = rl.world_model_rollout_model(c.model, g, fg)
-  cached = rl.world_model_rollout_model(c.model, g, fg, cached=True)
-  assert isinstance(cached.denoiser, rl.CachedDenoiser) and isinstance(plain.denoiser, rl.FnDenoiser)
+  plain = rollout_model.world_model_rollout_model(c.model, g, fg)
+  cached = rollout_model.world_model_rollout_model(c.model, g, fg, cached=True)
+  assert isinstance(cached.denoiser, rollout_model.CachedDenoiser) and isinstance(plain.denoiser, rollout_model.FnDenoiser)
   return plain, cached, (s, fsd)
 
 
@@ -200,17 +201,17 @@ def test_rollout_cached_refuses_noncausal_models():
   wm, fs = nnx.eval_shape(lambda: world_model.build(c.model, rngs=nnx.Rngs(0)))
   g, _ = nnx.split(wm)
   fg, _ = nnx.split(fs)
-  with pytest.raises(ValueError, match="cached rollout.*temporal_norm='joint'"):
-    rl.world_model_rollout_model(c.model, g, fg, cached=True)
+  with pytest.raises(ValueError, match="cached rollout.*temporal_norm 'joint'"):
+    rollout_model.world_model_rollout_model(c.model, g, fg, cached=True)
   with pytest.raises(ValueError, match="cached rollout"):  # allow_noncausal does not unlock the cached path
-    rl.world_model_rollout_model(c.model, g, fg, cached=True, allow_noncausal=True)
+    rollout_model.world_model_rollout_model(c.model, g, fg, cached=True, allow_noncausal=True)
   c.model.unet.temporal_norm = "per_frame"
   c.model.unet.temporal_conv_padding = "symmetric"
-  with pytest.raises(ValueError, match="temporal_conv_padding"):
-    rl.world_model_rollout_model(c.model, g, fg, cached=True)
+  with pytest.raises(ValueError, match="temporal conv padding 'symmetric'"):
+    rollout_model.world_model_rollout_model(c.model, g, fg, cached=True)
   t = h.tiny_model_config("toy", window=WINDOW)
   with pytest.raises(ValueError, match="arch='unet'"):
-    rl.world_model_rollout_model(t.model, g, fg, cached=True)
+    rollout_model.world_model_rollout_model(t.model, g, fg, cached=True)
 
 
 @pytest.mark.slow

@@ -68,7 +68,7 @@ def test_train_loss_falls_on_tiny_config(tmp_path):
 
 
 def test_train_writes_sample_rollout_video(tmp_path):
-  from vid2world_jax import train_samples
+  from vid2world_jax.inference import train_samples
   cfg = tiny_config(**{"total_steps": 2, "train.sample_every": 2, "train.sample_ddim_steps": 2})
   loop.train_and_evaluate(cfg, str(tmp_path), evaluators=train_samples.evaluators(cfg))
   gifs = os.listdir(tmp_path / "samples")

@@ -34,6 +34,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from vid2world_jax import checkpoint_integrity as integrity
+from vid2world_jax import param_tree
 from vid2world_jax.checkpoint_integrity import CheckpointCorrupt, verify_step  # noqa: F401 - public API
 
 
@@ -118,7 +119,6 @@ class Manager(ocp.CheckpointManager):
         cleanup_tmp_directories=cleanup_tmp,   # the run's owner: half-written steps of a killed run are removed
         async_options=ocp.AsyncOptions(post_finalization_callback=self._seal_pending) if async_save else None)
     super().__init__(directory, options=options, item_names=ITEMS)
-    _silence_closed_loop_callbacks()
 
   def _seal_pending(self):
     step = self._sealing_step
@@ -375,25 +375,6 @@ def _rekey_like(want, got):
   return got
 
 
-def _check_against(want, have, where: str, path: str = "") -> None:
-  """Clear one-line errors when the stored tree does not fit the model (wrong config for this checkpoint)."""
-  if isinstance(want, dict):
-    if not isinstance(have, dict):
-      raise ValueError(f"checkpoint {where}: {path or '/'} is not a dict")
-    missing = [str(k) for k in want if str(k) not in have]
-    if missing:
-      raise ValueError(f"checkpoint {where} lacks parameter {path}/{missing[0]} (wrong config for this checkpoint?)")
-    extra = sorted(set(have) - {str(k) for k in want})
-    if extra:
-      raise ValueError(f"checkpoint {where} has parameters the config's model lacks: {path}/{extra[:5]}")
-    for k, v in want.items():
-      _check_against(v, have[str(k)], where, f"{path}/{k}")
-    return
-  if tuple(have.shape) != tuple(want.shape):
-    raise ValueError(f"checkpoint {where}: {path} has shape {tuple(have.shape)}, the config's model "
-                     f"{tuple(want.shape)}")
-
-
 def restore_params(state_dir: str, abstract_params, *, use_ema: bool = True):
   """The trainable parameters of a trainer checkpoint's ``state`` item, nothing else (no optimizer state).
 
@@ -408,7 +389,7 @@ def restore_params(state_dir: str, abstract_params, *, use_ema: bool = True):
   name = "ema" if use_ema and "ema" in stored else "params"
   if name not in stored:
     raise ValueError(f"{state_dir} holds no 'params' (keys: {sorted(stored)})")
-  _check_against(abstract_params, stored[name], state_dir)
+  param_tree.check_params_tree(abstract_params, stored[name], f"checkpoint {state_dir} parameters")
   target = {name: _str_keys(abstract_params)}
   restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype), target)
   out = restore_verified(state_dir, lambda: ckptr.restore(

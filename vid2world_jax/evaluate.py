@@ -30,6 +30,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
+from vid2world_jax import pixels
 from vid2world_jax.metrics import frechet, i3d as i3d_lib, image_metrics, inception as inception_lib, protocol
 from vid2world_jax.metrics import weights
 
@@ -106,8 +107,7 @@ def _jit_pair_model(model):
 
   @jax.jit
   def f(state, xy):
-    x = xy[:, 0].astype(jnp.float32) / 127.5 - 1.0
-    y = xy[:, 1].astype(jnp.float32) / 127.5 - 1.0
+    x, y = pixels.from_uint8(xy[:, 0]), pixels.from_uint8(xy[:, 1])
     return nnx.merge(graphdef, state)(x, y)
 
   return lambda xy: f(state, xy)

@@ -1,4 +1,5 @@
-"""Observability: TensorBoard scalars / images, video files, tqdm progress (process 0 only) and MFU."""
+"""Observability: TensorBoard scalars / images, video files, tqdm progress (process 0 only), MFU, and where log
+lines go (``route_logs``: the console quiet while progress bars run, INFO kept in a file in the workdir)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,41 @@ import os
 
 import jax
 import numpy as np
+
+from vid2world_jax import pixels
+
+
+CONSOLE_LEVELS = ("debug", "info", "warning", "error")
+LOG_FILE = "log.txt"   # in the workdir (process 0; process i > 0 writes log.<i>.txt)
+
+
+def route_logs(workdir: str | None, *, console_level: str = "warning") -> str | None:
+  """absl / orbax / python log records: on the console from ``console_level`` up (default WARNING, so the INFO
+  lines of orbax and the trainer do not interleave with the progress bars; a command-line flag raises it), and
+  from INFO up in ``<workdir>/log.txt`` (local workdirs; None for a remote one). Returns the log file's path."""
+  import logging as std_logging  # pylint: disable=import-outside-toplevel
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  if console_level not in CONSOLE_LEVELS:
+    raise ValueError(f"console log level must be one of {CONSOLE_LEVELS}, got {console_level!r}")
+  root = std_logging.getLogger()
+  absl_logging.use_absl_handler()
+  for h in root.handlers:   # the console handlers (absl's, any stderr stream); files keep their levels
+    if not isinstance(h, std_logging.FileHandler):
+      h.setLevel(getattr(std_logging, console_level.upper()))
+  if absl_logging.get_verbosity() < absl_logging.INFO:
+    absl_logging.set_verbosity(absl_logging.INFO)   # INFO records are made (for the file)
+  if not workdir or "://" in str(workdir):
+    return None
+  os.makedirs(workdir, exist_ok=True)
+  name = LOG_FILE if jax.process_index() == 0 else f"log.{jax.process_index()}.txt"
+  path = os.path.abspath(os.path.join(workdir, name))
+  if not any(isinstance(h, std_logging.FileHandler) and h.baseFilename == path for h in root.handlers):
+    fh = std_logging.FileHandler(path)
+    fh.setLevel(std_logging.INFO)
+    fh.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] "
+                                          "%(message)s"))
+    root.addHandler(fh)
+  return path
 
 
 class MetricWriter:
@@ -42,7 +78,7 @@ class MetricWriter:
     if not self.enabled:
       return None
     from vid2world_jax import video_io
-    x = np.clip((np.asarray(frames, np.float32) + 1.0) * 127.5, 0, 255).astype(np.uint8)
+    x = pixels.to_uint8(np.asarray(frames, np.float32))   # rounded (it truncated before)
     n, t, h, w, c = x.shape
     row = np.concatenate(list(x), axis=2)   # [T, H, N*W, 3]: the N clips side by side
     path = os.path.join(self.workdir, "samples", f"{tag}_{step:08d}.gif")

@@ -245,8 +245,8 @@ def eval_set_from_recording(dataset_dir: str, *, context_frames: int = 1, steps:
 def main(argv):
   del argv
   from absl import flags
-  from vid2world_jax import envs
-  from vid2world_jax import rollout_cli
+  from vid2world_jax.inference import envs
+  from vid2world_jax.inference import flags as model_flags
   f = flags.FLAGS
   if bool(f.episodes) == bool(f.recording):
     raise SystemExit("give exactly one of --episodes (eval-set .npz) or --recording (simulator dataset dir)")
@@ -265,7 +265,7 @@ def main(argv):
     raise SystemExit("no success function: pass --success=pkg.module:fn or put verifier_frames/verifier_labels "
                      "in the eval set")
   try:
-    sess, scale = rollout_cli.load_session_from_flags()
+    sess, scale = model_flags.load_session_from_flags()
   except (FileNotFoundError, ValueError) as e:
     raise SystemExit(str(e)) from None
   ctx = es["contexts"]
@@ -294,8 +294,8 @@ def main(argv):
 
 def _define_flags():
   from absl import flags
-  from vid2world_jax import rollout_cli
-  rollout_cli.define_model_flags()
+  from vid2world_jax.inference import flags as model_flags
+  model_flags.define_model_flags()
   flags.DEFINE_string("episodes", "", "eval set .npz (contexts, actions__<policy>, real__<policy>, verifier_*)")
   flags.DEFINE_string("recording", "", "recorded simulator dataset dir (data.simulator.record_dataset): replay its "
                       "policies' actions, real rates = recorded success rates")

@@ -17,12 +17,14 @@ import sys
 
 from absl import logging
 
+from vid2world_jax import logging_utils
 from vid2world_jax.training import config as config_lib
 from vid2world_jax.training import jobs, loop
 
 
-def run(cfg, workdir: str | None) -> None:
-  """The command line's job: one ``error: ...`` line (exit) for a user error, else train / run the recipe."""
+def run(cfg, workdir: str | None, *, console_log_level: str = "warning") -> None:
+  """The command line's job: one ``error: ...`` line (exit) for a user error, else train / run the recipe.
+  Log records below ``console_log_level`` go to ``<workdir>/log.txt`` only (``logging_utils.route_logs``)."""
   problems = [] if workdir else ["--workdir is required (checkpoints, logs and samples go there)"]
   try:
     job = config_lib.config_job(cfg)
@@ -33,13 +35,15 @@ def run(cfg, workdir: str | None) -> None:
   if problems:
     sys.exit("error: " + "; ".join(problems))
   if job in ("recipe", "demo"):
+    logging_utils.route_logs(workdir, console_level=console_log_level)
     try:
       jobs.run_recipe(cfg, workdir)
     except jobs.JOB_ERRORS as e:
       sys.exit(f"error: {e}")
     return
-  jobs.maybe_initialize_distributed()
-  from vid2world_jax import train_samples  # pylint: disable=import-outside-toplevel  (the sample rollouts)
+  jobs.maybe_initialize_distributed()   # before anything touches the backend (route_logs asks the process index)
+  logging_utils.route_logs(workdir, console_level=console_log_level)
+  from vid2world_jax.inference import train_samples  # pylint: disable=import-outside-toplevel  (the sample rollouts)
   try:
     result = loop.train_and_evaluate(cfg, workdir, evaluators=train_samples.evaluators(cfg))
   except jobs.JOB_ERRORS as e:
@@ -52,5 +56,8 @@ if __name__ == "__main__":
 
   from vid2world_jax import run_flags
   _CONFIG, _WORKDIR = run_flags.define_config_and_workdir()
+  _CONSOLE = flags.DEFINE_enum("console_log_level", "warning", list(logging_utils.CONSOLE_LEVELS),
+                               "lowest log level printed to the console (every INFO line is in <workdir>/log.txt)")
   flags.mark_flags_as_required(["config"])
-  app.run(lambda argv: run(_CONFIG.value, _WORKDIR.value), flags_parser=run_flags.parse_flags)
+  app.run(lambda argv: run(_CONFIG.value, _WORKDIR.value, console_log_level=_CONSOLE.value),
+          flags_parser=run_flags.parse_flags)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from vid2world_jax import pixels
 from PIL import Image
 
 RESIZE_MODES = ("crop", "pad", "csgo", "none")
@@ -107,7 +109,7 @@ def to_unit_range(frames: np.ndarray) -> np.ndarray:
   """uint8 [0, 255] -> float32 [-1, 1] (x / 127.5 - 1)."""
   if frames.dtype != np.uint8:
     raise ValueError(f"to_unit_range expects uint8, got {frames.dtype}")
-  return frames.astype(np.float32) * np.float32(1.0 / 127.5) - np.float32(1.0)
+  return pixels.from_uint8(frames)
 
 
 # ----------------------------------------------------------------------------------------------- augmentation

@@ -15,8 +15,7 @@ import time
 import ml_collections
 import numpy as np
 
-from vid2world_jax import inference
-from vid2world_jax import rollout as rl
+from vid2world_jax import inference, pixels, world_model
 from vid2world_jax.metrics import world_model_metrics as wmm
 
 
@@ -29,29 +28,17 @@ def _tqdm(total, desc, enabled):
   return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
-def model_config(cfg):
-  from vid2world_jax import world_model  # pylint: disable=import-outside-toplevel
-  return world_model.model_config(cfg)
-
-
 def make_session(cfg, params: dict, *, window: int | None = None, ddim_steps: int | None = None
                  ) -> inference.InferenceSession:
   """The inference session of ``params`` with the ``config.demo`` settings (DDIM steps, eta, history noise,
   rescale; the cached fast path when ``demo.cached_rollout``)."""
-  d = cfg.demo
-  mcfg = model_config(cfg)
-  hn = d.history_noise
-  scfg = rl.SamplerConfig(
-      ddim_steps=int(d.ddim_steps if ddim_steps is None else ddim_steps), eta=float(d.eta),
-      guidance_scale=1.0, guidance_rescale=float(d.guidance_rescale),
-      history_noise=hn if isinstance(hn, str) else int(hn),
-      window=int(window or mcfg.unet.temporal_length), final_alpha_one=bool(d.final_alpha_one))
-  return inference.InferenceSession.from_params(cfg, params, sampler=scfg, cached=bool(d.cached_rollout))
+  scfg = inference.sampler_config(cfg, ddim_steps=ddim_steps, window=window or None)
+  return inference.InferenceSession.from_params(cfg, params, sampler=scfg, cached=bool(cfg.demo.cached_rollout))
 
 
 def to_uint8(frames_pm1: np.ndarray) -> np.ndarray:
   """Frames in [-1, 1] (the data pipeline's) -> uint8 (exact for frames that came from uint8)."""
-  return np.clip(np.round((np.asarray(frames_pm1, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  return pixels.to_uint8(np.asarray(frames_pm1, np.float32))
 
 
 def load_eval_clips(cfg) -> dict:
@@ -187,7 +174,7 @@ def long_horizon(cfg, params: dict, progress: bool | None = None) -> dict | None
   if factor <= 0:
     return None
   progress = bool(d.progress) if progress is None else progress
-  window = int(model_config(cfg).unet.temporal_length)
+  window = int(world_model.model_config(cfg).unet.temporal_length)
   lcfg = ml_collections.ConfigDict(cfg.to_dict())
   lcfg.data.clip_length = factor * window + 1
   lcfg.data.on_bad_data = "skip"   # only episodes long enough for the long clip
@@ -237,7 +224,7 @@ def policy_evaluation(cfg, params: dict) -> dict:
     from vid2world_jax.demo import metaworld_eval  # pylint: disable=import-outside-toplevel
     out = metaworld_eval.policy_evaluation(cfg, make_session(cfg, params, ddim_steps=int(pe.ddim_steps)))
   else:
-    from vid2world_jax import envs  # pylint: disable=import-outside-toplevel
+    from vid2world_jax.inference import envs  # pylint: disable=import-outside-toplevel
     from vid2world_jax.demo import breakout_eval  # pylint: disable=import-outside-toplevel
     session = make_session(cfg, params, ddim_steps=int(pe.ddim_steps))
     n = len(pe.policies) * int(pe.episodes)

@@ -13,6 +13,8 @@ import os
 import numpy as np
 from tqdm.auto import tqdm
 
+from vid2world_jax import pixels
+
 def _features(frames01: np.ndarray, size: int) -> np.ndarray:
   """``[N, H, W, 3]`` -> ``[N, size*size*3]`` area-downsampled (H, W divisible by size)."""
   n, h, w, c = frames01.shape
@@ -90,7 +92,7 @@ def policy_evaluation(cfg, session) -> dict:
   verifier = SuccessVerifier(cfg, int(pe.verifier_size))
   frames = np.stack([video_ops.to_unit_range(video_ops.spatial_transform(r["frames"], res, "crop")) for r in runs])
   actions = np.stack([r["actions"] for r in runs]).astype(np.float32)
-  z = session.encode(np.clip(np.round((frames[:, :1] + 1.0) * 127.5), 0, 255).astype(np.uint8))
+  z = session.encode(pixels.to_uint8(frames[:, :1]))
   outs = []
   n = len(runs)
   with tqdm(total=n, desc=f"(c') policies inside the world model ({h} frames)", disable=not cfg.demo.progress) as bar:

@@ -1,1 +1,6 @@
-"""diffusion"""
+"""Diffusion maths, pure functions: noise schedules and parameterisations (eps / v), DDIM steps, action alignment,
+Diffusion-Forcing noise levels and causal action guidance.
+
+Layer: the bottom (beside ``models/``). May import nothing of the project outside ``diffusion/``; never
+``training/``, ``inference/``, ``demo/``, ``play/`` (tests/test_architecture.py).
+"""

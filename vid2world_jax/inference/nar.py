@@ -7,11 +7,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vid2world_jax import rollout as rl
+from vid2world_jax.inference import sampler as rl
+
+from vid2world_jax.inference import rollout_model
 from vid2world_jax.diffusion import guidance as guidance_lib
 
 
-def nar_sample(base: rl.RolloutModel, scfg: rl.SamplerConfig, params, ctx: jax.Array, actions: jax.Array,
+def nar_sample(base: rollout_model.RolloutModel, scfg: rl.SamplerConfig, params, ctx: jax.Array, actions: jax.Array,
                scale: jax.Array, key: jax.Array, t_frames: int, rescale: float) -> jax.Array:
   """Non-autoregressive sampling: frames 1..T-1 denoised JOINTLY with one shared timestep; frame 0 is the given
   context latent ``ctx [B, h, w, c]`` at the fixed history level t_small (noise drawn once); the guidance's
@@ -38,7 +40,7 @@ def nar_sample(base: rl.RolloutModel, scfg: rl.SamplerConfig, params, ctx: jax.A
     tau, tp, z = xs
     lat = jnp.concatenate([hist[:, None], x], axis=1)
     t = jnp.concatenate([jnp.full((b, 1), t_small, jnp.int32), jnp.full((b, t_frames - 1), tau, jnp.int32)], 1)
-    out = base.denoiser.fn(params, guidance_lib.stack_branches(lat, lat), guidance_lib.stack_branches(t, t),
+    out = base.full_window()(params, guidance_lib.stack_branches(lat, lat), guidance_lib.stack_branches(t, t),
                            cond2, acts2, mask2)
     c, u = guidance_lib.split_branches(out)
     pred = guidance_lib.causal_action_guidance(c, u, scale, rescale)[:, 1:]

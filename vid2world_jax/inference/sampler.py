@@ -22,15 +22,15 @@ Frame-by-frame generation, as the released sampler (``ar=True``) does it:
 Implementation: ``rollout`` is one ``jax.jit`` of a ``lax.scan`` over new frames with an inner ``lax.scan`` over
 DDIM steps. To keep one static shape, the window is a fixed buffer of ``window`` frames; while it is still growing
 the positions after the newest frame are zero padding. This is exact because the network is causal in time
-(padding after the newest frame cannot influence it); ``rollout_reference`` (a plain Python loop with exactly
-sized windows) checks it. A checkpoint-faithful UNet whose temporal GroupNorm pools over time is NOT causal, and
-``world_model_rollout_model`` refuses it (``allow_noncausal=True`` overrides, knowingly).
+(padding after the newest frame cannot influence it); ``inference.reference.rollout_reference`` (a plain Python loop
+with exactly sized windows) checks it. A checkpoint-faithful UNet whose temporal GroupNorm pools over time is NOT causal, and
+``rollout_model.world_model_rollout_model`` refuses it (``allow_noncausal=True`` overrides, knowingly).
 
 The per-step network call is the seam ``WindowDenoiser``: ``init_state`` runs once per new frame (outside the
 inner scan) and ``__call__`` once per DDIM step, threading a state through the inner scan. The default
 (``FnDenoiser``) is stateless and runs the full window; a KV-cached fast path can keep history keys/values (and
 the history outputs, which are constant across DDIM steps) in that state without touching the scan structure.
-``CachedDenoiser`` is that fast path (``world_model_rollout_model(..., cached=True)``, ``--cached`` in the CLI):
+``CachedDenoiser`` is that fast path (``rollout_model.world_model_rollout_model(..., cached=True)``, ``--cached`` in the CLI):
 ``init_state`` runs the UNet once on the history (``models.frame_cache``: temporal-conv inputs, temporal
 attention keys/values, cumulative-norm statistics), each DDIM step runs it on the new frame only. The cache is
 rebuilt for every new frame (the window's conditioning frame and action alignment change when it slides), so
@@ -49,7 +49,7 @@ from __future__ import annotations
 import dataclasses
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,9 +60,7 @@ from vid2world_jax.diffusion import ddim
 from vid2world_jax.diffusion import guidance as guidance_lib
 from vid2world_jax.diffusion import parameterization
 from vid2world_jax.diffusion.schedules import Schedule
-
-Params = Any
-Cond = dict
+from vid2world_jax.inference.rollout_model import Params, RolloutModel, WindowDenoiser, WindowInputs
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -107,108 +105,6 @@ def timestep_plan(cfg: SamplerConfig, num_timesteps: int) -> tuple[np.ndarray, n
     if t_small >= num_timesteps:
       raise ValueError(f"history_noise {t_small} must be < num_timesteps {num_timesteps}")
   return taus, prevs, t_small
-
-
-# ------------------------------------------------------------------------------------------------------------
-# The network seam.
-
-class WindowInputs(NamedTuple):
-  """One network call on a window (batch ``N`` = B, or 2B with guidance)."""
-  latents: jax.Array      # [N, W, h, w, c] noisy history + the new frame at ``new_index`` (+ zero padding after)
-  t: jax.Array            # [N, W] int32 per-frame timesteps
-  cond: Cond              # {"concat": [N, h, w, c], "context": [N, L, D], ...} from the window's first frame
-  actions: jax.Array      # [N, W, A] aligned (shifted right) actions
-  action_mask: jax.Array  # [N, W] float32, 1 = action present
-  new_index: jax.Array    # [] int32, window position of the frame being generated
-
-
-class WindowDenoiser(Protocol):
-  """Per-step network call. ``init_state`` once per new frame, ``__call__`` once per DDIM step.
-
-  Optional: ``init_state_branches(params, inputs [B rows])``, used with guidance instead of
-  ``init_state(params, branch_inputs(inputs))`` (a denoiser whose state only depends on the history can compute
-  it once for both branches, see ``CachedDenoiser``)."""
-
-  def init_state(self, params: Params, inputs: WindowInputs) -> Any:
-    ...
-
-  def __call__(self, params: Params, state: Any, inputs: WindowInputs) -> tuple[jax.Array, Any]:
-    """Returns ``(prediction [N, W, h, w, c] in the schedule's parameterisation, new state)``."""
-    ...
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class FnDenoiser:
-  """Stateless default: ``fn(params, latents, t, cond, actions, action_mask) -> [N, W, h, w, c]`` on the whole
-  window (e.g. ``WorldModel.denoise``)."""
-  fn: Callable[..., jax.Array]
-
-  def init_state(self, params, inputs):
-    del params, inputs
-    return ()
-
-  def __call__(self, params, state, inputs):
-    out = self.fn(params, inputs.latents, inputs.t, inputs.cond, inputs.actions, inputs.action_mask)
-    return out, state
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class CachedDenoiser:
-  """Cached fast path (causal models only): the history is run through the network ONCE per new frame, every
-  DDIM step then runs the network on the new frame only (plus cache reads).
-
-  ``fill(params, latents [N, W-1, ...], t [N, W-1], cond, actions [N, W-1, A], mask [N, W-1], new_index, window)
-  -> (out [N, W-1, h, w, c], cache)``: full forward on the window buffer without its last slot (history positions
-  are ``< new_index <= W-1``; later slots are ignored by causality) recording what the new frame reads
-  (``models.frame_cache``, fill mode). ``step(params, cache, latents [N, 1, ...], t [N, 1], cond, actions [N, 1, A],
-  mask [N, 1], new_index, window) -> [N, 1, h, w, c]`` (step mode).
-
-  State = ``(history outputs [N, W-1, ...] (zero at positions >= new_index), cache)``. The history outputs are
-  constant across DDIM steps and are returned with the new frame's output at ``new_index`` (the guidance rescale
-  takes its statistics over all valid window frames); window positions after the new frame are zeros. Cost per
-  frame: one forward on ``W-1`` frames + one single-frame forward per DDIM step (vs a ``W``-frame forward per
-  step), the same at every history length (the window buffer has a fixed size). With guidance the history pass
-  runs on the B conditional rows only (``init_state_branches``)."""
-  fill: Callable[..., tuple[jax.Array, Any]]
-  step: Callable[..., jax.Array]
-
-  def init_state(self, params, inputs):
-    w = inputs.latents.shape[1]
-    hist = lambda x: x[:, :w - 1]
-    out, cache = self.fill(params, hist(inputs.latents), hist(inputs.t), inputs.cond, hist(inputs.actions),
-                           hist(inputs.action_mask), inputs.new_index, w)
-    valid = (jnp.arange(w - 1) < inputs.new_index).reshape((1, w - 1) + (1,) * (out.ndim - 2))
-    return jnp.where(valid, out, 0.0), cache
-
-  def init_state_branches(self, params, inputs):
-    """``init_state`` of ``branch_inputs(inputs)`` (``[B] -> [2B]`` rows) at half the cost: the two guidance
-    branches differ only in the new frame's action mask, so their history (and hence the cache) is the same;
-    it is computed on the B conditional rows and duplicated."""
-    state = self.init_state(params, inputs)
-    return jax.tree.map(lambda x: guidance_lib.stack_branches(x, x), state)
-
-  def __call__(self, params, state, inputs):
-    hist_out, cache = state
-    w, p = inputs.latents.shape[1], inputs.new_index
-    at = lambda x: jax.lax.dynamic_slice_in_dim(x, p, 1, axis=1)
-    new = self.step(params, cache, at(inputs.latents), at(inputs.t), inputs.cond, at(inputs.actions),
-                    at(inputs.action_mask), p, w)
-    pred = jnp.concatenate([hist_out, jnp.zeros_like(hist_out[:, :1])], axis=1)
-    pred = jax.lax.dynamic_update_slice_in_dim(pred, new.astype(pred.dtype), p, axis=1)
-    return pred, state
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class RolloutModel:
-  """What a rollout needs besides the sampler settings.
-
-  ``denoiser``: the network seam. ``cond_fn(params, first_latent [B, h, w, c]) -> cond dict`` (concat latent,
-  context tokens, ...; every leaf with a leading batch dim). ``schedule``: the diffusion schedule (parameterisation
-  and dynamic rescale as in training).
-  """
-  denoiser: WindowDenoiser
-  cond_fn: Callable[[Params, jax.Array], Cond]
-  schedule: Schedule
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -427,7 +323,6 @@ def _rollout_impl(model: RolloutModel, cfg: SamplerConfig, horizon: int, params:
 
 
 _JIT_CACHE = weakref.WeakKeyDictionary()   # model -> {(cfg, horizon, progress): jitted fn}
-_REF_JIT = weakref.WeakKeyDictionary()     # denoiser -> jitted fn
 
 
 def rollout(model: RolloutModel, cfg: SamplerConfig, params: Params, context: jax.Array, actions: jax.Array,
@@ -460,143 +355,3 @@ def rollout(model: RolloutModel, cfg: SamplerConfig, params: Params, context: ja
     guidance_scale = 1.0 if cfg.guidance_scale is None else cfg.guidance_scale
   with noise_mode():
     return fn(params, context, actions, keys, jnp.float32(guidance_scale))
-
-
-def rollout_reference(model: RolloutModel, cfg: SamplerConfig, params: Params, context, actions, keys, *,
-                      horizon: int) -> jax.Array:
-  """Plain Python-loop reference: exactly sized windows (no padding), Python loops over frames and DDIM steps.
-
-  Same RNG derivation as ``rollout``; used to test the scan implementation."""
-  with noise_mode():
-    return _rollout_reference(model, cfg, params, context, actions, keys, horizon)
-
-
-def _rollout_reference(model, cfg, params, context, actions, keys, horizon):
-  context = jnp.asarray(context)
-  actions = jnp.asarray(actions, jnp.float32)
-  _check_inputs(context, actions, keys, horizon)
-  b, k = context.shape[:2]
-  w = cfg.window
-  frame_shape = context.shape[2:]
-  taus, prevs, t_small = timestep_plan(cfg, model.schedule.num_timesteps)
-  if not isinstance(model.denoiser, FnDenoiser):
-    raise ValueError("rollout_reference needs a full-window FnDenoiser (it calls the network on exactly sized "
-                     f"windows), got {type(model.denoiser).__name__}")
-  net = _REF_JIT.get(model.denoiser)
-  if net is None:
-    net = _REF_JIT[model.denoiser] = jax.jit(model.denoiser.fn)  # one compile per window length
-  clean = [context[:, j] for j in range(k)]
-  noisy = [noise_history(model.schedule, clean[j], t_small, frame_noise(keys, j, frame_shape, len(taus))[1])
-           for j in range(k)]
-  for f in range(k, k + horizon):
-    s = max(0, f - (w - 1))                       # window = frames s .. f
-    n = f - s + 1
-    x, hist_noise, step_noises = frame_noise(keys, f, frame_shape, len(taus))
-    win_actions = actions_lib.align_actions(jnp.stack(
-        [actions[:, g] if g < f else jnp.zeros_like(actions[:, 0]) for g in range(s, f + 1)], axis=1))
-    cond = model.cond_fn(params, clean[s])
-    mask = jnp.ones((b, n), jnp.float32)
-    hist = jnp.stack(noisy[s:f], axis=1) if n > 1 else None
-    for i, (tau, tau_prev) in enumerate(zip(taus, prevs)):
-      lat = x[:, None] if hist is None else jnp.concatenate([hist, x[:, None]], axis=1)
-      t = jnp.asarray([[t_small] * (n - 1) + [int(tau)]] * b, jnp.int32)
-      if cfg.guidance_scale is None:
-        pred = net(params, lat, t, cond, win_actions, mask)
-      else:
-        pc = net(params, lat, t, cond, win_actions, mask)
-        pu = net(params, lat, t, cond, win_actions, mask.at[:, -1].set(0.0))
-        pred = guidance_lib.causal_action_guidance(pc, pu, cfg.guidance_scale, cfg.guidance_rescale)
-      noise = step_noises[i] if cfg.eta != 0.0 else None
-      x, _ = ddim.ddim_step(model.schedule, x, pred[:, -1], jnp.full((b,), tau, jnp.int32),
-                            jnp.full((b,), tau_prev, jnp.int32), cfg.eta, noise,
-                            final_alpha_one=cfg.final_alpha_one)
-    clean.append(x.astype(context.dtype))
-    noisy.append(noise_history(model.schedule, clean[-1], t_small, hist_noise))
-  return jnp.stack(clean, axis=1)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Adapter for the trained world model (vid2world_jax.world_model).
-
-def check_causal_unet(ucfg) -> None:
-  """Raises ValueError if the UNet config is not strictly causal in time (padded windows would then leak)."""
-  problems = []  # defaults = models.unet's defaults (DynamiCrafter: nothing causal)
-  if not (ucfg.get("causal_temporal_attention", False) or ucfg.get("use_causal_attention", False)):
-    problems.append("temporal attention is not causal")
-  if ucfg.get("addition_attention", True) and not ucfg.get("causal_init_attn", False):
-    problems.append("init_attn is not causal")
-  if ucfg.get("temporal_conv", True) and ucfg.get("temporal_conv_padding", "symmetric") != "causal":
-    problems.append(f"temporal_conv_padding={ucfg.get('temporal_conv_padding', 'symmetric')!r}")
-  if ucfg.get("temporal_norm", "joint") == "joint":
-    problems.append("temporal_norm='joint' pools GroupNorm statistics over time")
-  if problems:
-    raise ValueError("the rollout needs a strictly causal UNet (fixed-size windows are zero-padded while they "
-                     "grow): " + "; ".join(problems) + ". Pass allow_noncausal=True to run anyway.")
-
-
-def world_model_rollout_model(model_cfg, graphdef, frozen_graphdef, schedule: Schedule | None = None, *,
-                              allow_noncausal: bool = False, cached: bool = False) -> RolloutModel:
-  """``RolloutModel`` for ``world_model.build``'s (WorldModel, FrozenStage), split with ``nnx.split``.
-
-  ``params`` of the rollout is then ``(world_model_state, frozen_state)``. The concat latent is the window's first
-  frame; the context comes from ``WorldModel.context`` on that frame decoded to pixels (only computed for a
-  CLIP/resampler context; the learned null context ignores it).
-
-  ``cached=True``: the cached fast path (``CachedDenoiser`` over ``models.frame_cache``): same outputs, each DDIM
-  step runs the UNet on the new frame only. Needs ``arch="unet"`` and a strictly causal UNet (ValueError
-  otherwise; ``allow_noncausal`` does not apply: a non-causal model cannot be cached).
-  """
-  from flax import nnx  # local: keep the pure pieces importable without flax
-  from vid2world_jax.diffusion import schedules as schedules_lib
-
-  if cached:
-    if model_cfg.get("arch", "unet") != "unet":
-      raise ValueError(f"cached rollout needs model.arch='unet', got {model_cfg.get('arch')!r}")
-    try:
-      check_causal_unet(model_cfg.unet)
-    except ValueError as e:
-      raise ValueError("cached rollout: " + str(e).split(". Pass allow_noncausal")[0] + " (the cached path "
-                       "cannot run a non-causal model; use cached=False)") from None
-  if model_cfg.get("arch", "unet") == "unet" and not allow_noncausal:
-    check_causal_unet(model_cfg.unet)
-  if schedule is None:
-    schedule = schedules_lib.make_schedule(**dict(model_cfg.schedule))
-  decode_for_context = model_cfg.get("context", "learned_null") != "learned_null"
-
-  def denoise(params, lat, t, cond, acts, mask, cache=None):
-    wm = nnx.merge(graphdef, params[0])
-    wm.eval()  # inference: dropout off (also keeps RNG streams untouched inside the scans)
-    return wm.denoise(lat, t, cond, acts, mask, cache=cache)
-
-  def cond_fn(params, first_latent):
-    wm = nnx.merge(graphdef, params[0])
-    fs = nnx.merge(frozen_graphdef, params[1])
-    if decode_for_context:
-      pixels = fs.decode(first_latent[:, None])[:, 0]
-    else:
-      pixels = None
-    if pixels is None:
-      ctx = wm.context(fs, first_latent)  # learned null context: the frame is not used
-    else:
-      ctx = wm.context(fs, pixels)
-    return {"concat": first_latent, "context": ctx}
-
-  if not cached:
-    return RolloutModel(denoiser=FnDenoiser(denoise), cond_fn=cond_fn, schedule=schedule)
-
-  from vid2world_jax.models.frame_cache import FrameCache
-
-  def fill(params, lat, t, cond, acts, mask, new_index, window):
-    cache = FrameCache.for_fill(new_index, window)
-    out = denoise(params, lat, t, cond, acts, mask, cache=cache)
-    return out, cache.entries
-
-  def step(params, cache, lat, t, cond, acts, mask, new_index, window):
-    return denoise(params, lat, t, cond, acts, mask, cache=FrameCache.for_step(cache, new_index, window))
-
-  return RolloutModel(denoiser=CachedDenoiser(fill, step), cond_fn=cond_fn, schedule=schedule)
-
-
-if __name__ == "__main__":  # python -m vid2world_jax.rollout --config=... (see rollout_cli)
-  from vid2world_jax import rollout_cli
-  rollout_cli.run()

@@ -9,13 +9,13 @@ evaluation, the demo, play).
 * Loading reads the trainable parameters only (``checkpointing.restore_params``: the EMA when the checkpoint has
   one, optionally cast to bfloat16, restored straight onto their shardings over the local devices); the config
   comes from the checkpoint's ``meta`` item when none is given.
-* ``rollout`` is the jitted ``lax.scan`` of ``rollout.rollout``; ``start``/``step`` run the same per-frame
-  function (``rollout.init_window`` / ``rollout.generate_frame``) one frame per call. Both derive the noise of
+* ``rollout`` is the jitted ``lax.scan`` of ``sampler.rollout``; ``start``/``step`` run the same per-frame
+  function (``sampler.init_window`` / ``sampler.generate_frame``) one frame per call. Both derive the noise of
   frame f from ``fold_in(key(seed)_b, f)`` and carry the guidance scale as a traced value in the window state, so
   T steps at a constant scale give the frames of ``rollout`` with the same seed (tested), and the scale may
   change between steps without recompiling. The window slides after ``window`` frames at a fixed buffer size:
   memory and per-frame time do not grow with the rollout length.
-* ``sample_nar``: non-autoregressive sampling (all frames denoised jointly, ``sampling.nar_sample``).
+* ``sample_nar``: non-autoregressive sampling (all frames denoised jointly, ``inference.nar.nar_sample``).
 The model input (``world_model.unet_denoise``) and the guidance combination
 (``diffusion.guidance.causal_action_guidance``) each exist once; this module only assembles them.
 """
@@ -23,8 +23,6 @@ The model input (``world_model.unet_denoise``) and the guidance combination
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -32,53 +30,13 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vid2world_jax import rollout as rl
-from vid2world_jax import world_model
+from vid2world_jax import param_tree, pixels, world_model
+from vid2world_jax.inference import loading, rollout_model
+from vid2world_jax.inference import sampler as rl
 
 # fold_in stream of a rollout key that draws the VAE posterior noise of its context (frame noise uses the
 # frame indices 0, 1, ...).
 ENCODE_STREAM = 2 ** 31 - 1
-
-# Sub-workdir of the default job (configs/demo.py) whose trainer checkpoints hold the world model.
-DEMO_MODEL_DIR = "finetune"
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Checkpoint discovery and configs.
-
-def find_state_dir(path: str) -> str:
-  """The ``state`` folder of the latest step under ``path``: a step folder, a ``checkpoints/`` folder, a
-  trainer workdir, or the default job's workdir (its world model is trained in ``<path>/finetune``)."""
-  if not path or not os.path.exists(path):
-    raise FileNotFoundError(f"checkpoint not found: {path!r}")
-  path = os.path.abspath(path)
-  if os.path.basename(path) == "state" and os.path.isdir(path):
-    return path
-  if os.path.isdir(os.path.join(path, "state")):
-    return os.path.join(path, "state")
-  candidates = [os.path.join(path, "checkpoints"), os.path.join(path, DEMO_MODEL_DIR, "checkpoints"), path]
-  for root in candidates:
-    if not os.path.isdir(root):
-      continue
-    steps = sorted(int(d) for d in os.listdir(root)
-                   if d.isdigit() and os.path.isdir(os.path.join(root, d, "state")))
-    if steps:
-      return os.path.join(root, str(steps[-1]), "state")
-  raise FileNotFoundError(f"no checkpoint (<step>/state) found under {path} (looked in checkpoints/, "
-                          f"{DEMO_MODEL_DIR}/checkpoints/ and the folder itself)")
-
-
-def read_config(state_dir: str) -> ml_collections.ConfigDict:
-  """The run's config saved next to the parameters (the step's ``meta`` item, JSON)."""
-  meta = os.path.join(os.path.dirname(state_dir), "meta", "metadata")
-  if not os.path.exists(meta):
-    raise FileNotFoundError(f"{os.path.dirname(state_dir)} has no meta/metadata (config); pass config=")
-  with open(meta) as f:
-    payload = json.load(f)
-  if "config" not in payload:
-    raise ValueError(f"{meta} holds no 'config'")
-  return ml_collections.ConfigDict(payload["config"])
-
 
 def sampler_config(cfg, **overrides) -> rl.SamplerConfig:
   """Sampler settings of a run: the default job's ``demo`` block when present (DDIM steps, eta, history noise),
@@ -101,33 +59,6 @@ def default_guidance(cfg) -> float:
   d = cfg.get("demo") or {}
   ev = cfg.get("eval") or {}
   return float(d.get("guidance_scale", ev.get("guidance_scale", 2.5)))
-
-
-def to_uint8(frames: jax.Array) -> jax.Array:
-  """float in [-1, 1] -> uint8 (rounded, clipped); jit-able."""
-  return jnp.clip(jnp.round((frames.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
-
-
-# Parameters above this size are split over the local devices by default (below it, one device holds them: a
-# replicated computation on several devices would only repeat the same work).
-SHARD_ABOVE_BYTES = 1 << 28
-SHARD_MIN_SIZE = 2 ** 14     # leaves with fewer elements stay replicated when sharding
-
-
-def param_shardings(abstract, shard: bool | None):
-  """Target shardings of the parameters: split over the local devices (fsdp rule of ``sharding``: the largest
-  divisible axis of each large leaf, small leaves replicated) when ``shard`` (None: when there are several local
-  devices and the parameters exceed ``SHARD_ABOVE_BYTES``), else all on the first local device."""
-  from vid2world_jax import sharding
-  devices = jax.local_devices()
-  nbytes = sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(abstract))
-  if shard is None:
-    shard = len(devices) > 1 and nbytes > SHARD_ABOVE_BYTES
-  if not shard:
-    one = jax.sharding.SingleDeviceSharding(devices[0])
-    return jax.tree.map(lambda _: one, abstract)
-  mesh = sharding.make_mesh({"data": 1, sharding.FSDP: -1}, devices)
-  return sharding.tree_shardings(abstract, mesh, (), SHARD_MIN_SIZE)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -155,11 +86,8 @@ class InferenceSession:
     self.sampler = sampler
     self.cached = bool(cached)
     self._params = (state, frozen_state)
-    self._model = rl.world_model_rollout_model(mcfg, graphdef, frozen_graphdef, allow_noncausal=allow_noncausal,
-                                               cached=cached)
-    self._uncached_model = (self._model if not cached else
-                            rl.world_model_rollout_model(mcfg, graphdef, frozen_graphdef,
-                                                         allow_noncausal=allow_noncausal))
+    self._model = rollout_model.world_model_rollout_model(mcfg, graphdef, frozen_graphdef,
+                                                          allow_noncausal=allow_noncausal, cached=cached)
     h, w = (int(s) for s in config.data.resolution)
     self._frame_shape = (h, w, 3)
     self._action_dim = int(mcfg.unet.action_dim)
@@ -167,11 +95,11 @@ class InferenceSession:
     def encode(fst, x, keys):  # each rollout's frames encoded with its own key (batch-independent)
       fs = nnx.merge(fg, fst)
       enc_keys = jax.vmap(lambda k: jax.random.fold_in(k, ENCODE_STREAM))(keys)
-      one = lambda xb, kb: fs.encode(xb[None].astype(jnp.float32) / 127.5 - 1.0, kb)[0]
+      one = lambda xb, kb: fs.encode(pixels.from_uint8(xb[None]), kb)[0]
       return jax.vmap(one)(x, enc_keys)
 
     self._encode = jax.jit(encode)
-    self._decode = jax.jit(lambda fst, z: to_uint8(nnx.merge(fg, fst).decode(z)))
+    self._decode = jax.jit(lambda fst, z: pixels.to_uint8(nnx.merge(fg, fst).decode(z)))
     self._decode_unit = jax.jit(lambda fst, z: jnp.clip(nnx.merge(fg, fst).decode(z).astype(jnp.float32), -1, 1))
     model, cfg = self._model, sampler
     self._init = jax.jit(lambda c, a, k, s: rl.init_window(model, cfg, c, a, k, s))
@@ -190,11 +118,11 @@ class InferenceSession:
     ``config``: the run's config (default: the one saved with the checkpoint). ``use_ema``: the EMA parameters
     when the checkpoint has them. ``dtype``: parameter/compute dtype (e.g. ``"bfloat16"``; default the run's).
     ``sampler``: a ``rollout.SamplerConfig`` (default ``sampler_config(config)``). ``cached``: the cached fast
-    path (default ``config.eval.cached_rollout``; strictly causal UNet only). ``shard``: see ``param_shardings``."""
+    path (default ``config.eval.cached_rollout``; strictly causal UNet only). ``shard``: see ``loading.param_shardings``."""
     from vid2world_jax import checkpointing
-    state_dir = find_state_dir(checkpoint)
+    state_dir = loading.find_state_dir(checkpoint)
     if config is None:
-      config = read_config(state_dir)
+      config = loading.read_config(state_dir)
     config = ml_collections.ConfigDict(config.to_dict())
     if dtype is not None:
       config.precision = str(jnp.dtype(dtype))
@@ -204,14 +132,14 @@ class InferenceSession:
     _, abs_params, _ = nnx.split(abs_wm, nnx.Param, ...)
     abs_pure = nnx.to_pure_dict(abs_params)
     pdtype = None if dtype is None else jnp.dtype(dtype)
-    shardings = param_shardings(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, pdtype or x.dtype),
+    shardings = loading.param_shardings(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, pdtype or x.dtype),
                                              abs_pure), shard)
     target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, pdtype or x.dtype, sharding=s), abs_pure,
                           shardings)
     params, _ = checkpointing.restore_params(state_dir, target, use_ema=use_ema)
     frozen = None
     if mcfg.first_stage == "vae" or mcfg.context == "resampler":
-      frozen = _load_frozen(config, mcfg)
+      frozen = loading.load_frozen(config, mcfg)
     return cls.from_params(config, params, frozen, sampler=sampler, cached=cached,
                            allow_noncausal=allow_noncausal)
 
@@ -228,7 +156,7 @@ class InferenceSession:
     seed = int(config.get("seed", 0))
     abs_wm, abs_fs = nnx.eval_shape(lambda: world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))
     g, abs_params, abs_rest = nnx.split(abs_wm, nnx.Param, ...)
-    _check_tree(nnx.to_pure_dict(abs_params), params)
+    param_tree.check_params_tree(nnx.to_pure_dict(abs_params), params, "params")
     pst = abs_params
     nnx.replace_by_pure_dict(pst, jax.tree.map(jnp.asarray, params))
     rest = jax.tree.map(lambda v: jax.random.key(seed) if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key)
@@ -238,7 +166,7 @@ class InferenceSession:
     graphdef, state = nnx.split(wm)
     if frozen is None:
       if mcfg.first_stage == "vae" or mcfg.context == "resampler":
-        frozen = _load_frozen(config, mcfg)
+        frozen = loading.load_frozen(config, mcfg)
       else:
         frozen = nnx.merge(nnx.split(abs_fs)[0], jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype),
                                                                nnx.split(abs_fs)[1]))
@@ -282,7 +210,7 @@ class InferenceSession:
     return self._params
 
   @property
-  def rollout_model(self) -> rl.RolloutModel:
+  def rollout_model(self) -> rollout_model.RolloutModel:
     return self._model
 
   # -- pixels <-> latents --------------------------------------------------------------------------------------
@@ -404,47 +332,17 @@ class InferenceSession:
     return self.decode(lat[:, 1:])
 
   def nar_latents(self, context_latent, actions, *, guidance_scale: float, seed: int, frames: int) -> jax.Array:
-    """``sampling.nar_sample`` of these parameters: ``[B, h, w, c]`` + actions ``[B, >= frames - 1, A]`` (the
+    """``nar.nar_sample`` of these parameters: ``[B, h, w, c]`` + actions ``[B, >= frames - 1, A]`` (the
     action taken at each frame) -> ``[B, frames, h, w, c]`` (frame 0 = the context latent)."""
-    from vid2world_jax import sampling
+    from vid2world_jax.inference import nar  # pylint: disable=import-outside-toplevel
     if frames > self.window:
       raise ValueError(f"non-autoregressive sampling of {frames} frames needs frames <= window {self.window}")
     if self._nar is None:
-      base, cfg, params = self._uncached_model, self.sampler, self._params
-      self._nar = jax.jit(lambda ctx, acts, s, key, t: sampling.nar_sample(base, cfg, params, ctx, acts, s, key, t,
+      base, cfg, params = self._model, self.sampler, self._params   # NAR: its whole-window call
+      self._nar = jax.jit(lambda ctx, acts, s, key, t: nar.nar_sample(base, cfg, params, ctx, acts, s, key, t,
                                                                            cfg.guidance_rescale),
                           static_argnums=(4,))
     acts = jnp.asarray(actions, jnp.float32)
     acts = jnp.concatenate([acts, jnp.zeros_like(acts[:, :1])], axis=1)[:, :frames]  # actions[:, frames-1] unused
     return self._nar(jnp.asarray(context_latent), acts, jnp.float32(guidance_scale), jax.random.key(int(seed)),
                      int(frames))
-
-
-def _check_tree(want, got, path: str = "") -> None:
-  if isinstance(want, dict):
-    if not isinstance(got, dict):
-      raise ValueError(f"params: {path or '/'} must be a dict")
-    missing = [k for k in want if k not in got]
-    if missing:
-      raise ValueError(f"params lack {path}/{missing[0]} (wrong config for these parameters?)")
-    extra = [k for k in got if k not in want]
-    if extra:
-      raise ValueError(f"params have entries the config's model lacks: {path}/{extra[:5]}")
-    for k, v in want.items():
-      _check_tree(v, got[k], f"{path}/{k}")
-    return
-  if tuple(np.shape(got)) != tuple(want.shape):
-    raise ValueError(f"params: {path} has shape {tuple(np.shape(got))}, the config's model {tuple(want.shape)}")
-
-
-def _load_frozen(config, mcfg):
-  """The frozen VAE / CLIP encoders from the converted checkpoint of ``config.init_from``."""
-  from vid2world_jax import init_from
-  if not config.get("init_from"):
-    raise ValueError("the VAE / CLIP weights are not in training checkpoints: set config.init_from")
-  seed = int(config.get("seed", 0))
-  _, frozen = world_model.build(mcfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
-  _, fstate = nnx.split(frozen)
-  _, fstate = init_from.load(config, mcfg, None, fstate, None, None)
-  nnx.update(frozen, fstate)
-  return frozen

@@ -8,7 +8,7 @@ README's "Play it in the browser"), with run/pause, step, reset (seed), guidance
 second readout; "Save recording" writes the episode under ``--out_dir`` (mp4, frames, actions, context, and a
 session.json with the rollout CLI command that replays it to the same frames). The sampler flags are the rollout
 CLI's (``--ddim_steps``, ``--cached``, ``--ema`` ...); those not given keep the run's settings, and the model is
-loaded as the CLI loads it (``rollout_cli.load_session_from_flags``). ``--context``: a video or .npz of context
+loaded as the CLI loads it (``inference.flags.load_session_from_flags``). ``--context``: a video or .npz of context
 frames (default: the config's embedded simulator, reset to the episode's seed).
 """
 
@@ -19,7 +19,7 @@ import sys
 
 from absl import app, flags, logging
 
-from vid2world_jax import rollout_cli
+from vid2world_jax.inference import flags as model_flags
 
 
 def _config_args(argv) -> list[str]:
@@ -32,7 +32,7 @@ def _config_args(argv) -> list[str]:
 
 
 def define_flags():
-  rollout_cli.define_model_flags()
+  model_flags.define_model_flags()
   flags.DEFINE_string("context", None, "context video (.mp4/.gif/...) or .npz ('frames' [k,H,W,3], optional "
                       "'actions' [k-1,A]); default: the config's embedded simulator")
   flags.DEFINE_integer("context_frames", 0, "context frames k (0 = config.eval.context_frames)")
@@ -50,8 +50,8 @@ def main(argv):
   f = flags.FLAGS
   logging.info("loading %s", f.checkpoint)
   try:
-    session, scale = rollout_cli.load_session_from_flags()   # the rollout CLI's loading: same model, same sampler
-  except rollout_cli.LOAD_ERRORS as e:
+    session, scale = model_flags.load_session_from_flags()   # the rollout CLI's loading: same model, same sampler
+  except model_flags.LOAD_ERRORS as e:
     raise SystemExit(str(e)) from None
   cli_flags = {**play_app.sampler_flag_values(session), "ema": bool(f.ema), "dtype": f.dtype,
                "allow_noncausal": True if f.allow_noncausal else None}

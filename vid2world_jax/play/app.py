@@ -13,13 +13,16 @@ def make_player(session, cfg, *, context: str | None = None, context_frames: int
                 info: dict | None = None) -> game.Player:
   """A ``game.Player`` on ``session`` (``inference.InferenceSession`` or any ``game.Stepper``) for config
   ``cfg``: ``context`` a video/.npz (default: the config's embedded simulator), ``context_frames`` (0 = the
-  session's), ``keymap`` a ``keymaps.KEYMAPS`` name or ``auto``, ``guidance_scale`` (None = the session's, else ``cfg.eval``'s)."""
+  session's), ``keymap`` a ``keymaps.KEYMAPS`` name or ``auto``, ``guidance_scale`` (None = the session's, else ``inference.default_guidance``)."""
   k = int(context_frames or session.context_frames)
   km = keymaps.for_config(cfg, keymap, axis_value)
   ctx_fn = contexts.for_config(cfg, context, k, session.frame_shape, session.action_dim)
   if guidance_scale is None:
     guidance_scale = getattr(session, "guidance_scale", None)
-  scale = float(cfg.eval.guidance_scale if guidance_scale is None else guidance_scale)
+  if guidance_scale is None:   # a Stepper without one: the run's default (the one place that picks it)
+    from vid2world_jax import inference  # pylint: disable=import-outside-toplevel
+    guidance_scale = inference.default_guidance(cfg)
+  scale = float(guidance_scale)
   return game.Player(session, km, ctx_fn, guidance_scale=scale, seed=seed, out_dir=out_dir, video_fps=video_fps,
                      replay_command=replay_command, info=info)
 

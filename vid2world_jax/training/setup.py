@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vid2world_jax import optim, sharding, steps, world_model
+from vid2world_jax import optim, param_tree, sharding, steps, world_model
 from vid2world_jax.training.config import init_checkpoint, uses_latents
 
 
@@ -181,14 +181,5 @@ def abstract_batch(cfg, mcfg) -> dict:
 
 def place_params(values: dict, like: dict, shardings: dict) -> dict:
   """``values`` (host arrays) put on ``shardings``; structure, shapes and dtypes must match ``like``."""
-  try:
-    jax.tree.map(lambda *_: None, values, like)
-  except ValueError as e:
-    raise ValueError(f"init_params do not have the model's parameter structure: {e}") from None
-
-  def one(path, v, ref):
-    if tuple(np.shape(v)) != tuple(ref.shape):
-      raise ValueError(f"init_params {jax.tree_util.keystr(path)}: shape {np.shape(v)} != model {ref.shape}")
-    return np.asarray(v, ref.dtype)
-
-  return jax.device_put(jax.tree_util.tree_map_with_path(one, values, like), shardings)
+  param_tree.check_params_tree(like, values, "init_params")
+  return jax.device_put(jax.tree.map(lambda v, ref: np.asarray(v, ref.dtype), values, like), shardings)
