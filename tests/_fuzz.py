@@ -50,6 +50,14 @@ def array_variants(x: np.ndarray) -> dict[str, np.ndarray]:
           "rank6": xf.reshape((1, 1, 1, 1, 1, -1)), "empty": np.zeros((0,) + x.shape[1:], x.dtype)}
 
 
+# (entry point, outcome) -> cases, printed at the end of the session (conftest) for docs/reliability.md
+OUTCOMES: dict = {}
+
+
+def record(entry: str, outcome: str) -> None:
+  OUTCOMES[(entry, outcome)] = OUTCOMES.get((entry, outcome), 0) + 1
+
+
 def write_bytes(d, name: str, data: bytes) -> str:
   path = os.path.join(str(d), name)
   with open(path, "wb") as f:

@@ -31,20 +31,23 @@ def _valid_bytes(tmp_path, ext: str) -> bytes:
     return f.read()
 
 
-def _check(fn, path):
+def _check(fn, path, entry):
   """Rule 1 for one reader call: the value, or None after a one-line user error naming ``path``."""
   try:
-    return fn(path)
+    x = fn(path)
   except user_input.user_errors() as e:
     _fuzz.assert_one_line(e, path)
+    _fuzz.record(entry, "refused")
     return None
+  _fuzz.record(entry, "read")
+  return x
 
 
 def _check_context(path):
-  x = _check(rollout_cli.read_context, path)
+  x = _check(rollout_cli.read_context, path, "rollout_cli --context")
   if x is not None:
     assert x.dtype == np.uint8 and x.ndim == 5 and x.shape[-1] == 3 and 0 not in x.shape, x.shape
-  ctx = _check(lambda p: contexts.from_file(p, 1, (16, 16, 3), 2)(0), path)
+  ctx = _check(lambda p: contexts.from_file(p, 1, (16, 16, 3), 2)(0), path, "play --context")
   if ctx is not None:
     assert ctx.frames.shape == (1, 16, 16, 3) and ctx.frames.dtype == np.uint8
   return x
@@ -75,11 +78,11 @@ def test_fuzz_context_npz_arrays(tmp_path):
   assert _check_context(p) is None
   p = str(tmp_path / "nan_actions.npz")
   np.savez(p, frames=FRAMES, actions=np.full((3, 2), np.nan, np.float32))
-  assert _check(lambda q: contexts.from_file(q, 2, (16, 16, 3), 2), p) is None
+  assert _check(lambda q: contexts.from_file(q, 2, (16, 16, 3), 2), p, "play --context") is None
 
 
 def _check_actions(path):
-  a = _check(rollout_cli.read_actions, path)
+  a = _check(rollout_cli.read_actions, path, "rollout_cli --actions")
   if a is not None:
     assert a.dtype == np.float32 and a.ndim == 3 and 0 not in a.shape and np.isfinite(a).all()
   return a
@@ -141,3 +144,4 @@ def test_bad_input_rollout_cli_one_line_exit_1(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and bad in lines[0], r.stderr
     assert not os.path.exists(out)
+    _fuzz.record("rollout_cli (process)", "refused")

@@ -121,6 +121,7 @@ def test_play_api_fuzz_every_field(srv):
         body["unknown_" + str(int(r.integers(0, 9)))] = 1
       status, reply = _post(srv, path, body)
       cases += 1
+      _fuzz.record("play HTTP API", "served" if status == 200 else "refused")
       try:
         server.check_body(path, json.loads(json.dumps(body)))
         valid = True
@@ -138,6 +139,7 @@ def test_play_api_fuzz_every_field(srv):
     for b in raw_bodies:
       status, reply = _request(srv, "POST", path, b)
       cases += 1
+      _fuzz.record("play HTTP API", "served" if status == 200 else "refused")
       assert status == 200 or (400 <= status < 600 and "error" in reply), (path, b[:40], status, reply)
   for hdr in ({"Content-Length": "abc"}, {"Content-Length": "-5"}, {"Content-Length": str(1 << 20)}):
     _assert_error(*_request(srv, "POST", "/api/step", None, hdr),

@@ -101,6 +101,11 @@ class ClipLoader(grain.transforms.RandomMap):
     except Exception as e:  # noqa: BLE001 - corrupt file contents (HDF5/zip/protobuf errors)
       common.bad_data(self.on_bad_data, "corrupt_file", f"{where}: cannot read clip ({type(e).__name__}: {e})")
       return SkippedClip("corrupt_file")
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+      common.bad_data(self.on_bad_data, "bad_shape", f"{where}: frames are {frames.dtype} {frames.shape}, "
+                      "expected uint8 [T, H, W, 3]")
+      return SkippedClip("bad_shape")
     actions = np.asarray(actions, np.float32)
     if not common.validate_actions(actions, self.action_dim, f"{where} frames {idx[0]}..{idx[-1]}",
                                    self.on_bad_data):
