@@ -188,7 +188,7 @@ def define_rollout_flags():
 def run():
   from absl import app
   define_rollout_flags()
-  app.run(main)
+  app.run(main, flags_parser=user_input.parse_flags)
 
 
 if __name__ == "__main__":

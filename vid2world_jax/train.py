@@ -655,11 +655,8 @@ def main(argv):
 
 def parse_flags(argv):
   """absl flag parsing with one-line errors (unknown config field, bad override value, missing flag)."""
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # noqa: BLE001 - any parse failure is a user error, reported on one line
-    msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
-    sys.exit(f"error: bad command line: {msg}")
+  from vid2world_jax import user_input  # pylint: disable=import-outside-toplevel
+  return user_input.parse_flags(argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ name and renamed when complete, so a failure leaves nothing partial behind.
 
   UserInputError          the error type of a bad user file / value (a ValueError); its message is one line
   user_errors()           the error types a CLI reports in one line (everything else is a bug: traceback)
-  cli_main(main)          wraps an absl ``main``: USER_ERRORS -> "error: <one line>" on stderr, exit status 1
+  cli_main(main)          wraps an absl ``main``: user_errors() -> "error: <one line>" on stderr, exit status 1
+  parse_flags             absl's flags_parser with one-line errors (bad --config.x=y overrides, config files)
   atomic_output(path)     context manager: yields a temporary path next to ``path``, renamed to it on success
   load_npy / read_npz     numpy files read with the file named in every failure (truncated, not numpy, pickled)
   read_json               a JSON object file (config.json, metadata) with the file named in every failure
@@ -60,6 +61,18 @@ def cli_main(main):
     except user_errors() as e:
       sys.exit(f"error: {one_line(e)}")
   return wrapped
+
+
+def parse_flags(argv, flag_values=None):
+  """absl flag parsing (``app.run(main, flags_parser=parse_flags)``) with one-line errors: an unknown config
+  field, a bad override value (``--config.x=y``), a missing or broken config file, a missing required flag."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  fv = flags.FLAGS if flag_values is None else flag_values
+  try:
+    return fv(argv)
+  except Exception as e:  # noqa: BLE001 - any parse failure (incl. the config file's own errors) is a user error
+    msg = one_line(str(e).replace("\\n", " ").replace("\\'", "'"))
+    sys.exit(f"error: bad command line: {msg}")
 
 
 def _partial_name(path: str) -> str:
