@@ -69,7 +69,14 @@ def parse_flags(argv, flag_values=None):
   from absl import flags  # pylint: disable=import-outside-toplevel
   fv = flags.FLAGS if flag_values is None else flag_values
   try:
-    return fv(argv)
+    rest = fv(argv)
+    for name in fv:   # config_flags keeps a config file that failed to load as an object raising on first use
+      err = getattr(fv[name].value, "_error", None) if type(fv[name].value).__name__ == "_ErrorConfig" else None
+      if err is not None:
+        raise ValueError(f"--{name}: cannot load the config file ({type(err).__name__}: {err})")
+      if type(fv[name]).__name__ == "_ConfigFlag" and fv[name].present and fv[name].value is None:
+        raise ValueError(f"--{name}: the config file's get_config() returned None")
+    return rest
   except Exception as e:  # noqa: BLE001 - any parse failure (incl. the config file's own errors) is a user error
     msg = one_line(str(e).replace("\\n", " ").replace("\\'", "'"))
     sys.exit(f"error: bad command line: {msg}")
