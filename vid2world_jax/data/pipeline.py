@@ -168,7 +168,10 @@ class TrainIterator(grain.DatasetIterator):
 
   def __next__(self):
     batch = next(self._it)
-    for reason, n in zip(SKIP_REASONS, np.asarray(batch.pop(SKIP_KEY)).reshape(-1, len(SKIP_REASONS)).sum(0)):
+    skipped = batch.pop(SKIP_KEY, None) if isinstance(batch, dict) else None   # latents batches have none
+    if skipped is None:
+      return batch
+    for reason, n in zip(SKIP_REASONS, np.asarray(skipped).reshape(-1, len(SKIP_REASONS)).sum(0)):
       if n:
         self._counts[reason] = self._counts.get(reason, 0) + int(n)
     return batch
