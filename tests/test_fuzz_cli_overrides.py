@@ -106,3 +106,20 @@ def test_bad_input_cli_process_one_line_exit_1(tmp_path, cli):
   assert "Traceback" not in r.stderr and len(lines) == 1 and lines[0].startswith("error"), r.stderr[-2000:]
   assert not any(p.startswith("out") for p in os.listdir(tmp_path)), os.listdir(tmp_path)
   _fuzz.record(f"{cli} (process)", "refused")
+
+
+def test_bad_input_play_cli_context_and_checkpoint(tmp_path):
+  """The play CLI: a missing checkpoint, then a real one with a damaged --context or a bad --guidance: exit 1,
+  one line naming the problem, no server started."""
+  import _rollout_helpers as h
+  h.write_toy_checkpoint(tmp_path / "work")
+  bad = _fuzz.write_bytes(tmp_path, "ctx.gif", b"GIF89a" + bytes(50))
+  base = ["-m", "vid2world_jax.play", f"--config={TINY}:toy", "--port=0", f"--out_dir={tmp_path / 'out'}"]
+  for args, names in (([f"--checkpoint={tmp_path / 'nope'}"], "nope"),
+                      ([f"--checkpoint={tmp_path / 'work'}", f"--context={bad}"], bad),
+                      ([f"--checkpoint={tmp_path / 'work'}", "--guidance=nan"], "--guidance")):
+    r, lines = _run(base + args, REPO)
+    assert r.returncode == 1 and "play: open" not in r.stdout, (r.returncode, r.stdout[-500:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and len(lines) == 1 and names in lines[0], r.stderr[-2000:]
+    _fuzz.record("play (process)", "refused")
+  assert not os.path.exists(tmp_path / "out")

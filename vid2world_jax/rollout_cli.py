@@ -82,7 +82,10 @@ def load_session_from_flags():
   sess = inference.InferenceSession.load(state_dir, cfg, use_ema=f.ema, dtype=f.dtype,
                                          sampler=inference.sampler_config(cfg, **overrides), cached=f.cached,
                                          allow_noncausal=f.allow_noncausal)
-  return sess, (sess.guidance_scale if f.guidance is None else float(f.guidance))
+  scale = sess.guidance_scale if f.guidance is None else float(f.guidance)
+  if not np.isfinite(scale) or scale < 0:
+    raise UserInputError(f"--guidance must be a finite number >= 0, got {f.guidance}")
+  return sess, scale
 
 
 def read_context(path: str) -> np.ndarray:

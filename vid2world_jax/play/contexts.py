@@ -76,7 +76,7 @@ def embedded(cfg, k: int, frame_shape):
       return Context(_fit(ep["frames"][:k], frame_shape), ep["actions"][:k - 1].astype(np.float32),
                      f"metaworld:{simulator.ENV_NAME}:seed={int(seed)}")
     return fn
-  raise ValueError(f"no embedded simulator {env!r} (known: breakout, metaworld)")
+  raise UserInputError(f"no embedded simulator {env!r} (known: breakout, metaworld)")
 
 
 def for_config(cfg, context_path: str | None, k: int, frame_shape, action_dim: int):
@@ -85,5 +85,5 @@ def for_config(cfg, context_path: str | None, k: int, frame_shape, action_dim: i
     return from_file(context_path, k, frame_shape, action_dim)
   if cfg.data.get("source") == "embedded":
     return embedded(cfg, k, frame_shape)
-  raise ValueError(f"data.source={cfg.data.get('source')!r} has no simulator to draw context frames from: "
+  raise UserInputError(f"data.source={cfg.data.get('source')!r} has no simulator to draw context frames from: "
                    "pass --context=<video or .npz>")

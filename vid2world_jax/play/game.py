@@ -30,6 +30,7 @@ import numpy as np
 
 from vid2world_jax import user_input, video_io
 from vid2world_jax.play import keymaps as keymaps_lib
+from vid2world_jax.user_input import UserInputError
 
 
 class Stepper(Protocol):
@@ -59,7 +60,7 @@ class Player:
     """``context_fn(seed) -> Context``. ``replay_command``: the rollout CLI's command line without the
     ``--context/--actions/--seed/--guidance/--out`` flags (the recording adds them)."""
     if keymap.action_dim != stepper.action_dim:
-      raise ValueError(f"key map {keymap.name} is {keymap.action_dim}-dim, the model takes {stepper.action_dim}")
+      raise UserInputError(f"key map {keymap.name} is {keymap.action_dim}-dim, the model takes {stepper.action_dim}")
     self.stepper, self.keymap, self.context_fn = stepper, keymap, context_fn
     self.guidance_scale = float(guidance_scale)
     self.out_dir, self.video_fps = out_dir, float(video_fps)
