@@ -146,6 +146,8 @@ def main(argv):
   except LOAD_ERRORS as e:
     raise SystemExit(f"error: {user_input.one_line(e)}") from None
   k = f.context_frames or sess.context_frames
+  if k < 1:
+    raise SystemExit(f"error: --context_frames must be >= 1, got {k}")
   if ctx.shape[1] < k:
     raise SystemExit(f"error: too few context frames: {f.context} has {ctx.shape[1]}, need {k} (--context_frames)")
   ctx = ctx[:, :k]
