@@ -25,6 +25,7 @@ def demo_test_config(arch="toy", policy_eval=True):
   c.data.source = "embedded"       # Breakout, a small recording
   c.data.embedded.episodes_per_policy = 8
   c.data.embedded.steps = 16
+  c.data.embedded.miss_hold = 2    # <= clip_length - 2
   c.data.resolution = (32, 32)
   c.data.clip_length = 4
   c.data.batch_size = 8            # divisible by the 8 fake test devices
@@ -51,6 +52,9 @@ def demo_test_config(arch="toy", policy_eval=True):
   d.long_horizon = 2               # 2 windows of 4 frames -> 8 generated frames
   d.long_horizon_clips = 2
   d.video_scale = 3
+  d.very_long_horizon = 10         # one simulator episode of 10 frames (the tracker from seed 9500)
+  d.very_long_horizon_clips = 1
+  d.out_of_family.contexts = 2     # 2 contexts x (4 families + control) = 10 clips
   d.ablations.transfers = ["mask", "mixed"]
   return c
 
@@ -83,7 +87,19 @@ def test_demo_end_to_end_report(demo_run):
   assert cl[0] > 12.0 and cl[0] > cl[-1]
   assert [g["scale"] for g in js["guidance_sweep"]] == [1.0, 2.5]
   bar = js["quality_bar"]
-  assert len(bar) == 5 and all(isinstance(v["holds"], bool) for v in bar.values())
+  assert len(bar) == 11 and all(isinstance(v["holds"], bool) for v in bar.values())
+  assert sum(k.startswith("out of family") for k in bar) == 3
+  assert any("miss rate" in k for k in bar) and any("SSIM" in k for k in bar)
+  # the out-of-family split: 2 contexts x 4 families (+ the tracker control from the same contexts)
+  o = js["out_of_family"]
+  assert o["out_of_family"]["clips"] == 8 and o["families"]["tracker"]["clips"] == 2
+  assert set(o["families"]) == {"hold", "alternate", "away", "noop", "tracker"}
+  assert len(o["out_of_family"]["delta_psnr"]["per_horizon"]) == 3
+  assert all(0 <= x <= 13 for x in o["out_of_family"]["ball_error"]["true"]["per_horizon"])
+  assert len(js["ball_error"]["true"]["per_horizon"]) == 3
+  assert len(os.listdir(os.path.join(rdir, "videos", "out_of_family"))) == 5
+  assert js["long_horizon"]["very_long"]["frames"] == 10
+  assert "Out-of-family split" in open(os.path.join(rdir, "metrics.md")).read()
   assert "paired SE" in [v for k, v in bar.items() if "Delta-t-PSNR" in k][0]["detail"]
   dp = js["delta_psnr"]
   assert len(dp["per_horizon"]) == 3 and dp["n"] == 3 and dp["se"] >= 0
@@ -97,6 +113,9 @@ def test_demo_end_to_end_report(demo_run):
   assert pe["policies"] == ["tracker", "random"] and pe["episodes_per_policy"] == 2
   assert all(pe["real"][p] >= 0.0 and pe["world_model"][p] >= 0.0 for p in pe["policies"])
   assert "mmrv" in pe and "pearson_r" in pe
+  assert set(pe["miss_rate"]["real"]) == {"tracker", "random"} and pe["miss_rate"]["real"]["tracker"] == 0.0
+  lo, hi = pe["bootstrap"]["mmrv"]
+  assert 0.0 <= lo <= hi
   assert len(os.listdir(os.path.join(rdir, "videos", "policy_eval"))) == 2
   from vid2world_jax import video_io
   first = video_io.read_video(os.path.join(rdir, "videos", sorted(gifs)[0]))[0]
