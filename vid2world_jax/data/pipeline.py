@@ -62,7 +62,9 @@ def embedded_path(cfg) -> str:
   if env == "breakout":
     from vid2world_jax.data import breakout  # pylint: disable=import-outside-toplevel
     return breakout.embedded_dataset_dir(episodes_per_policy=e.get("episodes_per_policy", 64),
-                                         steps=e.get("steps", 40))
+                                         steps=e.get("steps", 40),
+                                         policies=tuple(e.get("policies", breakout.RECORDED_POLICIES)),
+                                         miss_hold=int(e.get("miss_hold", 6)))
   if env == "metaworld":
     from vid2world_jax.data import simulator  # pylint: disable=import-outside-toplevel
     return simulator.embedded_dataset_dir(episodes_per_policy=e.get("episodes_per_policy", 6),
