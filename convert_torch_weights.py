@@ -21,6 +21,8 @@ import time
 
 from absl import app, flags
 
+from vid2world_jax import user_input
+
 flags.DEFINE_string("checkpoint", None, "PyTorch checkpoint: .ckpt/.pt (torch pickle with state_dict) or .safetensors")
 flags.DEFINE_string("manifest", None, "key/shape manifest (.json or .tsv) for a shapes-only coverage check")
 flags.DEFINE_enum("variant", None, ["256", "512", "1024"],
@@ -97,11 +99,17 @@ def main(argv):
       record = vid2world.record(info, configs["unet"]) if "unet" in configs else None
     else:
       record = vars(causal) if F.causal else None
-    dc.save_converted(F.out, variant, configs, params, extra={"source": os.path.abspath(src), "causal": record})
+    out = os.path.abspath(F.out)
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "config.json")):
+      print(f"error: --out {out} exists and is not a converted checkpoint (no config.json); choose a new folder",
+            file=sys.stderr)
+      return 1
+    with user_input.atomic_output(out) as tmp:   # written whole under a temporary name, or not at all
+      dc.save_converted(tmp, variant, configs, params, extra={"source": os.path.abspath(src), "causal": record})
     print(f"wrote {F.out} in {time.time() - t0:.1f}s")
   return 0
 
 
 if __name__ == "__main__":
   flags.mark_flag_as_required  # noqa: B018 - keep absl import side effects explicit
-  app.run(lambda argv: sys.exit(main(argv)))
+  app.run(lambda argv: sys.exit(main(argv)), flags_parser=user_input.parse_flags)

@@ -25,3 +25,15 @@ def shared_dir():
   if not os.path.isdir(d):
     pytest.fail(f"shared/ not found at {d}; set V2W_SHARED")
   return d
+
+
+def pytest_terminal_summary(terminalreporter):
+  """The fuzz corpus's cases per entry point and outcome (tests/_fuzz.py), when fuzz tests ran."""
+  import sys  # pylint: disable=import-outside-toplevel
+  fuzz = sys.modules.get("_fuzz")
+  if fuzz is None or not fuzz.OUTCOMES:
+    return
+  terminalreporter.section("fuzz corpus")
+  for (entry, outcome), n in sorted(fuzz.OUTCOMES.items()):
+    terminalreporter.write_line(f"{entry:<28} {outcome:<10} {n:>5}")
+  terminalreporter.write_line(f"{'total':<39} {sum(fuzz.OUTCOMES.values()):>5}")

@@ -50,7 +50,7 @@ def _run_sh(args, env, timeout):
 def test_accelerator_check_imports_without_grain_or_ml_collections(tmp_path):
   """What the check imports works with grain blocked and ml_collections only from the shipped wheel."""
   env = _env(tmp_path)
-  code = ("import sys; import vid2world_jax.train, vid2world_jax.rollout, vid2world_jax.logging_utils; "
+  code = ("import sys; import vid2world_jax.train, vid2world_jax.inference.sampler, vid2world_jax.logging_utils; "
           "from configs import rt1, test_tiny; rt1.get_config('512'); test_tiny.get_config('vae'); "
           "import ml_collections; assert ml_collections.__file__.split('/ml_collections/')[0].endswith('.whl'); "
           "assert not [m for m in sys.modules if m.startswith('grain')]; print('ok')")

@@ -94,3 +94,124 @@ def test_frame_metrics_shapes_and_identity():
   assert m["psnr"].shape == (2, 3) and np.all(m["mse"] == 0) and np.allclose(m["ssim"], 1.0, atol=1e-5)
   with pytest.raises(ValueError, match="one shape"):
     wmm.frame_metrics(v, v[:1])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Policies outside the ball-chasing family, kept misses, the out-of-family split, miss rate and the bootstrap.
+
+def _paddle_and_ball(frames_u8):
+  det = breakout.exact_detector().detect(frames_u8.astype(np.float32) / 255.0)
+  return det["paddle_x"], det["ball_x"]
+
+
+def test_breakout_away_and_constant_policies_do_what_they_say():
+  away = breakout.make_policy("away")
+  rng = np.random.default_rng(0)
+  acts = away.act_on_positions(np.array([5, 5, 2, 7]), np.array([2, 8, 2, 7]), rng)
+  np.testing.assert_array_equal(acts, [2, 1, 2, 1])     # away from the ball; same column: towards the far wall
+  r = breakout.run_policy("away", 7, steps=12)
+  paddle, ball = _paddle_and_ball(r["frames"])
+  gap = np.abs(paddle.astype(int) - ball.astype(int))
+  assert gap[-1] >= gap[0] or paddle[-1] in (0, breakout.GRID - 1)
+  left = breakout.run_policy("always_left", 8, steps=10)
+  assert np.all(np.argmax(left["actions"], -1) == 1) and _paddle_and_ball(left["frames"])[0][-1] == 0
+  with pytest.raises(ValueError, match="unknown policy"):
+    breakout.make_policy("chase")
+
+
+def test_breakout_explore_policy_holds_random_runs_whatever_the_ball_does():
+  pol = breakout.make_policy("explore")
+  rng = np.random.default_rng(3)
+  acts = np.array([int(pol.act_on_positions(np.array([4]), np.array([4 + (t % 3) - 1]), rng)[0])
+                   for t in range(400)])
+  runs = np.diff(np.flatnonzero(np.diff(np.r_[-1, acts, -1]) != 0))      # lengths of constant stretches
+  assert runs.mean() > 2.0                            # temporally correlated (i.i.d. actions: ~1.5)
+  assert set(acts.tolist()) == {0, 1, 2} and abs(np.mean(acts == 0) - 1 / 3) < 0.15
+  mix = breakout.make_policy("explore_mix")
+  paddle, ball = np.full(300, 2), np.full(300, 7)     # ball to the right: tracking means "right"
+  m = np.array([int(mix.act_on_positions(paddle[i:i + 1], ball[i:i + 1], rng)[0]) for i in range(300)])
+  assert 0.5 < np.mean(m == 2) < 0.95                 # tracks in some runs, random in the others
+
+
+def test_breakout_recording_keeps_misses_with_frozen_frames(tmp_path):
+  r = breakout.run_policy("random", 1001, steps=40, policy_seed=4, miss_hold=3)
+  assert r["done"] and r["miss_frame"] == len(r["frames"]) - 4
+  tail = r["frames"][r["miss_frame"]:]
+  assert all(np.array_equal(f, tail[0]) for f in tail) and len(r["actions"]) == len(r["frames"])
+  assert _paddle_and_ball(tail[:1])[0] is not None
+  assert breakout.exact_detector().detect(tail[:1] / 255.0)["ball_y"][0] == breakout.GRID - 1   # the miss shows
+  d = breakout.embedded_dataset_dir(str(tmp_path), episodes_per_policy=8, steps=16, progress=False,
+                                    policies=("tracker", "random", "explore"), miss_hold=2)
+  meta = json.load(open(os.path.join(d, "meta.json")))
+  assert meta["policies"] == ["tracker", "random", "explore"] and meta["miss_hold"] == 2
+  assert meta["misses"]["tracker"] == 0 and meta["misses"]["random"] > 4 and meta["skipped_short"] == 0
+  other = breakout.embedded_dataset_dir(str(tmp_path), episodes_per_policy=8, steps=16, progress=False,
+                                        policies=("tracker", "random"), miss_hold=2)
+  assert other != d                                   # other settings, other folder: recordings never mix
+  with pytest.raises(ValueError, match="recording policies"):
+    breakout.embedded_dataset_dir(str(tmp_path), policies=("away",))
+
+
+def test_out_of_family_clips_share_contexts_and_follow_their_family():
+  from vid2world_jax.demo import out_of_family as oof
+  clips = oof.make_clips(3, 8, first_seed=9000)
+  n = 3 * (len(oof.FAMILIES) + 1)
+  assert clips["frames"].shape == (n, 8, 32, 32, 3) and clips["actions"].shape == (n, 8, 3)
+  assert clips["frames"].min() >= -1.0 and clips["frames"].max() <= 1.0
+  fam, ctx = clips["family"], clips["context"]
+  acts = np.argmax(clips["actions"], -1)
+  for c in range(3):                                   # every family starts from the same frame of context c
+    first = clips["frames"][ctx == c][:, 0]
+    assert all(np.array_equal(f, first[0]) for f in first)
+  assert np.all(acts[fam == "noop"] == 0)
+  alt = acts[fam == "alternate"]
+  assert np.all(alt[:, 1:] != alt[:, :-1]) and set(alt.ravel().tolist()) == {1, 2}
+  hold = acts[fam == "hold"]
+  assert set(hold.ravel().tolist()) == {1, 2} and np.all(hold[:, 1] == hold[:, 0])      # runs of >= 2
+  # "away": the paddle never moves towards the ball (frames read by the exact detector)
+  away = ((clips["frames"][fam == "away"] + 1) * 127.5).round().astype(np.uint8)
+  for v in away:
+    p, b = _paddle_and_ball(v)
+    steps = np.flatnonzero(p[1:] != p[:-1])
+    assert all(abs(int(p[t + 1]) - int(b[t])) > abs(int(p[t]) - int(b[t])) for t in steps)
+  other = oof.other_family_actions(clips)
+  assert not np.any(np.all(other == clips["actions"], axis=(1, 2))[fam != oof.CONTROL])  # never the same sequence
+  i = int(np.flatnonzero(fam == "hold")[1])
+  j = int(np.flatnonzero((fam == "alternate") & (ctx == ctx[i]))[0])
+  np.testing.assert_array_equal(other[i], clips["actions"][j])                 # same context, next family
+  with pytest.raises(ValueError, match="unknown action family"):
+    oof.make_clips(1, 4, families=("spin",))
+
+
+def test_ball_error_and_miss_detection_by_hand():
+  from vid2world_jax.demo import breakout_eval
+  from vid2world_jax.demo import out_of_family as oof
+  gt = np.array([[[0, 0], [1, 1], [2, 2]]])
+  pred = np.array([[[0, 0], [1, 1], [5, 6]]])
+  e = oof.ball_error(pred, gt)
+  np.testing.assert_allclose(e["per_horizon"], [0.0, 5.0])
+  assert e["mean"] == 2.5
+  with pytest.raises(ValueError):
+    oof.ball_error(pred[..., :1], gt[..., :1])
+  missed = breakout.run_policy("random", 1001, steps=40, policy_seed=4)
+  kept = breakout.run_policy("tracker", 1001, steps=20)
+  assert missed["done"] and not kept["done"]
+  v = np.stack([missed["frames"][-2:], kept["frames"][-2:]]).astype(np.float32) / 255.0
+  np.testing.assert_array_equal(breakout_eval.frames_missed(breakout.exact_detector(), v), [True, False])
+
+
+def test_policy_ranking_bootstrap_intervals():
+  from vid2world_jax.demo import breakout_eval
+  rng = np.random.default_rng(0)
+  k = 16
+  real = np.concatenate([rng.poisson(lam, k) for lam in (3.0, 1.5, 0.5)]).astype(float)
+  by = np.repeat(np.arange(3), k)
+  same = breakout_eval.bootstrap_ranking(real, real, by, 3, resamples=200, seed=1)
+  assert same["mmrv"] == [0.0, 0.0] and same["pearson_r"][0] > 0.99        # the model agrees with reality
+  flipped = breakout_eval.bootstrap_ranking(real, real[::-1].copy(), by, 3, resamples=200, seed=1)
+  assert flipped["pearson_r"][1] < 0 and flipped["mmrv"][0] > 0.3           # the ranking reversed
+  lo, hi = breakout_eval.bootstrap_ranking(real, real + rng.normal(0, 1.0, real.size), by, 3, resamples=200,
+                                           seed=1)["pearson_r"]
+  assert lo < hi <= 1.0
+  with pytest.raises(ValueError, match="same number"):
+    breakout_eval.bootstrap_ranking(real[:-1], real[:-1], by[:-1], 3)

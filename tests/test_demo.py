@@ -25,6 +25,7 @@ def demo_test_config(arch="toy", policy_eval=True):
   c.data.source = "embedded"       # Breakout, a small recording
   c.data.embedded.episodes_per_policy = 8
   c.data.embedded.steps = 16
+  c.data.embedded.miss_hold = 2    # <= clip_length - 2
   c.data.resolution = (32, 32)
   c.data.clip_length = 4
   c.data.batch_size = 8            # divisible by the 8 fake test devices
@@ -51,6 +52,9 @@ def demo_test_config(arch="toy", policy_eval=True):
   d.long_horizon = 2               # 2 windows of 4 frames -> 8 generated frames
   d.long_horizon_clips = 2
   d.video_scale = 3
+  d.very_long_horizon = 10         # one simulator episode of 10 frames (the tracker from seed 9500)
+  d.very_long_horizon_clips = 1
+  d.out_of_family.contexts = 2     # 2 contexts x (4 families + control) = 10 clips
   d.ablations.transfers = ["mask", "mixed"]
   return c
 
@@ -83,7 +87,19 @@ def test_demo_end_to_end_report(demo_run):
   assert cl[0] > 12.0 and cl[0] > cl[-1]
   assert [g["scale"] for g in js["guidance_sweep"]] == [1.0, 2.5]
   bar = js["quality_bar"]
-  assert len(bar) == 5 and all(isinstance(v["holds"], bool) for v in bar.values())
+  assert len(bar) == 11 and all(isinstance(v["holds"], bool) for v in bar.values())
+  assert sum(k.startswith("out of family") for k in bar) == 3
+  assert any("miss rate" in k for k in bar) and any("SSIM" in k for k in bar)
+  # the out-of-family split: 2 contexts x 4 families (+ the tracker control from the same contexts)
+  o = js["out_of_family"]
+  assert o["out_of_family"]["clips"] == 8 and o["families"]["tracker"]["clips"] == 2
+  assert set(o["families"]) == {"hold", "alternate", "away", "noop", "tracker"}
+  assert len(o["out_of_family"]["delta_psnr"]["per_horizon"]) == 3
+  assert all(0 <= x <= 13 for x in o["out_of_family"]["ball_error"]["true"]["per_horizon"])
+  assert len(js["ball_error"]["true"]["per_horizon"]) == 3
+  assert len(os.listdir(os.path.join(rdir, "videos", "out_of_family"))) == 5
+  assert js["long_horizon"]["very_long"]["frames"] == 10
+  assert "Out-of-family split" in open(os.path.join(rdir, "metrics.md")).read()
   assert "paired SE" in [v for k, v in bar.items() if "Delta-t-PSNR" in k][0]["detail"]
   dp = js["delta_psnr"]
   assert len(dp["per_horizon"]) == 3 and dp["n"] == 3 and dp["se"] >= 0
@@ -97,6 +113,9 @@ def test_demo_end_to_end_report(demo_run):
   assert pe["policies"] == ["tracker", "random"] and pe["episodes_per_policy"] == 2
   assert all(pe["real"][p] >= 0.0 and pe["world_model"][p] >= 0.0 for p in pe["policies"])
   assert "mmrv" in pe and "pearson_r" in pe
+  assert set(pe["miss_rate"]["real"]) == {"tracker", "random"} and pe["miss_rate"]["real"]["tracker"] == 0.0
+  lo, hi = pe["bootstrap"]["mmrv"]
+  assert 0.0 <= lo <= hi
   assert len(os.listdir(os.path.join(rdir, "videos", "policy_eval"))) == 2
   from vid2world_jax import video_io
   first = video_io.read_video(os.path.join(rdir, "videos", sorted(gifs)[0]))[0]
@@ -337,25 +356,50 @@ def test_demo_config_sequence_fields_overridable_on_cli():
 def test_demo_quality_bar_checks_by_hand():
   """Each point of the bar holds exactly when its numbers say so; unmeasured points never hold."""
   from vid2world_jax.demo import quality_bar as qb
-  ph = {"world_model": {"psnr": [30.0, 29.0, 28.0], "ssim": [0.9, 0.9, 0.8]},
+  ph = {"world_model": {"psnr": [30.0, 29.0, 28.0], "ssim": [0.96, 0.92, 0.86]},
         "copy_last_frame": {"psnr": [31.0, 27.0, 25.0], "ssim": [0.95, 0.9, 0.85]}}
   ok = qb.check_copy_last(ph)
   assert list(ok.values())[0]["holds"]            # horizon 1 is not part of the check (from horizon 2 on)
   ph["world_model"]["psnr"][2] = 24.0
   assert not list(qb.check_copy_last(ph).values())[0]["holds"]
-  good = {"per_horizon": [1.5, 0.2], "se_per_horizon": [0.1, 0.1], "mean": 1.2, "se": 0.2, "n": 8}
+  assert list(ok.values())[1]["holds"]            # SSIM: every horizon, horizon 1 included
+  ph["world_model"]["ssim"][0] = 0.94
+  assert not list(qb.check_copy_last(ph).values())[1]["holds"]
+  good = {"per_horizon": [4.5, 0.2], "se_per_horizon": [0.1, 0.1], "mean": 4.2, "se": 0.2, "n": 8}
   pos = {"true": {"mean": 0.4, "per_horizon": [0.3, 0.5]}, "shuffled": {"mean": 1.0, "per_horizon": [1, 1]}}
   assert all(v["holds"] for v in qb.check_action_following(good, pos).values())
   bad = dict(good, per_horizon=[2.5, -0.1])       # mean fine, one horizon negative
   pos_bad = {"true": {"mean": 0.6, "per_horizon": [0.6]}, "shuffled": {"mean": 1.0, "per_horizon": [1]}}
   assert not any(v["holds"] for v in qb.check_action_following(bad, pos_bad).values())
   assert not any(v["holds"] for v in qb.check_action_following(None, None).values())
-  pe = {"policies": ["a", "b", "c", "d"], "episodes_per_policy": 8, "pearson_r": 0.9, "mmrv": 0.05,
-        "real": dict(a=3, b=1, c=0.5, d=0.2), "world_model": dict(a=2.5, b=1, c=0.4, d=0.3)}
-  assert list(qb.check_policy_eval(pe).values())[0]["holds"]
-  assert not list(qb.check_policy_eval(dict(pe, episodes_per_policy=2)).values())[0]["holds"]
+  assert not list(qb.check_action_following(dict(good, mean=3.9), pos).values())[0]["holds"]   # in-dist >= 4 dB
+  real, wm = dict(a=3, b=1, c=0.5, d=0.2, e=0.0, f=0.1), dict(a=2.6, b=1, c=0.4, d=0.3, e=0.2, f=0.1)
+  pe = {"policies": list("abcdef"), "episodes_per_policy": 16, "pearson_r": 0.95, "mmrv": 0.05,
+        "real": real, "world_model": wm,
+        "miss_rate": {"real": dict(a=0, b=0.5, c=0.7, d=0.9, e=1, f=1), "world_model": dict(a=0, b=0.4, c=0.7, d=0.9,
+                                                                                              e=0.9, f=0.95)},
+        "bootstrap": {"level": 0.95, "pearson_r": [0.8, 0.99], "mmrv": [0.0, 0.1]}}
+  assert all(v["holds"] for v in qb.check_policy_eval(pe).values())
+  assert not list(qb.check_policy_eval(dict(pe, episodes_per_policy=8)).values())[0]["holds"]
   assert not list(qb.check_policy_eval(dict(pe, mmrv=0.2)).values())[0]["holds"]
+  assert not list(qb.check_policy_eval(dict(pe, pearson_r=0.85)).values())[0]["holds"]
   assert not list(qb.check_policy_eval(None).values())[0]["holds"]
+  over = qb.check_policy_eval(dict(pe, world_model=dict(wm, e=0.6)))          # random-like policy credited 0.6
+  assert [v["holds"] for v in over.values()] == [True, False, True]
+  missless = dict(pe, miss_rate={"real": pe["miss_rate"]["real"], "world_model": dict(pe["miss_rate"]["world_model"],
+                                                                                         f=0.8)})
+  assert [v["holds"] for v in qb.check_policy_eval(missless).values()] == [True, True, False]
+  # the out-of-family split: Delta-t-PSNR, paddle error, ball error relative to the in-distribution clips'
+  fam = {"delta_psnr": {"mean": 3.5, "se": 0.3, "n": 32, "per_horizon": [2.0, 4.0]},
+         "paddle_error": {"true": {"mean": 0.1}, "other": {"mean": 2.0}}, "ball_error": {"true": {"mean": 0.3}}}
+  ood = {"out_of_family": fam, "families": {"hold": fam}}
+  in_ball = {"true": {"mean": 0.25}}
+  assert all(v["holds"] for v in qb.check_out_of_family(ood, in_ball).values())
+  worse = dict(fam, delta_psnr=dict(fam["delta_psnr"], per_horizon=[4.0, -0.5]), paddle_error={
+      "true": {"mean": 0.3}, "other": {"mean": 2.0}}, ball_error={"true": {"mean": 0.4}})
+  assert not any(v["holds"] for v in qb.check_out_of_family({"out_of_family": worse, "families": {}},
+                                                            in_ball).values())
+  assert not any(v["holds"] for v in qb.check_out_of_family(None, in_ball).values())
   lh = {"frames": 32, "clips": 4, "window": 8,
         "frame_statistics": {"max_rel_mean_dev": 0.05, "max_rel_std_dev": 0.08},
         "per_horizon": {"world_model": {"psnr": [20.0] * 4}, "copy_last_frame": {"psnr": [19.0] * 4}}}

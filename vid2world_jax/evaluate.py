@@ -33,6 +33,7 @@ from flax import nnx
 from vid2world_jax import pixels
 from vid2world_jax.metrics import frechet, i3d as i3d_lib, image_metrics, inception as inception_lib, protocol
 from vid2world_jax.metrics import weights
+from vid2world_jax import user_input
 
 ALL_METRICS = ("psnr", "ssim", "lpips", "fid", "fvd")
 NEEDS_WEIGHTS = {"lpips": "lpips_weights", "fid": "inception_weights", "fvd": "i3d_weights"}
@@ -66,10 +67,7 @@ def load_videos(path: str) -> np.ndarray:
     raise FileNotFoundError(f"videos not found: {path}")
   out = []
   for f in files:
-    with np.load(f) as z:
-      if "videos" not in z:
-        raise ValueError(f"{f}: no 'videos' array (has {sorted(z.keys())})")
-      v = z["videos"]
+    _, v = user_input.load_npz(f, ("videos",), "videos")
     if v.ndim != 5 or v.shape[-1] != 3 or v.dtype != np.uint8:
       raise ValueError(f"{f}: 'videos' must be uint8 [N, T, H, W, 3], got {v.dtype} {v.shape}")
     out.append(v)
@@ -221,15 +219,15 @@ def main(argv):
                       i3d_weights=FLAGS.i3d_weights, explicit=FLAGS["metrics"].present,
                       batch_size=FLAGS.batch_size, fid_size=FLAGS.fid_size, fvd_size=FLAGS.fvd_size)
   except (weights.MissingWeightsError, FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    print(f"error: {user_input.one_line(e)}", file=sys.stderr)
+    return 1
   print(format_table(result))
   if FLAGS.output_json:
-    with open(FLAGS.output_json, "w") as f:
+    with user_input.atomic_output(FLAGS.output_json) as tmp, open(tmp, "w") as f:
       json.dump(result, f, indent=2)
     print(f"wrote {FLAGS.output_json}")
   return 0
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  app.run(lambda argv: sys.exit(main(argv)), flags_parser=user_input.parse_flags)

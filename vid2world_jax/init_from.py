@@ -107,9 +107,10 @@ def load(cfg, mcfg, params, frozen, params_sh, frozen_sh):
   cfg_path = os.path.join(path, "config.json")
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f"init_from {path} is not a converted checkpoint (no config.json)")
-  import json
-  with open(cfg_path) as f:
-    meta = json.load(f)
+  from vid2world_jax import user_input  # pylint: disable=import-outside-toplevel
+  meta = user_input.read_json(cfg_path, f"init_from {path}: converted checkpoint config")
+  if not isinstance(meta.get("causal") or {}, dict) or not isinstance(meta.get("components", {}), dict):
+    raise user_input.UserInputError(f"init_from {cfg_path}: 'causal' and 'components' must be JSON objects")
   mesh = jax.tree.leaves(frozen_sh or params_sh)[0].mesh if jax.tree.leaves(frozen_sh or params_sh) else None
   rules = [tuple(r) for r in cfg.mesh.rules]
   tree = _restore_sharded(os.path.join(os.path.abspath(path), "params"), mesh, rules, int(cfg.mesh.fsdp_min_size))

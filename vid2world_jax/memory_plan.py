@@ -8,7 +8,7 @@ assignment, not an estimate). Two step kinds:
   from encoded shards): batch = ``{"latent_moments" [B,T,h,w,8], "clip_image_tokens" [B,257,1280], "actions"}``;
   the trainable UNet + resampler + action encoder, AdamW and grad accumulation are the real ones; no VAE / CLIP
   encoder in the program.
-* ``"full"``: ``train.Setup``'s step (frozen VAE + CLIP-image encoder inside the step, frames as input).
+* ``"full"``: ``training.setup.Setup``'s step (frozen VAE + CLIP-image encoder inside the step, frames as input).
 
 ``compile_plan`` returns a dict of per-device bytes and FLOPs; ``benchmarks/memory_plan.py`` is the CLI.
 """
@@ -40,7 +40,7 @@ def target_devices(target: str, n_cpu: int = 0):
 
 
 def latent_step(cfg, mesh):
-  """``(jitted step, abstract args, trainable params)`` of the step from precomputed latents: ``train.Setup``
+  """``(jitted step, abstract args, trainable params)`` of the step from precomputed latents: ``training.setup.Setup``
   with ``data.source="latents"`` (batch = VAE posterior moments + CLIP image tokens + actions; no encoders)."""
   cfg = ml_collections.ConfigDict(cfg.to_dict())
   cfg.data.source = "latents"

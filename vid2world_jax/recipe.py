@@ -5,7 +5,7 @@
   config.recipe.fns = {"pretrain": "my_project.stages:PRETRAIN", ...}                  # name -> "module:attr"
   config.recipe.prepare = "my_project.stages:prepare_config"                          # optional, "" = none
 
-Every value is plain data (import paths), so ``train.py`` dispatches to ``run`` without importing any recipe's
+Every value is plain data (import paths), so the trainer (``training.jobs``) dispatches to ``run`` without importing any recipe's
 code. An entry of ``fns`` names either a ``Stage`` (a function plus the file its output is cached in) or a plain
 function (cached in ``<workdir>/<name>/output``). Outputs are cached in folders in non-executable formats
 (``tree_store``: JSON structure, npz arrays, orbax for model parameters); a pickle is never written or loaded.

@@ -28,69 +28,76 @@ import sys
 import numpy as np
 from absl import flags
 
-from vid2world_jax import pixels
+from vid2world_jax import pixels, user_input
 from vid2world_jax.inference.flags import LOAD_ERRORS, define_model_flags, load_session_from_flags
+from vid2world_jax.user_input import UserInputError
 
 
 def read_context(path: str) -> np.ndarray:
-  """uint8 ``[B, k, H, W, 3]`` from a video or an .npz."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"context not found: {path}")
+  """uint8 ``[B, k, H, W, 3]`` from a video or an .npz; a bad file raises ``UserInputError`` naming it."""
   if path.endswith(".npz"):
-    with np.load(path) as z:
-      key = next((k for k in ("frames", "context") if k in z.files), None)
-      if key is None:
-        raise ValueError(f"{path}: expected an array named 'frames' or 'context', found {z.files}")
-      x = z[key]
+    _, x = user_input.load_npz(path, ("frames", "context"), "context")
   else:
     from vid2world_jax import video_io
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"context not found: {path!r}")
     x = video_io.read_video(path)
   if x.ndim == 4:
     x = x[None]
-  if x.ndim != 5 or x.shape[-1] != 3:
-    raise ValueError(f"{path}: context must be [k, H, W, 3] or [B, k, H, W, 3] RGB, got shape {x.shape}")
+  if x.ndim != 5 or x.shape[-1] != 3 or 0 in x.shape:
+    raise UserInputError(f"context {path}: must be non-empty [k, H, W, 3] or [B, k, H, W, 3] RGB frames, got "
+                         f"shape {x.shape}")
   if x.dtype != np.uint8:
-    if np.issubdtype(x.dtype, np.floating) and x.min() >= -1.0 and x.max() <= 1.0:
+    if np.issubdtype(x.dtype, np.floating) and np.all(np.isfinite(x)) and x.min() >= -1.0 and x.max() <= 1.0:
       x = pixels.to_uint8(x)   # [-1, 1] floats
     else:
-      raise ValueError(f"{path}: context frames must be uint8 or floats in [-1, 1], got {x.dtype}")
+      raise UserInputError(f"context {path}: frames must be uint8 or finite floats in [-1, 1], got {x.dtype}")
   return x
 
 
+def read_actions(path: str) -> np.ndarray:
+  """float32 ``[B, N, A]`` from an ``.npy`` ``[N, A]`` or ``[B, N, A]`` of finite numbers."""
+  acts = user_input.load_npy(path, "actions")
+  if acts.ndim == 2:
+    acts = acts[None]
+  if acts.ndim != 3 or 0 in acts.shape:
+    raise UserInputError(f"actions {path}: must be non-empty [N, A] or [B, N, A], got shape {acts.shape}")
+  return user_input.require_finite(acts, path, "actions", np.float32)
+
+
 def write_output(path: str, frames: np.ndarray, latents: np.ndarray, fps: int = 3):
-  if path.endswith(".npz"):
-    np.savez_compressed(path, frames=frames, latents=latents)
-    return
-  from vid2world_jax import video_io
-  if not path.endswith((".mp4", ".gif")):
-    raise ValueError(f"--out must end with .mp4, .gif or .npz, got {path!r}")
-  video_io.write_video(path, np.concatenate(list(frames), axis=2), fps=fps)  # [T, H, B*W, 3]: batch side by side
+  """The rollout to ``path`` (.npz / .mp4 / .gif), written under a temporary name and renamed when complete."""
+  if not path.endswith((".mp4", ".gif", ".npz")):
+    raise UserInputError(f"--out must end with .mp4, .gif or .npz, got {path!r}")
+  with user_input.atomic_output(path) as tmp:
+    if path.endswith(".npz"):
+      np.savez_compressed(tmp, frames=frames, latents=latents)
+    else:
+      from vid2world_jax import video_io
+      video_io.write_video(tmp, np.concatenate(list(frames), axis=2), fps=fps)  # [T, H, B*W, 3]: side by side
 
 
+@user_input.cli_main
 def main(argv):
   del argv
   from tqdm import tqdm
   f = flags.FLAGS
   if not f.out.endswith((".mp4", ".gif", ".npz")):
-    raise SystemExit(f"--out must end with .mp4, .gif or .npz, got {f.out!r}")
+    raise SystemExit(f"error: --out must end with .mp4, .gif or .npz, got {f.out!r}")
   ctx = read_context(f.context)
-  if not os.path.exists(f.actions):
-    raise SystemExit(f"actions not found: {f.actions}")
-  acts = np.load(f.actions, allow_pickle=False).astype(np.float32)
-  if acts.ndim == 2:
-    acts = acts[None]
-  if acts.ndim != 3:
-    raise SystemExit(f"--actions must be [N, A] or [B, N, A], got shape {acts.shape}")
+  acts = read_actions(f.actions)
   try:
     sess, scale = load_session_from_flags()
   except LOAD_ERRORS as e:
-    raise SystemExit(str(e)) from None
+    raise SystemExit(f"error: {user_input.one_line(e)}") from None
   k = f.context_frames or sess.context_frames
+  if k < 1:
+    raise SystemExit(f"error: --context_frames must be >= 1, got {k}")
   if ctx.shape[1] < k:
-    raise SystemExit(f"too few context frames: {f.context} has {ctx.shape[1]}, need {k} (--context_frames)")
+    raise SystemExit(f"error: too few context frames: {f.context} has {ctx.shape[1]}, need {k} (--context_frames)")
   ctx = ctx[:, :k]
   if acts.shape[2] != sess.action_dim:
-    raise SystemExit(f"action dimension mismatch: {f.actions} has {acts.shape[2]}-dim actions, the model "
+    raise SystemExit(f"error: action dimension mismatch: {f.actions} has {acts.shape[2]}-dim actions, the model "
                      f"expects {sess.action_dim}")
   if ctx.shape[0] != acts.shape[0]:
     if ctx.shape[0] == 1:
@@ -98,10 +105,10 @@ def main(argv):
     elif acts.shape[0] == 1:
       acts = np.repeat(acts, ctx.shape[0], axis=0)
     else:
-      raise SystemExit(f"batch mismatch: {ctx.shape[0]} contexts vs {acts.shape[0]} action sequences")
+      raise SystemExit(f"error: batch mismatch: {ctx.shape[0]} contexts vs {acts.shape[0]} action sequences")
   horizon = f.horizon or acts.shape[1] - k + 1
   if horizon < 1 or acts.shape[1] < k + horizon - 1:
-    raise SystemExit(f"{k} context frames + horizon {horizon} need {k + horizon - 1} actions, "
+    raise SystemExit(f"error: {k} context frames + horizon {horizon} need {k + horizon - 1} actions, "
                      f"{f.actions} has {acts.shape[1]}")
   bar = tqdm(total=horizon, desc="frames", unit="frame", disable=not f.progress)
 
@@ -131,7 +138,7 @@ def define_rollout_flags():
 def run():
   from absl import app
   define_rollout_flags()
-  app.run(main)
+  app.run(main, flags_parser=user_input.parse_flags)
 
 
 if __name__ == "__main__":

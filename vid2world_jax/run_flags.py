@@ -1,9 +1,8 @@
 """The ``--config`` / ``--workdir`` flags shared by the trainer's command lines (train, the demo's ablations and
-pretrained export), defined only when a command line asks for them (never at import)."""
+pretrained export), defined only when a command line asks for them (never at import); parse them with
+``user_input.parse_flags`` (one-line errors)."""
 
 from __future__ import annotations
-
-import sys
 
 from absl import flags
 
@@ -15,12 +14,3 @@ def define_config_and_workdir(*, lock_config: bool = True):
                                            lock_config=lock_config)
   workdir = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and samples go here.")
   return config, workdir
-
-
-def parse_flags(argv):
-  """absl flag parsing with one-line errors (unknown config field, bad override value, missing flag)."""
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # noqa: BLE001 - any parse failure is a user error, reported on one line
-    msg = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
-    sys.exit(f"error: bad command line: {msg}")

@@ -18,6 +18,8 @@ import os
 
 import numpy as np
 
+from vid2world_jax.user_input import UserInputError
+
 FFMPEG_EXTS = (".mp4", ".webm", ".avi", ".mov", ".mkv")
 VIDEO_EXTS = FFMPEG_EXTS + (".gif",)
 WRITE_EXTS = (".mp4", ".gif")
@@ -35,9 +37,24 @@ def read_video(path: str) -> np.ndarray:
   path = str(path)
   ext = _ext(path)
   if ext not in VIDEO_EXTS:
-    raise ValueError(f"{path}: unsupported video type {ext!r} (supported: {', '.join(VIDEO_EXTS)})")
+    raise UserInputError(f"{path}: unsupported video type {ext!r} (supported: {', '.join(VIDEO_EXTS)})")
   if not os.path.exists(path):
     raise FileNotFoundError(f"video not found: {path}")
+  try:
+    frames = _decode(path, ext)
+  except (OSError, RuntimeError, ValueError, EOFError, SyntaxError, MemoryError, StopIteration) as e:
+    raise UserInputError(f"{path}: not a readable video ({type(e).__name__}: {_last_line(e)})") from None
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+    raise UserInputError(f"{path}: expected RGB frames [T, H, W, 3], got shape {frames.shape}")
+  return np.ascontiguousarray(frames, dtype=np.uint8)
+
+
+def _last_line(e: BaseException) -> str:
+  lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+  return lines[-1] if lines else "no details"
+
+
+def _decode(path: str, ext: str) -> np.ndarray:
   if ext == ".gif":
     import imageio.v3 as iio  # pylint: disable=import-outside-toplevel
     frames = np.asarray(iio.imread(path, plugin="pillow", index=None, mode="RGB"))
@@ -50,11 +67,9 @@ def read_video(path: str) -> np.ndarray:
     w, h = meta["size"]
     chunks = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in reader]
     if not chunks:
-      raise ValueError(f"{path}: no video frames")
+      raise ValueError("no video frames")
     frames = np.stack(chunks)
-  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-    raise ValueError(f"{path}: expected RGB frames [T, H, W, 3], got shape {frames.shape}")
-  return np.ascontiguousarray(frames, dtype=np.uint8)
+  return frames
 
 
 def write_video(path: str, frames: np.ndarray, fps: float = 8.0, *, quality: int = 17) -> str:

@@ -243,9 +243,8 @@ def load_converted(out_dir: str) -> tuple[dict, dict]:
   cfg_path = os.path.join(out_dir, "config.json")
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f"{out_dir} is not a converted checkpoint (no config.json)")
-  with open(cfg_path) as f:
-    meta = json.load(f)
-  from vid2world_jax import checkpointing
+  from vid2world_jax import checkpointing, user_input
+  meta = user_input.read_json(cfg_path, "converted checkpoint config")
   path = os.path.join(os.path.abspath(out_dir), "params")
   ckptr = ocp.StandardCheckpointer()
   try:

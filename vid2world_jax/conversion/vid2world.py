@@ -102,7 +102,7 @@ def check_model_config(rec: Mapping, unet_cfg: Mapping, where: str) -> None:
   """Raises ``ValueError`` (one line) if ``unet_cfg`` would run a recorded Vid2World checkpoint differently."""
   if rec.get("origin") != "vid2world_release":
     return
-  bad = [f"{k}={unet_cfg.get(k)!r} (trained: {rec[k]!r})" for k in ENFORCED if unet_cfg.get(k) != rec[k]]
+  bad = [f"{k}={unet_cfg.get(k)!r} (trained: {rec.get(k)!r})" for k in ENFORCED if unet_cfg.get(k) != rec.get(k)]
   if bad:
     raise ValueError(f"{where}: this Vid2World {rec.get('release')} checkpoint must run as trained; set "
                      f"config.model.unet: {', '.join(bad)}")

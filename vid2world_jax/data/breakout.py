@@ -17,10 +17,21 @@ the ball is missed (MinAtar's termination) or after ``steps`` actions. Return = 
 
 Policies of graded quality (``POLICIES``): "tracker" moves the paddle towards the ball's column (found in the
 frame by ``detect``); "tracker_eps{p}" takes a uniformly random action with probability p instead; "random".
+Exploration policies (``EXPLORE_POLICIES``, recorded by default so that the data shows actions that do not follow
+the ball, and misses): "explore" holds a uniformly random action for a random run (geometric, mean
+``EXPLORE_MEAN_RUN`` steps) whatever the ball does; "explore_mix" tracks the ball during some runs and holds a random
+action during the others, so it reaches mid-game states and then acts against the ball. Policies outside every
+recorded family (``OUT_OF_FAMILY_POLICIES``, for evaluation only): "away" moves the paddle away from the ball's
+column; "always_left" / "always_right" hold one key.
+
+Misses: MinAtar ends the episode when the ball is missed and the game's screen stays as it is. The recording keeps
+those episodes (``miss_hold`` frames of the frozen last screen are appended, the policy's actions recorded and
+without effect), so the data shows what a miss looks like and that nothing moves after it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -39,7 +50,13 @@ ACTION_DIM = len(ACTIONS)
 _MINATAR_ACTION = {0: 0, 1: 1, 2: 3}  # our index -> MinAtar's full action index ('n', 'l', 'r')
 POLICIES = {"tracker": 0.0, "tracker_eps0.25": 0.25, "tracker_eps0.5": 0.5, "tracker_eps0.75": 0.75,
             "random": 1.0}
-FORMAT_VERSION = 1
+EXPLORE_POLICIES = {"explore": 0.0, "explore_mix": 0.5}   # name -> probability that a run tracks the ball
+OUT_OF_FAMILY_POLICIES = ("away", "always_left", "always_right")
+ALL_POLICIES = tuple(POLICIES) + tuple(EXPLORE_POLICIES) + OUT_OF_FAMILY_POLICIES
+RECORDED_POLICIES_V1 = tuple(POLICIES)                     # the recording before the exploration policies
+RECORDED_POLICIES = RECORDED_POLICIES_V1 + tuple(EXPLORE_POLICIES)  # the default recording
+EXPLORE_MEAN_RUN = 4.0                                     # mean length (steps) of an exploration policy's runs
+FORMAT_VERSION = 2
 
 # Cell classes of a rendered frame, in drawing priority (later wins when a cell has several).
 CLASSES = ("background", "brick", "trail", "paddle", "ball")
@@ -92,7 +109,7 @@ class CellDetector:
     for k, name in enumerate(CLASSES):
       if not np.any(y == k):
         raise ValueError(f"no real cell of class {name!r} to fit the detector on")
-      protos.append(c[y == k].mean(0))
+      protos.append(c[y == k].mean(0, dtype=np.float64))   # float64: a float32 sum over ~1e5 cells drifts 2e-4
     return cls(np.stack(protos))
 
   def distances(self, frames01: np.ndarray) -> np.ndarray:
@@ -191,10 +208,81 @@ class TrackerPolicy:
     return self.act_on_positions(det["paddle_x"], det["ball_x"], rng)
 
 
-def make_policy(name: str, detector: CellDetector | None = None) -> TrackerPolicy:
-  if name not in POLICIES:
-    raise ValueError(f"unknown policy {name!r}; known: {list(POLICIES)}")
-  return TrackerPolicy(POLICIES[name], detector)
+class _ImagePolicy:
+  """Base of the image policies: ``__call__(frames01 [N, 32, 32, 3], rng) -> [N]`` actions through ``detect``."""
+
+  def __init__(self, detector: CellDetector | None = None):
+    self.detector = detector or exact_detector()
+
+  def act_on_positions(self, paddle_x, ball_x, rng):  # pragma: no cover - abstract
+    raise NotImplementedError
+
+  def __call__(self, frames01: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    det = self.detector.detect(frames01)
+    return self.act_on_positions(det["paddle_x"], det["ball_x"], rng)
+
+
+class ExplorePolicy(_ImagePolicy):
+  """Temporally correlated exploration: runs of geometric length (mean ``mean_run``); at the start of each run it
+  either tracks the ball for the run (probability ``track_prob``) or picks a uniformly random action and holds it
+  whatever the ball does. Stateful: one instance per episode (``act_on_positions`` is called once per step)."""
+
+  def __init__(self, track_prob: float, mean_run: float = EXPLORE_MEAN_RUN, detector: CellDetector | None = None):
+    super().__init__(detector)
+    if not 0.0 <= track_prob <= 1.0 or mean_run < 1.0:
+      raise ValueError(f"need track_prob in [0, 1] and mean_run >= 1, got {track_prob}, {mean_run}")
+    self.track_prob, self.mean_run = float(track_prob), float(mean_run)
+    self._left, self._mode = None, None   # steps left in the current run per episode, and its action (-1 = track)
+
+  def act_on_positions(self, paddle_x, ball_x, rng):
+    paddle_x, ball_x = np.asarray(paddle_x), np.asarray(ball_x)
+    n = paddle_x.shape[0]
+    if self._left is None or self._left.shape[0] != n:
+      self._left, self._mode = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    new = self._left <= 0
+    if np.any(new):
+      k = int(new.sum())
+      self._left[new] = rng.geometric(1.0 / self.mean_run, k)
+      self._mode[new] = np.where(rng.random(k) < self.track_prob, -1, rng.integers(0, ACTION_DIM, k))
+    self._left -= 1
+    greedy = np.where(ball_x < paddle_x, 1, np.where(ball_x > paddle_x, 2, 0))
+    return np.where(self._mode < 0, greedy, self._mode).astype(np.int64)
+
+
+class AwayPolicy(_ImagePolicy):
+  """Moves the paddle away from the ball's column (towards the far wall when they share a column): the opposite of
+  what every recorded policy does, so a world model that learned "the paddle goes where the ball goes" fails it."""
+
+  def act_on_positions(self, paddle_x, ball_x, rng):
+    del rng
+    paddle_x, ball_x = np.asarray(paddle_x), np.asarray(ball_x)
+    same = np.where(paddle_x < GRID // 2, 2, 1)
+    return np.where(ball_x < paddle_x, 2, np.where(ball_x > paddle_x, 1, same)).astype(np.int64)
+
+
+class ConstantPolicy(_ImagePolicy):
+  """Holds one key (``action`` index) whatever happens."""
+
+  def __init__(self, action: int, detector: CellDetector | None = None):
+    super().__init__(detector)
+    self.action = int(action)
+
+  def act_on_positions(self, paddle_x, ball_x, rng):
+    del ball_x, rng
+    return np.full(np.asarray(paddle_x).shape, self.action, np.int64)
+
+
+def make_policy(name: str, detector: CellDetector | None = None) -> _ImagePolicy:
+  """A fresh policy (exploration policies keep per-episode state: one instance per episode)."""
+  if name in POLICIES:
+    return TrackerPolicy(POLICIES[name], detector)
+  if name in EXPLORE_POLICIES:
+    return ExplorePolicy(EXPLORE_POLICIES[name], detector=detector)
+  if name == "away":
+    return AwayPolicy(detector)
+  if name in ("always_left", "always_right"):
+    return ConstantPolicy(ACTIONS.index(name.split("_")[1]), detector)
+  raise ValueError(f"unknown policy {name!r}; known: {list(ALL_POLICIES)}")
 
 
 def episode_return(classes: np.ndarray, ball_y: np.ndarray) -> np.ndarray:
@@ -216,17 +304,19 @@ def episode_return(classes: np.ndarray, ball_y: np.ndarray) -> np.ndarray:
   return broken.any(axis=1).sum(axis=(-2, -1)).astype(np.float64)
 
 
-def run_policy(policy, seed: int, *, steps: int, policy_seed: int | None = None) -> dict:
-  """Run ``policy`` (a POLICIES name or a TrackerPolicy) from the initial state of ``seed`` for at most ``steps``
-  actions. Returns ``{"frames" uint8 [T, 32, 32, 3], "actions" float32 one-hot [T, 3], "labels" [T, 10, 10],
-  "return": float, "done": bool}``; T = steps + 1 unless the ball was missed earlier (then the last frame shows
-  the miss). The last action is the policy's choice at the last frame (recorded, not executed)."""
+def run_policy(policy, seed: int, *, steps: int, policy_seed: int | None = None, miss_hold: int = 0) -> dict:
+  """Run ``policy`` (a policy name or instance) from the initial state of ``seed`` for at most ``steps`` actions.
+  Returns ``{"frames" uint8 [T, 32, 32, 3], "actions" float32 one-hot [T, 3], "labels" [T, 10, 10],
+  "return": float, "done": bool, "miss_frame": int or None}``; T = steps + 1 unless the ball was missed earlier:
+  then the last real frame shows the miss, followed by ``miss_hold`` copies of it (the game's screen after the
+  end; the policy's actions are recorded and change nothing). The last action is the policy's choice at the last
+  frame (recorded, not executed)."""
   pol = make_policy(policy) if isinstance(policy, str) else policy
   rng = np.random.default_rng(seed if policy_seed is None else policy_seed)
   game = Game()
   frame = game.reset(seed)
   frames, actions, labels = [frame], [], [state_labels(game.state())]
-  ret, done = 0.0, False
+  ret, done, miss_frame = 0.0, False, None
   for t in range(steps + 1):
     a = int(pol(frame[None].astype(np.float32) / 255.0, rng)[0])
     actions.append(one_hot(a))
@@ -236,17 +326,24 @@ def run_policy(policy, seed: int, *, steps: int, policy_seed: int | None = None)
     ret += r
     frames.append(frame)
     labels.append(state_labels(game.state()))
+  if done:
+    miss_frame = len(frames) - 1
+    for _ in range(int(miss_hold)):
+      frames.append(frames[-1])
+      labels.append(labels[-1])
+      actions.append(one_hot(int(pol(frames[-1][None].astype(np.float32) / 255.0, rng)[0])))
   return {"frames": np.stack(frames), "actions": np.stack(actions), "labels": np.stack(labels), "return": ret,
-          "done": done}
+          "done": done, "miss_frame": miss_frame}
 
 
-def record_dataset(out_dir: str, *, episodes_per_policy: int, steps: int, policies=tuple(POLICIES),
-                   base_seed: int = 1000, min_length: int = 9, progress: bool = True) -> dict:
+def record_dataset(out_dir: str, *, episodes_per_policy: int, steps: int, policies=RECORDED_POLICIES,
+                   base_seed: int = 1000, min_length: int = 9, miss_hold: int = 6, progress: bool = True) -> dict:
   """Records episodes_per_policy episodes per policy (generic episode format + labels + meta.json + splits.json).
 
   The last ``max(1, episodes_per_policy // 8)`` episodes of every policy are the "test" split (unseen initial
-  states: seeds base_seed + k differ between episodes). Episodes shorter than ``min_length`` frames (the ball
-  missed at once) are not written (counted in meta.json)."""
+  states: seeds base_seed + k differ between episodes). A missed ball is followed by ``miss_hold`` frames of the
+  frozen screen (``run_policy``); episodes still shorter than ``min_length`` frames are not written (counted in
+  meta.json)."""
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
   import minatar  # pylint: disable=import-outside-toplevel
   os.makedirs(out_dir, exist_ok=True)
@@ -258,7 +355,7 @@ def record_dataset(out_dir: str, *, episodes_per_policy: int, steps: int, polici
     for pi, pname in enumerate(policies):
       for k in range(episodes_per_policy):
         seed = base_seed + k
-        r = run_policy(pname, seed, steps=steps, policy_seed=seed * 1000 + pi)
+        r = run_policy(pname, seed, steps=steps, policy_seed=seed * 1000 + pi, miss_hold=miss_hold)
         bar.update(1)
         if len(r["frames"]) < min_length:
           short += 1
@@ -266,14 +363,17 @@ def record_dataset(out_dir: str, *, episodes_per_policy: int, steps: int, polici
         name = f"{pname}_{k:04d}"
         episodes_lib.write_episode(os.path.join(out_dir, name + ".npz"), r["frames"], r["actions"], r["done"])
         np.save(os.path.join(out_dir, name + ".labels.npy"), r["labels"].astype(np.uint8))
-        eps.append({"name": name, "policy": pname, "seed": seed, "return": r["return"], "length": len(r["frames"])})
+        eps.append({"name": name, "policy": pname, "seed": seed, "return": r["return"], "length": len(r["frames"]),
+                    "miss_frame": r["miss_frame"]})
         (test if k >= episodes_per_policy - n_test else train).append(name)
   meta = {
       "format_version": FORMAT_VERSION, "simulator": "minatar", "env": ENV_NAME,
       "minatar_version": getattr(minatar, "__version__", "1.0.15"), "resolution": [RESOLUTION, RESOLUTION],
-      "action_dim": ACTION_DIM, "actions": list(ACTIONS), "policies": {p: POLICIES[p] for p in policies},
+      "action_dim": ACTION_DIM, "actions": list(ACTIONS), "policies": list(policies),
       "mean_return": {p: float(np.mean([e["return"] for e in eps if e["policy"] == p] or [0.0])) for p in policies},
-      "episodes": eps, "skipped_short": short, "recording_seconds": round(time.time() - t0, 2),
+      "misses": {p: int(sum(e["miss_frame"] is not None for e in eps if e["policy"] == p)) for p in policies},
+      "miss_hold": int(miss_hold), "episodes": eps, "skipped_short": short,
+      "recording_seconds": round(time.time() - t0, 2),
   }
   return episodes_lib.write_recording_index(out_dir, meta, train, test)
 
@@ -282,12 +382,20 @@ default_cache_dir = episodes_lib.default_cache_dir
 
 
 def embedded_dataset_dir(cache_dir: str | None = None, *, episodes_per_policy: int = 64, steps: int = 40,
-                         progress: bool = True) -> str:
-  """Path of the recorded Breakout dataset; records it on first use (seconds) and caches it on disk."""
+                         policies=RECORDED_POLICIES, miss_hold: int = 6, progress: bool = True) -> str:
+  """Path of the recorded Breakout dataset; records it on first use (seconds) and caches it on disk. The folder
+  name holds every recording setting, so recordings made with other settings never mix."""
+  policies = tuple(policies)
+  unknown = [p for p in policies if p not in POLICIES and p not in EXPLORE_POLICIES]
+  if unknown or not policies:
+    raise ValueError(f"data.embedded.policies must name recording policies "
+                     f"{list(POLICIES) + list(EXPLORE_POLICIES)}, got {list(policies)}")
   root = cache_dir or default_cache_dir()
-  d = os.path.join(root, f"{ENV_NAME}_s{steps}_e{episodes_per_policy}_v{FORMAT_VERSION}")
+  tag = hashlib.sha1(json.dumps([list(policies), int(miss_hold), EXPLORE_MEAN_RUN]).encode()).hexdigest()[:8]
+  d = os.path.join(root, f"{ENV_NAME}_s{steps}_e{episodes_per_policy}_v{FORMAT_VERSION}_{tag}")
   return episodes_lib.cached_recording(d, lambda tmp: record_dataset(
-      tmp, episodes_per_policy=episodes_per_policy, steps=steps, progress=progress))
+      tmp, episodes_per_policy=episodes_per_policy, steps=steps, policies=policies, miss_hold=miss_hold,
+      progress=progress))
 
 
 def fit_detector(dataset_dir: str, max_episodes: int = 64) -> CellDetector:

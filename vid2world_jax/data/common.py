@@ -24,7 +24,10 @@ ON_BAD_DATA = ("raise", "skip")
 
 
 class BadDataError(ValueError):
-  """Bad input data; the message names the file and the episode."""
+  """Bad input data; the message (one line) names the file and the episode."""
+
+  def __init__(self, message: str = ""):
+    super().__init__(" ".join(str(message).split()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +77,14 @@ def validate_actions(actions: np.ndarray, action_dim: int, where: str, on_bad_da
   if actions.ndim != 2 or actions.shape[1] != action_dim:
     bad_data(on_bad_data, "action_dim", f"{where}: actions have shape {actions.shape}, config action_dim={action_dim}")
     return False
-  if not np.all(np.isfinite(actions)):
-    n = int(np.sum(~np.isfinite(actions)))
+  if not (np.issubdtype(actions.dtype, np.integer) or np.issubdtype(actions.dtype, np.floating)
+          or actions.dtype == np.bool_):
+    bad_data(on_bad_data, "bad_dtype", f"{where}: actions have dtype {actions.dtype}, expected real numbers")
+    return False
+  with np.errstate(over="ignore"):
+    finite = np.isfinite(actions.astype(np.float32))   # float64 values beyond float32 become inf when read
+  if not np.all(finite):
+    n = int(np.sum(~finite))
     bad_data(on_bad_data, "nan_actions", f"{where}: {n} non-finite (NaN/inf) action values")
     return False
   return True

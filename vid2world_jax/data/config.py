@@ -43,6 +43,13 @@ def default_data_config() -> ml_collections.ConfigDict:
   #                                      metaworld: last one of each; use 6 there, ~2 s per episode)
   c.embedded.steps = 40  # at most this many actions per episode (breakout ends earlier on a miss; metaworld: 50)
   c.embedded.resolution = 64  # metaworld only: square frame size of the recording (breakout is 32x32)
+  # breakout only: recording policies (data/breakout.py). The first five chase the ball with graded noise; the
+  # exploration policies hold random actions for random runs whatever the ball does ("explore") or between runs
+  # of tracking ("explore_mix"), so the data shows actions that do not follow the ball, and misses.
+  c.embedded.policies = ("tracker", "tracker_eps0.25", "tracker_eps0.5", "tracker_eps0.75", "random",
+                         "explore", "explore_mix")
+  c.embedded.miss_hold = 6  # breakout only: frames of the frozen screen kept after a missed ball (0 = cut there);
+  #                            at most clip_length - 2, so that no clip is all frozen (copy-last-frame exact)
   return c
 
 

@@ -16,6 +16,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from vid2world_jax import user_input
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config (configs/*.py): data + model blocks.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (created; resumed when it exists).")
 _EPISODES_PER_SHARD = flags.DEFINE_integer("episodes_per_shard", 64, "Episodes per ArrayRecord shard.")
@@ -24,6 +26,7 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "float16"], "Storage 
 _RANDOM = flags.DEFINE_bool("allow_random_encoders", False, "Random VAE/CLIP weights without init_from (tests).")
 
 
+@user_input.cli_main
 def main(argv):
   del argv
   from vid2world_jax.data import latents_writer  # pylint: disable=import-outside-toplevel
@@ -41,4 +44,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "out"])
-  app.run(main)
+  app.run(main, flags_parser=user_input.parse_flags)

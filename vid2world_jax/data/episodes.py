@@ -133,7 +133,7 @@ class EpisodeSource:
       common.bad_data(self.on_bad_data, "corrupt_file", f"{fn} episode {name}: cannot read ({type(e).__name__}: {e})")
       return None
     where = f"{fn} episode {name}"
-    if len(fshape) != 4 or fshape[-1] != 3 or fshape[0] != actions.shape[0]:
+    if len(fshape) != 4 or fshape[-1] != 3 or actions.ndim < 1 or fshape[0] != actions.shape[0]:
       common.bad_data(self.on_bad_data, "bad_shape",
                       f"{where}: frames {fshape} / actions {actions.shape} are not [T,H,W,3] / [T,A] with equal T")
       return None

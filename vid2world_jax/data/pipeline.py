@@ -13,17 +13,16 @@ fixes the batch sequence for a given process_count / worker_count. Hosts get dis
 BadDataError naming file and episode, or are skipped (filtered out) and counted when on_bad_data == "skip".
 
 Skip counts by reason (``TrainIterator.skip_counts()``) cover the clips the trainer has CONSUMED, not those the
-read threads prefetched: each skip is recorded with its element index and counted once the iterator's position
-passes it; the counts travel in ``get_state()`` (so in the checkpoint's data state) and a resumed run reports the
-same totals as an uninterrupted one. Episodes dropped when the source is indexed (short, unreadable, bad actions)
-are counted separately (``index``; recomputed identically at every start). With ``worker_count > 0`` the reads
-happen in worker processes and read-time skips are not counted (only logged by the workers).
+read threads prefetched: a skipped clip is counted inside the next good clip (``SKIP_KEY``, summed when its batch
+is consumed), so the counts are the same with read threads or grain worker processes (``worker_count > 0``);
+they travel in ``get_state()`` (so in the checkpoint's data state) and a resumed run reports the same totals as
+an uninterrupted one. Episodes dropped when the source is indexed (short, unreadable, bad actions) are counted
+separately (``index``; recomputed identically at every start).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 import zlib
 
 import grain
@@ -63,7 +62,9 @@ def embedded_path(cfg) -> str:
   if env == "breakout":
     from vid2world_jax.data import breakout  # pylint: disable=import-outside-toplevel
     return breakout.embedded_dataset_dir(episodes_per_policy=e.get("episodes_per_policy", 64),
-                                         steps=e.get("steps", 40))
+                                         steps=e.get("steps", 40),
+                                         policies=tuple(e.get("policies", breakout.RECORDED_POLICIES)),
+                                         miss_hold=int(e.get("miss_hold", 6)))
   if env == "metaworld":
     from vid2world_jax.data import simulator  # pylint: disable=import-outside-toplevel
     return simulator.embedded_dataset_dir(episodes_per_policy=e.get("episodes_per_policy", 6),
@@ -101,6 +102,11 @@ class ClipLoader(grain.transforms.RandomMap):
     except Exception as e:  # noqa: BLE001 - corrupt file contents (HDF5/zip/protobuf errors)
       common.bad_data(self.on_bad_data, "corrupt_file", f"{where}: cannot read clip ({type(e).__name__}: {e})")
       return SkippedClip("corrupt_file")
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+      common.bad_data(self.on_bad_data, "bad_shape", f"{where}: frames are {frames.dtype} {frames.shape}, "
+                      "expected uint8 [T, H, W, 3]")
+      return SkippedClip("bad_shape")
     actions = np.asarray(actions, np.float32)
     if not common.validate_actions(actions, self.action_dim, f"{where} frames {idx[0]}..{idx[-1]}",
                                    self.on_bad_data):
@@ -124,83 +130,68 @@ class SkippedClip:
   reason: str
 
 
-class SkipLedger:
-  """Skipped clips by element index, written by the read threads; counted once consumed (``fold``)."""
+SKIP_REASONS = ("corrupt_file", "bad_shape", "bad_dtype", "action_dim", "nan_actions", "other")
+SKIP_KEY = "skipped_before"   # int32 [len(SKIP_REASONS)] per clip: clips skipped just before it, by reason
 
-  def __init__(self):
-    self._lock = threading.Lock()
-    self._pending: dict[int, str] = {}
-    self.counts: dict[str, int] = {}
-    self.folded_upto = 0   # element indices below this are already in ``counts``
 
-  def __getstate__(self):   # grain worker processes get an empty ledger of their own (not read back)
-    return {}
+class _SkipCountIterator(grain.DatasetIterator):
+  """Drops ``SkippedClip`` elements and writes their reasons into the next clip (``SKIP_KEY``): the counts travel
+  inside the batches, from read threads and grain worker processes alike."""
 
-  def __setstate__(self, state):
-    del state
-    self.__init__()
+  def __next__(self):
+    counts = np.zeros(len(SKIP_REASONS), np.int32)
+    while True:
+      x = next(self._parent)
+      if not isinstance(x, SkippedClip):
+        return {**x, SKIP_KEY: counts}
+      counts[SKIP_REASONS.index(x.reason if x.reason in SKIP_REASONS else "other")] += 1
 
-  def record(self, index: int, element):
-    if isinstance(element, SkippedClip):
-      with self._lock:
-        if index >= self.folded_upto:
-          self._pending[int(index)] = element.reason
-      return None
-    return element
+  def get_state(self):
+    return self._parent.get_state()
 
-  def fold(self, consumed_upto: int) -> dict:
-    """Adds the skips of element indices < ``consumed_upto`` to the counts; returns the counts."""
-    with self._lock:
-      for i in [i for i in self._pending if i < consumed_upto]:
-        reason = self._pending.pop(i)
-        if i >= self.folded_upto:
-          self.counts[reason] = self.counts.get(reason, 0) + 1
-      self.folded_upto = max(self.folded_upto, int(consumed_upto))
-      return dict(self.counts)
+  def set_state(self, state):
+    self._parent.set_state(state)
 
-  def reset(self, counts: dict, folded_upto: int) -> None:
-    with self._lock:
-      self.counts = {str(k): int(v) for k, v in counts.items()}
-      self.folded_upto = int(folded_upto)
-      self._pending = {i: r for i, r in self._pending.items() if i >= self.folded_upto}
+
+class _SkipCount(grain.IterDataset):
+
+  def __iter__(self):
+    return _SkipCountIterator(self._parent.__iter__())
 
 
 class TrainIterator(grain.DatasetIterator):
   """The grain iterator of training batches plus the consumed skip counts (``skip_counts``) in its state (a
   grain ``DatasetIterator``: grain's orbax handler saves and restores it too)."""
 
-  def __init__(self, it, ledger: SkipLedger, index_skips: dict):
+  def __init__(self, it, index_skips: dict):
     super().__init__(it)
-    self._it, self._ledger, self.index_skips = it, ledger, dict(index_skips)
+    self._it, self.index_skips = it, dict(index_skips)
+    self._counts: dict[str, int] = {}
 
   def __next__(self):
-    return next(self._it)
-
-  def _position(self, state) -> int | None:
-    return int(state["next_index"]) if isinstance(state, dict) and "next_index" in state else None
+    batch = next(self._it)
+    skipped = batch.pop(SKIP_KEY, None) if isinstance(batch, dict) else None   # latents batches have none
+    if skipped is None:
+      return batch
+    for reason, n in zip(SKIP_REASONS, np.asarray(skipped).reshape(-1, len(SKIP_REASONS)).sum(0)):
+      if n:
+        self._counts[reason] = self._counts.get(reason, 0) + int(n)
+    return batch
 
   def skip_counts(self) -> dict:
-    """``{"read": {reason: n}, "index": {reason: n}}``: clips skipped among those consumed so far (read: None
-    when not tracked, i.e. grain worker processes), and episodes dropped when the source was indexed."""
-    pos = self._position(self._it.get_state())
-    return {"read": None if pos is None else self._ledger.fold(pos), "index": dict(self.index_skips)}
+    """``{"read": {reason: n}, "index": {reason: n}}``: clips skipped among those consumed so far (in this
+    process or its grain workers), and episodes dropped when the source was indexed."""
+    return {"read": dict(self._counts), "index": dict(self.index_skips)}
 
   def get_state(self) -> dict:
-    state = self._it.get_state()
-    pos = self._position(state)
-    return {"grain": state, "skipped": None if pos is None else self._ledger.fold(pos)}
+    return {"grain": self._it.get_state(), "skipped": dict(self._counts)}
 
   def set_state(self, state) -> None:
     if not isinstance(state, dict) or "grain" not in state:   # checkpoints written before skip counts
       self._it.set_state(state)
       return
     self._it.set_state(state["grain"])
-    pos = self._position(state["grain"])
-    self._ledger.reset(state.get("skipped") or {}, pos or 0)
-
-
-def _not_none(x) -> bool:
-  return x is not None
+    self._counts = {str(k): int(v) for k, v in (state.get("skipped") or {}).items()}
 
 
 def _resolve_process(process_index, process_count):
@@ -219,10 +210,9 @@ def _ensure_absl_flags_parsed():
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags (environment notes)
 
 
-def make_train_dataset(cfg, *, process_index=None, process_count=None, source=None,
-                       ledger: SkipLedger | None = None) -> grain.IterDataset:
-  """The grain IterDataset behind make_train_iterator (infinite, batched to B_local); skipped clips are recorded
-  in ``ledger`` (by element index) when given."""
+def make_train_dataset(cfg, *, process_index=None, process_count=None, source=None) -> grain.IterDataset:
+  """The grain IterDataset behind make_train_iterator (infinite, batched to B_local); each batch also holds
+  ``SKIP_KEY``: the clips skipped before each of its clips, by reason (``TrainIterator`` sums and removes it)."""
   config_lib.check_config(cfg)
   process_index, process_count = _resolve_process(process_index, process_count)
   if cfg.source == "latents":  # precomputed VAE / CLIP outputs (data/latents.py)
@@ -237,10 +227,9 @@ def make_train_dataset(cfg, *, process_index=None, process_count=None, source=No
     raise ValueError(f"{len(source.episodes)} episodes cannot be sharded over {process_count} processes")
   ds = grain.MapDataset.source(mine).shuffle(seed=int(cfg.seed)).repeat(None)
   ds = ds.random_map(ClipLoader(source, cfg), seed=int(cfg.seed))
-  ds = ds.map_with_index((ledger or SkipLedger()).record)   # SkippedClip -> None (its index recorded)
-  ds = ds.filter(_not_none)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg.get("num_threads", 2)),
                                             prefetch_buffer_size=int(cfg.get("prefetch_buffer_size", 8))))
+  ds = _SkipCount(ds)   # SkippedClip -> counted in the next clip (SKIP_KEY)
   ds = ds.batch(local_batch, drop_remainder=True)
   if cfg.worker_count > 0:
     _ensure_absl_flags_parsed()
@@ -253,10 +242,8 @@ def make_train_iterator(cfg, *, process_index=None, process_count=None) -> Train
   before = common.skip_counts()
   source = None if cfg.source == "latents" else make_source(cfg)   # latents: data/latents.py opens its shards
   index_skips = {k: v - before.get(k, 0) for k, v in common.skip_counts().items() if v - before.get(k, 0)}
-  ledger = SkipLedger()
-  ds = make_train_dataset(cfg, process_index=process_index, process_count=process_count, source=source,
-                          ledger=ledger)
-  return TrainIterator(iter(ds), ledger, index_skips)
+  ds = make_train_dataset(cfg, process_index=process_index, process_count=process_count, source=source)
+  return TrainIterator(iter(ds), index_skips)
 
 
 # ----------------------------------------------------------------------------------------------------- eval

@@ -137,9 +137,13 @@ def build_index(path: str, split: str = "train", *, on_bad_data: str = "raise", 
   sig = [[os.path.basename(f), os.path.getsize(f)] for f in files]
   ipath = _index_path(path, split)
   if os.path.exists(ipath):
-    with open(ipath) as f:
-      idx = json.load(f)
-    if idx.get("version") == INDEX_VERSION and idx.get("files") == sig and idx.get("format") == fmt:
+    try:
+      with open(ipath) as f:
+        idx = json.load(f)
+    except (OSError, ValueError):   # a damaged cache is rebuilt
+      idx = None
+    if (isinstance(idx, dict) and idx.get("version") == INDEX_VERSION and idx.get("files") == sig
+        and idx.get("format") == fmt):
       return idx
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
   entries = []

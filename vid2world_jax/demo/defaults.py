@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ml_collections
 
-STAGES = ("pretrain", "causalize", "finetune", "evaluate", "long_horizon", "policy_eval", "report")
+STAGES = ("pretrain", "causalize", "finetune", "evaluate", "out_of_family", "long_horizon", "policy_eval", "report")
 
 def default_demo_config() -> ml_collections.ConfigDict:
   """The ``config.demo`` block (every knob of the default run)."""
@@ -39,6 +39,15 @@ def default_demo_config() -> ml_collections.ConfigDict:
   #                                   configs.base). False: the traced-scale path (one compile for all scales)
   d.long_horizon = 4                # long-horizon rollouts to this many training windows (0 = off; point 4)
   d.long_horizon_clips = 8          # held-out episodes long enough for them (fewer if the split has fewer)
+  d.very_long_horizon = 128         # breakout: one more long row of this many frames, ground truth from the simulator
+  #                                   (the tracker from unseen seeds; episodes on disk are shorter); 0 = off. Reported
+  d.very_long_horizon_clips = 4     # ... from this many initial states (seeds 9500..)
+  # Out-of-family split (demo/out_of_family.py): mid-game contexts from unseen seeds under action families that no
+  # recording policy produces (hold, alternate, away from the ball, noop) + the tracker from the same contexts.
+  d.out_of_family = ml_collections.ConfigDict()
+  d.out_of_family.enabled = True    # breakout only; stage "out_of_family"
+  d.out_of_family.contexts = 8      # contexts; clips = contexts x (4 families + control)
+  d.out_of_family.first_seed = 9000 # seed of the first context (recording: 1000.., policy evaluation: 5000..)
   d.strict = False                  # True: exit non-zero (after the table of shortfalls) when a point of the
   #                                   quality bar (action following, copy-last, policy ranking, long horizon) fails
   d.video_scale = 6                 # report GIFs upscaled by this integer factor (32 px frames -> 192 px)
@@ -48,9 +57,11 @@ def default_demo_config() -> ml_collections.ConfigDict:
   # Policy evaluation (paper §5.1 analogue on the embedded simulator).
   d.policy_eval = ml_collections.ConfigDict()
   d.policy_eval.enabled = True      # run stage (c') in the default run
-  d.policy_eval.policies = ("tracker", "tracker_eps0.25", "tracker_eps0.5", "random")  # breakout.POLICIES names
-  #                                   (metaworld: simulator.POLICIES, e.g. "expert", "expert_noise2.0", "random")
-  d.policy_eval.episodes = 8        # initial states per policy (seeds first_seed + k, unseen in training)
+  d.policy_eval.policies = ("tracker", "tracker_eps0.25", "tracker_eps0.5", "random", "away", "always_left")
+  #                                   breakout.make_policy names: 4 of the recorded family + 2 outside every recorded
+  #                                   family (metaworld: simulator.POLICIES, e.g. "expert", "expert_noise2.0")
+  d.policy_eval.episodes = 16       # initial states per policy (seeds first_seed + k, unseen in training)
+  d.policy_eval.bootstrap = 1000    # bootstrap resamples of the states for the confidence intervals of r and MMRV
   d.policy_eval.first_seed = 5000   # seed of the first initial state
   d.policy_eval.horizon = 24        # at most this many actions (Breakout episodes end earlier when the ball is missed)
   d.policy_eval.ddim_steps = 3      # DDIM steps per frame in the policy rollouts (cost: episodes x horizon x steps)

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from vid2world_jax import inference, pixels, world_model
+from vid2world_jax.demo import out_of_family as oof
 from vid2world_jax.metrics import world_model_metrics as wmm
 
 
@@ -67,11 +68,13 @@ def per_clip_psnr(m: dict) -> list:
 
 
 def sample_videos(session: inference.InferenceSession, clips: dict, scale: float, *, seed: int, batch: int,
-                  shuffle_actions: bool = False, nar: bool = False, progress: bool = False, desc: str = ""
-                  ) -> np.ndarray:
+                  shuffle_actions: bool = False, nar: bool = False, progress: bool = False, desc: str = "",
+                  actions: np.ndarray | None = None) -> np.ndarray:
   """Rollouts of all eval clips from their first frame (autoregressive, or ``nar``: non-autoregressive), ``batch``
-  per sampler call (the last call padded to the same shape: one compilation): ``[N, T, H, W, 3]`` in [0, 1]."""
-  frames, actions = clips["frames"], clips["actions"]
+  per sampler call (the last call padded to the same shape: one compilation): ``[N, T, H, W, 3]`` in [0, 1].
+  ``actions``: other actions than the clips' own (``[N, T, A]``); ``shuffle_actions``: another clip's."""
+  frames = clips["frames"]
+  actions = clips["actions"] if actions is None else np.asarray(actions, np.float32)
   if shuffle_actions:  # the actions of another clip (a derangement: roll by one)
     actions = np.roll(actions, 1, axis=0)
   n, t = frames.shape[:2]
@@ -131,6 +134,9 @@ def evaluate(cfg, params: dict, *, clips: dict | None = None, sweep: bool = True
       pos_gt = breakout_eval.paddle_positions(det, gt01)
       out["paddle_error"] = {"true": wmm.position_error(breakout_eval.paddle_positions(det, pred), pos_gt),
                              "shuffled": wmm.position_error(breakout_eval.paddle_positions(det, sh), pos_gt)}
+      ball_gt = oof.ball_positions(det, gt01)
+      out["ball_error"] = {"true": oof.ball_error(oof.ball_positions(det, pred), ball_gt),
+                           "shuffled": oof.ball_error(oof.ball_positions(det, sh), ball_gt)}
       out["shuffled"] = sh
   if nar:
     nv = sample(scale, nar=True, desc=f"(c) non-AR sampling{tag}")
@@ -154,6 +160,55 @@ def evaluate(cfg, params: dict, *, clips: dict | None = None, sweep: bool = True
                    "delta_psnr": None if dp is None else dp["mean"],
                    "delta_psnr_se": None if dp is None else dp["se"]})
     out["guidance_sweep"] = rows
+  return out
+
+
+def _subset_metrics(det, pred01, other01, gt01, copy01, idx) -> dict:
+  """Metrics of the clips ``idx``: per horizon (model, copy-last-frame), Delta-t-PSNR against ``other01`` (the same
+  contexts under other actions), paddle and ball position errors under the true and the other actions."""
+  fm, fo = frame_metrics(pred01[idx], gt01[idx]), frame_metrics(other01[idx], gt01[idx])
+  from vid2world_jax.demo import breakout_eval  # pylint: disable=import-outside-toplevel
+  pad_gt, ball_gt = breakout_eval.paddle_positions(det, gt01[idx]), oof.ball_positions(det, gt01[idx])
+  return {"clips": int(len(idx)),
+          "per_horizon": {"world_model": per_horizon(fm), "other_actions": per_horizon(fo),
+                          "copy_last_frame": per_horizon(frame_metrics(copy01[idx], gt01[idx]))},
+          "delta_psnr": wmm.delta_psnr(fm["psnr"], fo["psnr"]),
+          "paddle_error": {"true": wmm.position_error(breakout_eval.paddle_positions(det, pred01[idx]), pad_gt),
+                           "other": wmm.position_error(breakout_eval.paddle_positions(det, other01[idx]), pad_gt)},
+          "ball_error": {"true": oof.ball_error(oof.ball_positions(det, pred01[idx]), ball_gt),
+                         "other": oof.ball_error(oof.ball_positions(det, other01[idx]), ball_gt)}}
+
+
+def evaluate_out_of_family(cfg, params: dict, progress: bool | None = None) -> dict | None:
+  """The out-of-family split (``demo.out_of_family``; ``out_of_family.make_clips``): mid-game contexts from unseen
+  seeds under action families no recording policy produces, and the tracker's actions from the same contexts (the
+  in-family control). Metrics of the out-of-family clips together, per family and of the control."""
+  d, o = cfg.demo, cfg.demo.out_of_family
+  det = position_detector(cfg)
+  if not o.enabled or det is None:   # Breakout only (the split is made with its simulator)
+    return None
+  progress = bool(d.progress) if progress is None else progress
+  clips = oof.make_clips(int(o.contexts), int(cfg.data.clip_length), first_seed=int(o.first_seed))
+  session = make_session(cfg, params)
+  gt01 = (clips["frames"] + 1.0) / 2.0
+  from vid2world_jax.demo import baselines  # pylint: disable=import-outside-toplevel
+  copy01 = baselines.copy_last_frame(gt01, 1)
+  sample = _sampler(cfg, session, clips, progress, seed=int(d.seed) + 13)
+  scale = float(d.guidance_scale)
+  pred = sample(scale, desc="(c) out-of-family rollouts")
+  other = sample(scale, actions=oof.other_family_actions(clips), desc="(c) out-of-family, other family's actions")
+  fam = clips["family"]
+  idx_oof = np.flatnonzero(fam != oof.CONTROL)
+  out = {"out_of_family": _subset_metrics(det, pred, other, gt01, copy01, idx_oof),
+         "families": {f: _subset_metrics(det, pred, other, gt01, copy01, np.flatnonzero(fam == f))
+                      for f in dict.fromkeys(fam.tolist())},
+         "contexts": int(o.contexts), "first_seed": int(o.first_seed), "horizons": list(range(1, gt01.shape[1])),
+         "missed_real": {f: float(np.mean(clips["missed"][fam == f])) for f in dict.fromkeys(fam.tolist())},
+         "protocol": (f"{int(o.contexts)} mid-game contexts (seeds {int(o.first_seed)}.., tracker warm-up 4-16 steps) "
+                      f"x families {list(oof.FAMILIES)} + the tracker control; Delta-t-PSNR against the same context "
+                      f"under the next family's actions; guidance {scale:g}")}
+  keep = [i for f in dict.fromkeys(fam.tolist()) for i in np.flatnonzero(fam == f)[:1]]   # one clip per family
+  out["_videos"] = (gt01[keep], pred[keep], copy01[keep], other[keep], [clips["names"][i] for i in keep])
   return out
 
 
@@ -191,9 +246,37 @@ def long_horizon(cfg, params: dict, progress: bool | None = None) -> dict | None
       float(d.guidance_scale), desc=f"(c) long horizon ({gt01.shape[1] - 1} frames)")
   ph = {"world_model": per_horizon(frame_metrics(pred, gt01)),
         "copy_last_frame": per_horizon(frame_metrics(baselines.copy_last_frame(gt01, 1), gt01))}
-  return {"per_horizon": ph, "horizons": list(range(1, gt01.shape[1])), "frames": int(gt01.shape[1] - 1),
-          "clips": int(gt01.shape[0]), "window": window, "frame_statistics": wmm.frame_statistics(pred, gt01),
-          "names": clips["names"], "gt": gt01, "pred": pred}
+  out = {"per_horizon": ph, "horizons": list(range(1, gt01.shape[1])), "frames": int(gt01.shape[1] - 1),
+         "clips": int(gt01.shape[0]), "window": window, "frame_statistics": wmm.frame_statistics(pred, gt01),
+         "names": clips["names"], "gt": gt01, "pred": pred}
+  vl = very_long_horizon(cfg, session, progress)
+  if vl is not None:
+    out["very_long"] = vl
+  return out
+
+
+def very_long_horizon(cfg, session, progress: bool) -> dict | None:
+  """Breakout: ``demo.very_long_horizon`` frames (longer than any recorded episode) from unseen initial states
+  (seeds 9500..), the ground truth played by the tracker in the simulator; the same metrics as ``long_horizon``."""
+  d = cfg.demo
+  frames = int(d.get("very_long_horizon", 0))
+  if frames <= 0 or position_detector(cfg) is None:
+    return None
+  from vid2world_jax.data import breakout  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.demo import baselines  # pylint: disable=import-outside-toplevel
+  runs = [breakout.run_policy("tracker", 9500 + k, steps=frames) for k in range(int(d.very_long_horizon_clips))]
+  runs = [r for r in runs if len(r["frames"]) == frames + 1]   # the tracker never misses; checked, not assumed
+  if not runs:
+    return None
+  clips = {"frames": pixels.from_uint8(np.stack([r["frames"] for r in runs])),
+           "actions": np.stack([r["actions"] for r in runs]), "names": [f"tracker_seed{9500 + k}" for k in
+                                                                      range(len(runs))]}
+  gt01 = (clips["frames"] + 1.0) / 2.0
+  pred = sample_videos(session, clips, float(d.guidance_scale), seed=int(d.seed) + 11, batch=len(runs),
+                       progress=progress, desc=f"(c) very long horizon ({frames} frames)")
+  ph = {"world_model": per_horizon(frame_metrics(pred, gt01)),
+        "copy_last_frame": per_horizon(frame_metrics(baselines.copy_last_frame(gt01, 1), gt01))}
+  return {"per_horizon": ph, "frames": frames, "clips": len(runs), "frame_statistics": wmm.frame_statistics(pred, gt01)}
 
 
 def nar_metrics(cfg, params: dict, clips: dict, progress: bool | None = None) -> dict:
@@ -231,6 +314,7 @@ def policy_evaluation(cfg, params: dict) -> dict:
     venv = envs.WorldModelVectorEnv(session, num_envs=n, guidance_scale=float(cfg.demo.guidance_scale))
     t0 = time.time()
     out = breakout_eval.policy_evaluation(venv, pe.policies, int(pe.episodes), int(pe.first_seed), int(pe.horizon),
-                                          position_detector(cfg), seed=int(cfg.demo.seed) + 99)
+                                          position_detector(cfg), seed=int(cfg.demo.seed) + 99,
+                                          bootstrap=int(pe.get("bootstrap", 1000)))
     log(f"policy evaluation: {n} closed-loop episodes of {int(pe.horizon)} frames in {time.time() - t0:.0f} s")
   return out

@@ -13,6 +13,8 @@ executes them in order and skips a stage whose output file exists:
                 ``rollout_cli --checkpoint=<workdir>`` load)
   evaluate      ``eval/rollouts``: guided rollouts of held-out clips, guidance sweep, shuffled actions
                 (``evaluation``)
+  out_of_family ``eval/out_of_family``: mid-game contexts from unseen seeds under action families no recording
+                policy produces (``out_of_family``; Breakout)
   long_horizon  ``eval/long_horizon``: sliding-window rollouts to several training windows
   policy_eval   ``eval/policy_eval``: real vs world-model policy ranking (``demo.policy_eval.enabled``)
   report        ``report/``: GIFs ``ground truth | prediction | copy-last-frame``, metrics.md/json, plots and a
@@ -67,6 +69,11 @@ def check_demo_config(cfg) -> None:
     raise ValueError("demo.eval_clips and demo.eval_batch must be >= 1")
   if cfg.data.clip_length < 2:
     raise ValueError("data.clip_length must be >= 2 (context frame + at least one predicted frame)")
+  e = cfg.data.get("embedded", {})
+  if cfg.data.source == "embedded" and e.get("env", "breakout") == "breakout" and \
+      int(e.get("miss_hold", 0)) > int(cfg.data.clip_length) - 2:
+    raise ValueError(f"data.embedded.miss_hold={e.get('miss_hold')} must be <= data.clip_length - 2 = "
+                     f"{int(cfg.data.clip_length) - 2}: a clip of frozen frames only makes copy-last-frame exact")
   if not d.guidance_sweep:
     raise ValueError("demo.guidance_sweep must list at least one scale")
   if int(d.finetune_steps) < 1 or (d.init == "pretrained" and d.pretrain == "run" and int(d.pretrain_steps) < 1):
@@ -110,6 +117,10 @@ def _evaluate(cfg, ctx):
   return evaluation.evaluate(cfg, ctx.outputs["finetune"]["params"])
 
 
+def _out_of_family(cfg, ctx):
+  return evaluation.evaluate_out_of_family(cfg, ctx.outputs["finetune"]["params"])
+
+
 def _long_horizon(cfg, ctx):
   return evaluation.long_horizon(cfg, ctx.outputs["finetune"]["params"])
 
@@ -124,6 +135,7 @@ PRETRAIN = recipe.Stage(_pretrain, "pretrain/output", "(a) pretrain")
 CAUSALIZE = recipe.Stage(_causalize, "causalize/output", "(b) causalize")
 FINETUNE = recipe.Stage(_finetune, "finetune/output", "(b) finetune")
 EVALUATE = recipe.Stage(_evaluate, "eval/rollouts", "(c) evaluate")
+OUT_OF_FAMILY = recipe.Stage(_out_of_family, "eval/out_of_family", "(c) out-of-family split")
 LONG_HORIZON = recipe.Stage(_long_horizon, "eval/long_horizon", "(c) long horizon")
 POLICY_EVAL = recipe.Stage(_policy_eval, "eval/policy_eval", "(c') policy evaluation")
 
@@ -140,10 +152,11 @@ def _report(cfg, ctx) -> dict:
   t0, c0 = time.time(), time.process_time()
   pre, ft = ctx.outputs.get("pretrain"), ctx.outputs["finetune"]
   ev, lh, pe = dict(ctx.outputs["evaluate"]), ctx.outputs.get("long_horizon"), ctx.outputs.get("policy_eval")
+  ood = ctx.outputs.get("out_of_family")
   ev["long_horizon"] = lh
   timing, cpu = dict(ctx.timing), dict(ctx.cpu)  # wall / process CPU seconds per stage
   rdir = os.path.join(ctx.workdir, "report")
-  bar = qb.quality_bar(ev, pe)
+  bar = qb.quality_bar(ev, pe, ood)
   metrics = {
       "setup": {"data": f"embedded {cfg.data.get('embedded', {}).get('env', 'breakout')} test split, "
                         f"{len(ev['names'])} clips of {cfg.data.clip_length} frames at {tuple(cfg.data.resolution)}",
@@ -157,7 +170,8 @@ def _report(cfg, ctx) -> dict:
                                         else (pre or {}).get("final_loss")),
                 "final_finetune_loss": float(np.mean(ft["losses"][-20:])) if ft["losses"] else None},
       "horizons": ev["horizons"], "per_horizon": ev["per_horizon"], "guidance_sweep": ev.get("guidance_sweep"),
-      "delta_psnr": ev.get("delta_psnr"), "paddle_error": ev.get("paddle_error"),
+      "delta_psnr": ev.get("delta_psnr"), "paddle_error": ev.get("paddle_error"), "ball_error": ev.get("ball_error"),
+      "out_of_family": None if ood is None else {k: v for k, v in ood.items() if not k.startswith("_")},
       "long_horizon": None if lh is None else {k: v for k, v in lh.items() if k not in ("gt", "pred", "names")},
       "quality_bar": bar,
       "unavailable": {"LPIPS / FID / FVD": "need user-supplied network weight files (vid2world_jax.metrics.weights); "
@@ -171,6 +185,10 @@ def _report(cfg, ctx) -> dict:
   report.write_videos(vdir, ev["gt"], ev["pred"], ev["names"], baseline=ev["copy_last"],
                       max_videos=int(d.num_videos), scale=scale,
                       extra=None if "shuffled" not in ev else ev["shuffled"])
+  if ood is not None:
+    gt, pred, copy, other, names = ood["_videos"]
+    report.write_videos(os.path.join(vdir, "out_of_family"), gt, pred, list(names), baseline=copy, extra=other,
+                        max_videos=len(names), scale=scale)
   if lh is not None:
     report.write_videos(os.path.join(vdir, "long_horizon"), lh["gt"], lh["pred"], lh["names"],
                         max_videos=min(4, int(d.num_videos)), scale=scale)

@@ -6,8 +6,14 @@ holding (never as passing). ``shortfalls`` lists what fell short, for ``--config
 1. action following: Delta-t-PSNR (true minus shuffled actions) >= 1 dB on average and >= 0 at every horizon,
    with its paired standard error; and the paddle-position error under true actions at most half of that under
    shuffled actions.
-2. better than doing nothing: world model > copy-last-frame in PSNR at every horizon from 2 on (SSIM reported).
-3. policy evaluation: Pearson r >= 0.8 and MMRV <= 0.1 (>= 4 policies, >= 8 initial states each).
+1'. out of family (issue 21; Breakout): on the out-of-family split, Delta-t-PSNR >= 3 dB on average and > 0 at
+   every horizon, paddle error <= 0.2 cells, ball error <= 1.5x the in-distribution clips'; in distribution,
+   Delta-t-PSNR >= 4 dB.
+2. better than doing nothing: world model > copy-last-frame in PSNR at every horizon from 2 on, and in SSIM at
+   every horizon.
+3. policy evaluation: Pearson r >= 0.9 and MMRV <= 0.1 (>= 6 policies, 2 of them outside the recorded family,
+   >= 16 initial states each; bootstrap intervals reported); Breakout: every policy's imagined mean return within
+   0.5 bricks and imagined miss rate within 0.15 of the real ones.
 4. long horizon (4x the training window): the frames' mean and std stay within 10% of the ground truth's.
 Plus the comparisons the paper claims (pretrained > scratch), when the ablation driver supplies them.
 """
@@ -18,13 +24,18 @@ import numpy as np
 
 from vid2world_jax.metrics import world_model_metrics as wmm
 
-MIN_DELTA_PSNR = 1.0
+MIN_DELTA_PSNR = 4.0           # in-distribution clips (issue 21: no regression from the 4.6-4.8 dB measured)
 MAX_POSITION_ERROR_RATIO = 0.5
-MIN_PEARSON = 0.8
+MIN_PEARSON = 0.9
 MAX_MMRV = 0.1
-MIN_POLICIES = 4
-MIN_EPISODES = 8
+MIN_POLICIES = 6
+MIN_EPISODES = 16
+MAX_RETURN_GAP = 0.5           # bricks: |imagined - real| mean return of every policy
+MAX_MISS_RATE_GAP = 0.15       # |imagined - real| miss rate of every policy
 MAX_REL_STAT_DEV = 0.10
+OOF_MIN_DELTA_PSNR = 3.0       # out-of-family split: Delta-t-PSNR mean (and > 0 at every horizon)
+OOF_MAX_PADDLE_ERROR = 0.2     # cells
+OOF_MAX_BALL_ERROR_RATIO = 1.5 # x the in-distribution clips' ball error
 
 
 def _seq(xs, nd=2):
@@ -55,10 +66,38 @@ def check_action_following(delta: dict | None, position: dict | None) -> dict:
 def check_copy_last(ph: dict) -> dict:
   wm, cl = ph["world_model"], ph["copy_last_frame"]
   wins = [a > b for a, b in zip(wm["psnr"][1:], cl["psnr"][1:])]
+  ssim_wins = [a > b for a, b in zip(wm["ssim"], cl["ssim"])]
   return {"world model > copy-last-frame, PSNR, every horizon from 2": {
       "holds": bool(wins) and all(wins),
-      "detail": f"PSNR model {_seq(wm['psnr'])} vs copy {_seq(cl['psnr'])}; SSIM model "
-                f"{_seq(wm['ssim'], 3)} vs copy {_seq(cl['ssim'], 3)}"}}
+      "detail": f"PSNR model {_seq(wm['psnr'])} vs copy {_seq(cl['psnr'])}"},
+          "world model > copy-last-frame, SSIM, every horizon": {
+      "holds": bool(ssim_wins) and all(ssim_wins),
+      "detail": f"SSIM model {_seq(wm['ssim'], 3)} vs copy {_seq(cl['ssim'], 3)}"}}
+
+
+def check_out_of_family(ood: dict | None, in_dist_ball: dict | None) -> dict:
+  """Out-of-family split: Delta-t-PSNR, paddle error, ball error against the in-distribution clips'."""
+  keys = (f"out of family: Delta-t-PSNR >= {OOF_MIN_DELTA_PSNR:g} dB mean, > 0 every horizon",
+          f"out of family: paddle error <= {OOF_MAX_PADDLE_ERROR:g} cells",
+          f"out of family: ball error <= {OOF_MAX_BALL_ERROR_RATIO:g} x the in-distribution clips'")
+  if ood is None:
+    return {k: {"holds": False, "detail": "not run (demo.out_of_family.enabled=False or not Breakout)"} for k in keys}
+  m = ood["out_of_family"]
+  d, pad, ball = m["delta_psnr"], m["paddle_error"]["true"]["mean"], m["ball_error"]["true"]["mean"]
+  fam = "; ".join(f"{f} {v['delta_psnr']['mean']:+.2f} dB / paddle {v['paddle_error']['true']['mean']:.2f} / ball "
+                  f"{v['ball_error']['true']['mean']:.2f}" for f, v in ood["families"].items())
+  out = {keys[0]: {"holds": bool(d["mean"] >= OOF_MIN_DELTA_PSNR and all(x > 0 for x in d["per_horizon"])),
+                   "detail": f"mean {d['mean']:+.2f} +- {d['se']:.2f} dB ({d['n']} clips); per horizon "
+                             f"{_seq(d['per_horizon'])}; per family (Delta / paddle / ball): {fam}"},
+         keys[1]: {"holds": bool(pad <= OOF_MAX_PADDLE_ERROR),
+                   "detail": f"{pad:.3f} cells (under the other family's actions {m['paddle_error']['other']['mean']:.3f})"}}
+  if in_dist_ball is None:
+    out[keys[2]] = {"holds": False, "detail": f"{ball:.3f} cells; in-distribution ball error not measured"}
+  else:
+    ref = in_dist_ball["true"]["mean"]
+    out[keys[2]] = {"holds": bool(ball <= OOF_MAX_BALL_ERROR_RATIO * ref),
+                    "detail": f"{ball:.3f} vs {ref:.3f} cells in distribution (ratio {ball / max(ref, 1e-9):.2f})"}
+  return out
 
 
 def check_policy_eval(pe: dict | None) -> dict:
@@ -68,10 +107,25 @@ def check_policy_eval(pe: dict | None) -> dict:
   enough = len(pe["policies"]) >= MIN_POLICIES and int(pe["episodes_per_policy"]) >= MIN_EPISODES
   r, m = pe.get("pearson_r"), pe.get("mmrv")
   holds = enough and r is not None and np.isfinite(r) and r >= MIN_PEARSON and m <= MAX_MMRV
-  return {key: {"holds": bool(holds),
-                "detail": f"Pearson r {r:.3f}, MMRV {m:.3f}; real / world model mean return: " + ", ".join(
-                    f"{p} {pe['real'][p]:.2f}/{pe['world_model'][p]:.2f}" for p in pe["policies"])
-                + f" ({len(pe['policies'])} policies x {pe['episodes_per_policy']} states)"}}
+  bs = pe.get("bootstrap")
+  ci = "" if not bs else (f" (bootstrap {bs['level']:.0%}: r {bs['pearson_r'][0]:.3f}..{bs['pearson_r'][1]:.3f}, "
+                          f"MMRV {bs['mmrv'][0]:.3f}..{bs['mmrv'][1]:.3f})")
+  out = {key: {"holds": bool(holds),
+               "detail": f"Pearson r {r:.3f}, MMRV {m:.3f}{ci}; real / world model mean return: " + ", ".join(
+                   f"{p} {pe['real'][p]:.2f}/{pe['world_model'][p]:.2f}" for p in pe["policies"])
+               + f" ({len(pe['policies'])} policies x {pe['episodes_per_policy']} states)"}}
+  if "world_model" in pe and "miss_rate" in pe:   # Breakout (returns in bricks, misses seen in the frames)
+    gaps = {p: abs(pe["world_model"][p] - pe["real"][p]) for p in pe["policies"]}
+    out[f"policy evaluation: every policy's imagined mean return within {MAX_RETURN_GAP:g} bricks of the real one"] = {
+        "holds": bool(enough and max(gaps.values()) <= MAX_RETURN_GAP),
+        "detail": ", ".join(f"{p} {g:.2f}" for p, g in gaps.items())}
+    mr = pe["miss_rate"]
+    mg = {p: abs(mr["world_model"][p] - mr["real"][p]) for p in pe["policies"]}
+    out[f"policy evaluation: every policy's imagined miss rate within {MAX_MISS_RATE_GAP:g} of the real one"] = {
+        "holds": bool(enough and max(mg.values()) <= MAX_MISS_RATE_GAP),
+        "detail": ", ".join(f"{p} {mr['real'][p]:.2f}/{mr['world_model'][p]:.2f}" for p in pe["policies"])
+                  + " (real / imagined)"}
+  return out
 
 
 def check_long_horizon(lh: dict | None) -> dict:
@@ -105,10 +159,13 @@ def check_pretrained_vs_scratch(pretrained: dict, scratch: dict, per_clip: dict 
   return {"pretrained > from-scratch fine-tune (mean PSNR and SSIM)": {"holds": bool(holds), "detail": detail}}
 
 
-def quality_bar(ev: dict, policy_eval: dict | None = None) -> dict:
-  """Points 1-4 from the evaluation dict of ``evaluation.evaluate`` (+ the policy evaluation)."""
+def quality_bar(ev: dict, policy_eval: dict | None = None, out_of_family: dict | None = None) -> dict:
+  """Points 1-4 from the evaluation dict of ``evaluation.evaluate`` (+ the policy evaluation), and the
+  out-of-family split's points when ``out_of_family`` is given (Breakout)."""
   bar = {}
   bar.update(check_action_following(ev.get("delta_psnr"), ev.get("paddle_error")))
+  if out_of_family is not None or ev.get("ball_error") is not None:
+    bar.update(check_out_of_family(out_of_family, ev.get("ball_error")))
   bar.update(check_copy_last(ev["per_horizon"]))
   bar.update(check_policy_eval(policy_eval))
   bar.update(check_long_horizon(ev.get("long_horizon")))

@@ -93,6 +93,45 @@ def horizon_table(metrics: dict) -> str:
   return markdown_table(header, rows)
 
 
+def out_of_family_section(metrics: dict) -> list[str]:
+  """metrics.md lines of the out-of-family split: per family and together, beside the in-distribution clips."""
+  o = metrics["out_of_family"]
+  rows = []
+
+  def row(name, m):
+    wm, cp = m["per_horizon"]["world_model"], m["per_horizon"]["copy_last_frame"]
+    rows.append([name, m["clips"], m["delta_psnr"]["mean"], m["delta_psnr"]["se"], min(m["delta_psnr"]["per_horizon"]),
+                 m["paddle_error"]["true"]["mean"], m["paddle_error"]["other"]["mean"], m["ball_error"]["true"]["mean"],
+                 float(np.mean(wm["psnr"])), float(np.mean(cp["psnr"])), float(np.mean(wm["ssim"])),
+                 float(np.mean(cp["ssim"]))])
+
+  if metrics.get("delta_psnr") and metrics.get("paddle_error") and metrics.get("ball_error"):
+    ph = metrics["per_horizon"]
+    rows.append(["in-distribution clips (test split)", metrics["delta_psnr"]["n"], metrics["delta_psnr"]["mean"],
+                 metrics["delta_psnr"]["se"], min(metrics["delta_psnr"]["per_horizon"]),
+                 metrics["paddle_error"]["true"]["mean"], metrics["paddle_error"]["shuffled"]["mean"],
+                 metrics["ball_error"]["true"]["mean"], float(np.mean(ph["world_model"]["psnr"])),
+                 float(np.mean(ph["copy_last_frame"]["psnr"])), float(np.mean(ph["world_model"]["ssim"])),
+                 float(np.mean(ph["copy_last_frame"]["ssim"]))])
+  row("**out of family (all families)**", o["out_of_family"])
+  for f, m in o["families"].items():
+    row(f"family {f}" + (" (in-family control)" if f == "tracker" else ""), m)
+  d = o["out_of_family"]["delta_psnr"]
+  ph_rows = [[h, x, se, a, b, c, e] for h, x, se, a, b, c, e in zip(
+      o["horizons"], d["per_horizon"], d["se_per_horizon"], o["out_of_family"]["per_horizon"]["world_model"]["psnr"],
+      o["out_of_family"]["per_horizon"]["copy_last_frame"]["psnr"],
+      o["out_of_family"]["per_horizon"]["world_model"]["ssim"],
+      o["out_of_family"]["per_horizon"]["copy_last_frame"]["ssim"])]
+  return ["## Out-of-family split (actions no recording policy produces, from unseen mid-game states)", "",
+          o.get("protocol", ""), "",
+          markdown_table(["clips", "n", "Delta-t-PSNR", "paired SE", "min over horizons", "paddle err (true)",
+                          "paddle err (other)", "ball err (true)", "PSNR model", "PSNR copy", "SSIM model",
+                          "SSIM copy"], rows), "",
+          "Out-of-family clips per horizon:", "",
+          markdown_table(["horizon", "Delta-t-PSNR", "paired SE", "PSNR model", "PSNR copy", "SSIM model",
+                          "SSIM copy"], ph_rows), ""]
+
+
 def write_metrics(out_dir: str, metrics: dict, extra_sections: list[tuple[str, str]] = ()) -> tuple[str, str]:
   """``metrics.json`` (everything) and ``metrics.md`` (tables). Returns both paths."""
   os.makedirs(out_dir, exist_ok=True)
@@ -133,16 +172,35 @@ def write_metrics(out_dir: str, metrics: dict, extra_sections: list[tuple[str, s
     md += [f"## Long horizon ({lh['frames']} frames = {lh['frames'] // lh['window']}x the window, sliding window)",
            "", markdown_table(["horizon", "world_model PSNR", "copy_last_frame PSNR", "model mean", "gt mean",
                                "model std", "gt std"], rows), ""]
+  if metrics.get("long_horizon") and metrics["long_horizon"].get("very_long"):
+    vl = metrics["long_horizon"]["very_long"]
+    st, ph = vl["frame_statistics"], vl["per_horizon"]
+    at = sorted({0, 7, 31, 63, len(st["pred_mean"]) - 1} & set(range(len(st["pred_mean"]))))
+    rows = [[h + 1, ph["world_model"]["psnr"][h], ph["copy_last_frame"]["psnr"][h], st["pred_mean"][h],
+             st["gt_mean"][h], st["pred_std"][h], st["gt_std"][h]] for h in at]
+    md += [f"## Very long horizon ({vl['frames']} frames, {vl['clips']} simulator episodes of the tracker)", "",
+           markdown_table(["horizon", "world_model PSNR", "copy_last_frame PSNR", "model mean", "gt mean",
+                           "model std", "gt std"], rows), "",
+           f"max relative deviation of the mean {_fmt(st['max_rel_mean_dev'])}, of the std "
+           f"{_fmt(st['max_rel_std_dev'])}", ""]
+  if metrics.get("out_of_family"):
+    md += out_of_family_section(metrics)
   if metrics.get("quality_bar"):
     rows = [[k, v["holds"], v["detail"]] for k, v in metrics["quality_bar"].items()]
     md += ["## Quality bar", "", markdown_table(["check", "holds", "numbers"], rows), ""]
   if metrics.get("policy_eval"):
     pe = metrics["policy_eval"]
     kind = "success" if "verifier_accuracy" in pe else "mean return"
-    rows = [[p, pe["real"][p], pe["world_model"][p]] for p in pe["policies"]]
+    mr = pe.get("miss_rate")
+    rows = [[p, pe["real"][p], pe["world_model"][p]] + ([mr["real"][p], mr["world_model"][p]] if mr else [])
+            for p in pe["policies"]]
     md += ["## Policy evaluation (real simulator vs world model)", "", pe.get("protocol", ""), "",
-           markdown_table(["policy", f"real {kind}", f"world-model {kind}"], rows), "",
+           markdown_table(["policy", f"real {kind}", f"world-model {kind}"]
+                          + (["real miss rate", "world-model miss rate"] if mr else []), rows), "",
            f"Pearson r = {_fmt(pe.get('pearson_r'))}, MMRV = {_fmt(pe.get('mmrv'))}"
+           + (f" (bootstrap {pe['bootstrap']['level']:.0%} intervals over states: r {_fmt(pe['bootstrap']['pearson_r'][0])}"
+              f"..{_fmt(pe['bootstrap']['pearson_r'][1])}, MMRV {_fmt(pe['bootstrap']['mmrv'][0])}.."
+              f"{_fmt(pe['bootstrap']['mmrv'][1])})" if "bootstrap" in pe else "")
            + (f", verifier accuracy on real final frames = {_fmt(pe.get('verifier_accuracy'))}"
               if "verifier_accuracy" in pe else ""), ""]
   if metrics.get("unavailable"):
@@ -226,6 +284,13 @@ def summary_text(metrics: dict, report_dir: str) -> str:
         for g in metrics["guidance_sweep"]))
   for k, v in (metrics.get("quality_bar") or {}).items():
     lines.append(f"[{'PASS' if v['holds'] else 'FAIL'}] {k}: {v['detail']}")
+  o = metrics.get("out_of_family")
+  if o:
+    m = o["out_of_family"]
+    lines.append(f"out of family ({m['clips']} clips): Delta-t-PSNR {m['delta_psnr']['mean']:+.2f} +- "
+                 f"{m['delta_psnr']['se']:.2f} dB, paddle error {m['paddle_error']['true']['mean']:.3f}, ball error "
+                 f"{m['ball_error']['true']['mean']:.3f} cells; PSNR {np.mean(m['per_horizon']['world_model']['psnr']):.2f}"
+                 f" vs copy {np.mean(m['per_horizon']['copy_last_frame']['psnr']):.2f}")
   pe = metrics.get("policy_eval")
   if pe:
     lines.append("policy eval, real / world model: " + ", ".join(

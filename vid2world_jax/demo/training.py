@@ -1,5 +1,5 @@
-"""The demo's two training stages, both through the trainer's one loop (``train.train_and_evaluate``: one jitted
-step, orbax checkpoints, one metric writer), each in its own sub-workdir so an interrupted stage resumes from its
+"""The demo's two training stages, both through the trainer's one loop (``training.loop.train_and_evaluate``: one
+jitted step, orbax checkpoints, one metric writer), each in its own sub-workdir so an interrupted stage resumes from its
 last checkpoint.
 
 (a) ``pretrain``: a tiny BIDIRECTIONAL video diffusion model (symmetric temporal convs, non-causal temporal

@@ -3,9 +3,11 @@ defined by ``define_model_flags`` (never at import), read by ``load_session_from
 
 from __future__ import annotations
 
+import numpy as np
 from absl import flags
 
 from vid2world_jax.checkpoint_integrity import CheckpointCorrupt
+from vid2world_jax.user_input import UserInputError
 
 # what loading a model reports in one line (a missing or damaged checkpoint, a config that does not match)
 LOAD_ERRORS = (FileNotFoundError, ValueError, CheckpointCorrupt)
@@ -57,4 +59,7 @@ def load_session_from_flags():
   sess = inference.InferenceSession.load(state_dir, cfg, use_ema=f.ema, dtype=f.dtype,
                                          sampler=inference.sampler_config(cfg, **overrides), cached=f.cached,
                                          allow_noncausal=f.allow_noncausal)
-  return sess, (sess.guidance_scale if f.guidance is None else float(f.guidance))
+  scale = sess.guidance_scale if f.guidance is None else float(f.guidance)
+  if not np.isfinite(scale) or scale < 0:
+    raise UserInputError(f"--guidance must be a finite number >= 0, got {f.guidance}")
+  return sess, scale

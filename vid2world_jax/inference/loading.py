@@ -4,7 +4,6 @@ VAE / CLIP encoders (``load_frozen``)."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -49,10 +48,10 @@ def read_config(state_dir: str) -> ml_collections.ConfigDict:
   meta = os.path.join(os.path.dirname(state_dir), "meta", "metadata")
   if not os.path.exists(meta):
     raise FileNotFoundError(f"{os.path.dirname(state_dir)} has no meta/metadata (config); pass config=")
-  with open(meta) as f:
-    payload = json.load(f)
-  if "config" not in payload:
-    raise ValueError(f"{meta} holds no 'config'")
+  from vid2world_jax import user_input  # pylint: disable=import-outside-toplevel
+  payload = user_input.read_json(meta, "checkpoint config", required=("config",))
+  if not isinstance(payload["config"], dict):
+    raise user_input.UserInputError(f"checkpoint config {meta}: 'config' is not a JSON object")
   return ml_collections.ConfigDict(payload["config"])
 
 

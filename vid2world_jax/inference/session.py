@@ -38,6 +38,10 @@ from vid2world_jax.inference import sampler as rl
 # frame indices 0, 1, ...).
 ENCODE_STREAM = 2 ** 31 - 1
 
+
+# ------------------------------------------------------------------------------------------------------------
+# The run's sampler settings and guidance.
+
 def sampler_config(cfg, **overrides) -> rl.SamplerConfig:
   """Sampler settings of a run: the default job's ``demo`` block when present (DDIM steps, eta, history noise),
   else the paper's (50 DDIM steps, eta 1, second-to-last history noise); the CFG rescale from ``eval`` (or

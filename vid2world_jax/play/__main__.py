@@ -19,6 +19,7 @@ import sys
 
 from absl import app, flags, logging
 
+from vid2world_jax import user_input
 from vid2world_jax.inference import flags as model_flags
 
 
@@ -44,6 +45,7 @@ def define_flags():
   flags.DEFINE_float("video_fps", 8.0, "frame rate of the recorded session.mp4")
 
 
+@user_input.cli_main
 def main(argv):
   del argv
   from vid2world_jax.play import app as play_app
@@ -52,7 +54,7 @@ def main(argv):
   try:
     session, scale = model_flags.load_session_from_flags()   # the rollout CLI's loading: same model, same sampler
   except model_flags.LOAD_ERRORS as e:
-    raise SystemExit(str(e)) from None
+    raise SystemExit(f"error: {user_input.one_line(e)}") from None
   cli_flags = {**play_app.sampler_flag_values(session), "ema": bool(f.ema), "dtype": f.dtype,
                "allow_noncausal": True if f.allow_noncausal else None}
   player = play_app.make_player(
@@ -61,7 +63,10 @@ def main(argv):
       replay_command=play_app.rollout_cli_command(
           _config_args(sys.argv[1:]), f.checkpoint, cli_flags),
       info={"checkpoint": os.path.abspath(f.checkpoint), "sampler": cli_flags})
-  srv = play_app.serve(player, port=f.port)
+  try:
+    srv = play_app.serve(player, port=f.port)
+  except OSError as e:   # port taken / not allowed
+    raise SystemExit(f"error: cannot serve on 127.0.0.1:{f.port}: {e.strerror or e}") from None
   print(f"play: open {srv.url}  (key map {player.keymap.name}; Ctrl-C to stop)", flush=True)
   try:
     srv.serve_forever()
@@ -73,4 +78,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=user_input.parse_flags)

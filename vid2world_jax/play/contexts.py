@@ -14,9 +14,10 @@ import os
 
 import numpy as np
 
-from vid2world_jax import video_io
+from vid2world_jax import user_input, video_io
 from vid2world_jax.data import video_ops
 from vid2world_jax.play.game import Context
+from vid2world_jax.user_input import UserInputError
 
 
 def _fit(frames: np.ndarray, frame_shape) -> np.ndarray:
@@ -26,29 +27,30 @@ def _fit(frames: np.ndarray, frame_shape) -> np.ndarray:
 
 def from_file(path: str, k: int, frame_shape, action_dim: int):
   """``context_fn(seed)`` returning the first ``k`` frames of ``path`` (resized to ``frame_shape`` if needed)."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"context not found: {path}")
   actions = None
   if path.endswith(".npz"):
-    with np.load(path) as z:
-      if "frames" not in z.files:
-        raise ValueError(f"{path}: expected an array named 'frames', found {z.files}")
-      frames = z["frames"]
-      actions = z["actions"] if "actions" in z.files else None
+    arrays = user_input.read_npz(path, "context")
+    if "frames" not in arrays:
+      raise UserInputError(f"context {path}: expected an array named 'frames', found {sorted(arrays)}")
+    frames, actions = arrays["frames"], arrays.get("actions")
   else:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"context not found: {path!r}")
     frames = video_io.read_video(path)
   if frames.ndim == 5:
     frames = frames[0]
     actions = None if actions is None or actions.ndim != 3 else actions[0]
-  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"{path}: context frames must be uint8 [k, H, W, 3], got {frames.dtype} {frames.shape}")
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape[1:]:
+    raise UserInputError(f"context {path}: frames must be uint8 [k, H, W, 3], got {frames.dtype} {frames.shape}")
   if frames.shape[0] < k:
-    raise ValueError(f"{path}: {frames.shape[0]} frames, the model needs {k} context frames")
+    raise UserInputError(f"context {path}: {frames.shape[0]} frames, the model needs {k} context frames")
   frames = _fit(np.ascontiguousarray(frames[:k]), frame_shape)
   if actions is None:
     actions = np.zeros((k - 1, action_dim), np.float32)
   elif actions.ndim != 2 or actions.shape[0] < k - 1 or actions.shape[1] != action_dim:
-    raise ValueError(f"{path}: 'actions' must be [>= {k - 1}, {action_dim}], got {actions.shape}")
+    raise UserInputError(f"context {path}: 'actions' must be [>= {k - 1}, {action_dim}], got {actions.shape}")
+  else:
+    actions = user_input.require_finite(actions, path, "context actions", np.float32)
   ctx = Context(frames, np.asarray(actions[:k - 1], np.float32), f"file:{os.path.abspath(path)}")
   return lambda seed: ctx
 
@@ -74,7 +76,7 @@ def embedded(cfg, k: int, frame_shape):
       return Context(_fit(ep["frames"][:k], frame_shape), ep["actions"][:k - 1].astype(np.float32),
                      f"metaworld:{simulator.ENV_NAME}:seed={int(seed)}")
     return fn
-  raise ValueError(f"no embedded simulator {env!r} (known: breakout, metaworld)")
+  raise UserInputError(f"no embedded simulator {env!r} (known: breakout, metaworld)")
 
 
 def for_config(cfg, context_path: str | None, k: int, frame_shape, action_dim: int):
@@ -83,5 +85,5 @@ def for_config(cfg, context_path: str | None, k: int, frame_shape, action_dim: i
     return from_file(context_path, k, frame_shape, action_dim)
   if cfg.data.get("source") == "embedded":
     return embedded(cfg, k, frame_shape)
-  raise ValueError(f"data.source={cfg.data.get('source')!r} has no simulator to draw context frames from: "
+  raise UserInputError(f"data.source={cfg.data.get('source')!r} has no simulator to draw context frames from: "
                    "pass --context=<video or .npz>")

@@ -28,8 +28,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vid2world_jax import video_io
+from vid2world_jax import user_input, video_io
 from vid2world_jax.play import keymaps as keymaps_lib
+from vid2world_jax.user_input import UserInputError
 
 
 class Stepper(Protocol):
@@ -59,7 +60,7 @@ class Player:
     """``context_fn(seed) -> Context``. ``replay_command``: the rollout CLI's command line without the
     ``--context/--actions/--seed/--guidance/--out`` flags (the recording adds them)."""
     if keymap.action_dim != stepper.action_dim:
-      raise ValueError(f"key map {keymap.name} is {keymap.action_dim}-dim, the model takes {stepper.action_dim}")
+      raise UserInputError(f"key map {keymap.name} is {keymap.action_dim}-dim, the model takes {stepper.action_dim}")
     self.stepper, self.keymap, self.context_fn = stepper, keymap, context_fn
     self.guidance_scale = float(guidance_scale)
     self.out_dir, self.video_fps = out_dir, float(video_fps)
@@ -130,28 +131,35 @@ class Player:
     with self._lock:
       if not self.actions:
         raise ValueError("nothing to save: no frame was played since the reset")
-      self._saved += 1
-      name = name or f"rec_{self._saved:03d}_seed{self.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+      name = name or f"rec_{self._saved + 1:03d}_seed{self.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
       d = os.path.abspath(os.path.join(self.out_dir, name))
-      os.makedirs(d, exist_ok=True)
-      frames = np.stack(self.frames)
-      actions = np.concatenate([self.context.actions, np.stack(self.actions)], 0).astype(np.float32)
-      np.savez_compressed(os.path.join(d, "frames.npz"), frames=frames)
-      np.savez_compressed(os.path.join(d, "context.npz"), frames=self.context.frames)
-      np.save(os.path.join(d, "actions.npy"), actions)
-      video_io.write_video(os.path.join(d, "session.mp4"), frames, fps=self.video_fps)
-      constant = len(set(self.guidance)) == 1
-      k = int(self.context.frames.shape[0])
-      replay = self.replay_command + [
-          f"--context={os.path.join(d, 'context.npz')}", f"--actions={os.path.join(d, 'actions.npy')}",
-          f"--context_frames={k}", f"--seed={self.seed}", f"--guidance={self.guidance[0]!r}",
-          f"--out={os.path.join(d, 'replay.npz')}"]
-      meta = {"seed": self.seed, "guidance_scale": self.guidance[0] if constant else None,
-              "guidance_per_frame": self.guidance, "replayable": constant, "context_source": self.context.source,
-              "context_frames": k, "generated_frames": len(self.actions), "keymap": self.keymap.name,
-              "step_ms_mean": 1000.0 * float(np.mean(self.step_seconds)),
-              "replay_command": shlex.join(replay) if constant and self.replay_command else None, **self.info}
-      with open(os.path.join(d, "session.json"), "w") as f:
-        json.dump(meta, f, indent=1)
-      return {"dir": d, "files": sorted(os.listdir(d)), "frames": int(frames.shape[0]),
-              "replay_command": meta["replay_command"]}
+      with user_input.atomic_output(d) as tmp:   # a failed save leaves no partial recording behind
+        os.makedirs(tmp)
+        self._write_recording(d, tmp)
+      self._saved += 1
+      with open(os.path.join(d, "session.json")) as f:
+        replay_command = json.load(f)["replay_command"]
+      return {"dir": d, "files": sorted(os.listdir(d)), "frames": len(self.frames),
+              "replay_command": replay_command}
+
+  def _write_recording(self, d: str, tmp: str) -> None:
+    """The recording's files into ``tmp`` (renamed to ``d`` by the caller); paths in session.json name ``d``."""
+    frames = np.stack(self.frames)
+    actions = np.concatenate([self.context.actions, np.stack(self.actions)], 0).astype(np.float32)
+    np.savez_compressed(os.path.join(tmp, "frames.npz"), frames=frames)
+    np.savez_compressed(os.path.join(tmp, "context.npz"), frames=self.context.frames)
+    np.save(os.path.join(tmp, "actions.npy"), actions)
+    video_io.write_video(os.path.join(tmp, "session.mp4"), frames, fps=self.video_fps)
+    constant = len(set(self.guidance)) == 1
+    k = int(self.context.frames.shape[0])
+    replay = self.replay_command + [
+        f"--context={os.path.join(d, 'context.npz')}", f"--actions={os.path.join(d, 'actions.npy')}",
+        f"--context_frames={k}", f"--seed={self.seed}", f"--guidance={self.guidance[0]!r}",
+        f"--out={os.path.join(d, 'replay.npz')}"]
+    meta = {"seed": self.seed, "guidance_scale": self.guidance[0] if constant else None,
+            "guidance_per_frame": self.guidance, "replayable": constant, "context_source": self.context.source,
+            "context_frames": k, "generated_frames": len(self.actions), "keymap": self.keymap.name,
+            "step_ms_mean": 1000.0 * float(np.mean(self.step_seconds)),
+            "replay_command": shlex.join(replay) if constant and self.replay_command else None, **self.info}
+    with open(os.path.join(tmp, "session.json"), "w") as f:
+      json.dump(meta, f, indent=1)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from vid2world_jax.user_input import UserInputError
+
 # Axis key pairs of the generic map: dimension i is +value with the first key, -value with the second.
 _GENERIC_PAIRS = (("ArrowRight", "ArrowLeft"), ("ArrowUp", "ArrowDown"), ("KeyD", "KeyA"), ("KeyW", "KeyS"),
                   ("KeyE", "KeyQ"), ("KeyL", "KeyJ"), ("KeyI", "KeyK"), ("KeyO", "KeyU"))
@@ -118,7 +120,7 @@ def csgo() -> KeyMap:
 
 def generic(action_dim: int, value: float = 1.0) -> KeyMap:
   if action_dim > len(_GENERIC_PAIRS):
-    raise ValueError(f"no key map for {action_dim}-dim actions (the generic map covers up to "
+    raise UserInputError(f"no key map for {action_dim}-dim actions (the generic map covers up to "
                      f"{len(_GENERIC_PAIRS)} dims); pick one with --keymap")
   pairs = _GENERIC_PAIRS[:action_dim]
 
@@ -143,8 +145,8 @@ def for_config(cfg, name: str = "auto", value: float = 1.0) -> KeyMap:
   makers = {"breakout": breakout, "metaworld": lambda: metaworld(value), "rt1": lambda: rt1(value), "csgo": csgo,
             "generic": lambda: generic(dim, value)}
   if name not in makers:
-    raise ValueError(f"unknown key map {name!r}; known: auto, {', '.join(KEYMAPS)}")
+    raise UserInputError(f"unknown key map {name!r}; known: auto, {', '.join(KEYMAPS)}")
   km = makers[name]()
   if km.action_dim != dim:
-    raise ValueError(f"key map {km.name} makes {km.action_dim}-dim actions, the model takes {dim}")
+    raise UserInputError(f"key map {km.name} makes {km.action_dim}-dim actions, the model takes {dim}")
   return km
