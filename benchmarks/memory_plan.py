@@ -77,7 +77,9 @@ def main(argv=None):
 
   from ml_collections import config_dict
 
-  from vid2world_jax import memory_plan, sharding
+  from vid2world_jax import sharding
+
+  from vid2world_jax.training import memory_plan
 
   devices = memory_plan.target_devices(args.target, args.devices if args.target == "cpu" else 0)
   chip = memory_plan.chip_of(args.target)

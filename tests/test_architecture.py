@@ -161,3 +161,32 @@ def test_nothing_imports_demo_or_a_command_line_module():
       if t in CLI_MODULES and m not in CLI_MODULES:
         bad.append((m, t))
   assert not bad, bad
+
+
+def test_no_module_reads_another_modules_protected_members():
+  """``mod._name`` where ``mod`` is another project module (imported under any name): none."""
+  modules = _modules()
+  bad = []
+  for mod, path in modules.items():
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    pkg = mod if _is_package(path) else mod.rpartition(".")[0]
+    bound = {}
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        for a in node.names:
+          if a.asname and a.name in modules:
+            bound[a.asname] = a.name
+      elif isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+          up = pkg.split(".")
+          base = ".".join(up[:len(up) - (node.level - 1)] + ([base] if base else []))
+        for a in node.names:
+          if f"{base}.{a.name}" in modules:
+            bound[a.asname or a.name] = f"{base}.{a.name}"
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+          and node.attr.startswith("_") and not node.attr.startswith("__") and bound[node.value.id] != mod):
+        bad.append(f"{mod}: {node.value.id}.{node.attr}")
+  assert not bad, bad

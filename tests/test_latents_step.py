@@ -12,7 +12,8 @@ from flax import nnx
 
 from tests import _train_helpers  # noqa: F401  (repo on sys.path)
 from configs import test_tiny
-from vid2world_jax import sharding, steps, world_model
+from vid2world_jax import sharding, world_model
+from vid2world_jax.training import steps
 from vid2world_jax.training import setup as train_setup
 
 

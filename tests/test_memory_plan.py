@@ -65,7 +65,7 @@ def test_memory_plan_v4_target_is_megacore():
     import libtpu  # noqa: F401
   except ImportError:
     pytest.skip("libtpu not installed (TPU AOT needs jax[tpu] in its own venv, docs/memory_plan.md)")
-  from vid2world_jax import memory_plan
+  from vid2world_jax.training import memory_plan
   devices = memory_plan.target_devices("v4:2x2x2")
   assert len(devices) == 8 and all(d.num_cores == 2 for d in devices)
 

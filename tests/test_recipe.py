@@ -1,4 +1,4 @@
-"""The generic stage runner (vid2world_jax.recipe) and the trainer features the recipes use: stages run in the
+"""The generic stage runner (vid2world_jax.training.recipe) and the trainer features the recipes use: stages run in the
 config's order and cached ones are skipped; train.py imports no demo code; one noise level per clip; video-only
 (action-free) models; ``init_params``."""
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from _train_helpers import REPO, tiny_config
-from vid2world_jax import recipe
+from vid2world_jax.training import recipe
 
 CALLS = []
 
@@ -126,7 +126,7 @@ def test_recipe_bad_entries_are_config_errors(tmp_path):
 
 
 def test_train_module_imports_no_demo_code():
-  prog = ("import sys, vid2world_jax.train, vid2world_jax.recipe; "
+  prog = ("import sys, vid2world_jax.train, vid2world_jax.training.recipe; "
           "bad = [m for m in sys.modules if m.startswith('vid2world_jax.demo')]; "
           "assert not bad, bad")
   r = subprocess.run([sys.executable, "-c", prog], cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -135,7 +135,7 @@ def test_train_module_imports_no_demo_code():
 
 
 def test_noise_levels_per_clip_equal_across_frames():
-  from vid2world_jax import steps
+  from vid2world_jax.training import steps
   key = jax.random.key(3)
   t = np.asarray(steps.sample_noise_levels(key, 16, 6, 1000, "per_clip"))
   assert t.shape == (16, 6) and t.dtype == np.int32

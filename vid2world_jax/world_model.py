@@ -190,8 +190,8 @@ def component_config(cfg: ml_collections.ConfigDict, name: str) -> ml_collection
   if name == "clip_image":
     from vid2world_jax.models import clip_image
     if variant == "tiny":
-      return clip_image._config(width=32, head_width=16, layers_=1, patch_size=14, image_size=28,  # pylint: disable=protected-access
-                                antialias=True, resize=(28, 28))
+      return clip_image.make_config(width=32, head_width=16, layers_=1, patch_size=14, image_size=28,
+                                    antialias=True, resize=(28, 28))
     return clip_image.real_config(variant)
   if name == "resampler":
     from vid2world_jax.models import resampler

@@ -24,7 +24,9 @@ import time
 
 import numpy as np
 
-from vid2world_jax import recipe, tree_store
+from vid2world_jax import tree_store
+
+from vid2world_jax.training import recipe
 from vid2world_jax.demo import evaluation, pipeline, report, training
 from vid2world_jax.demo import quality_bar as qb
 
@@ -163,7 +165,7 @@ def table_markdown(out: dict) -> str:
 def write_table(out_dir: str, out: dict) -> str:
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "ablations.json"), "w") as f:
-    json.dump(out, f, indent=1, default=report._json_default)  # pylint: disable=protected-access
+    json.dump(out, f, indent=1, default=report.json_default)
   path = os.path.join(out_dir, "ablations.md")
   with open(path, "w") as f:
     f.write(table_markdown(out))

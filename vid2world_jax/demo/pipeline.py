@@ -32,7 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from vid2world_jax import recipe
+from vid2world_jax.training import recipe
 from vid2world_jax.demo import evaluation, training
 
 from vid2world_jax.demo.defaults import STAGES, default_demo_config, default_recipe_config  # noqa: F401

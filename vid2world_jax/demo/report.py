@@ -301,3 +301,6 @@ def summary_text(metrics: dict, report_dir: str) -> str:
   lines += [f"report: {os.path.abspath(report_dir)}  (metrics.md, metrics.json, plots/*.png, videos/*.gif)",
             "=" * 78]
   return "\n".join(lines)
+
+
+json_default = _json_default   # public: the demo's other JSON outputs (ablations) are written with it

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vid2world_jax import recipe
+from vid2world_jax.training import recipe
 
 
 def log(msg: str) -> None:

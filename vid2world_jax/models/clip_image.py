@@ -43,7 +43,7 @@ TORCH_IGNORE: list[str] = [
 ]
 
 
-def _config(width, head_width, layers_, patch_size, image_size, antialias, mlp_ratio=4.0, resize=(224, 224),
+def make_config(width, head_width, layers_, patch_size, image_size, antialias, mlp_ratio=4.0, resize=(224, 224),
             mean=image_preprocess.CLIP_MEAN, std=image_preprocess.CLIP_STD):
   if width % head_width:
     raise ValueError(f"vision width {width} not divisible by head_width {head_width}")
@@ -68,7 +68,7 @@ def real_config(variant: str = "256") -> ml_collections.ConfigDict:
   """OpenCLIP ViT-H-14 vision tower; identical for DynamiCrafter's 256/512/1024 configs."""
   if str(variant) not in ("256", "512", "1024"):
     raise ValueError(f"unknown DynamiCrafter variant {variant!r}; want '256', '512' or '1024'")
-  return _config(width=1280, head_width=80, layers_=32, patch_size=14, image_size=224, antialias=True)
+  return make_config(width=1280, head_width=80, layers_=32, patch_size=14, image_size=224, antialias=True)
 
 
 def config_from_torch_params(params: dict) -> ml_collections.ConfigDict:
@@ -86,7 +86,7 @@ def config_from_torch_params(params: dict) -> ml_collections.ConfigDict:
   pre = params.get("preprocess", {})
   if pre and (pre.get("interpolation", "bicubic") != "bicubic" or not pre.get("align_corners", True)):
     raise ValueError(f"only bicubic align_corners=True preprocessing is implemented, fixture says {pre}")
-  return _config(width=v["width"], head_width=v.get("head_width", 64), layers_=v["layers"],
+  return make_config(width=v["width"], head_width=v.get("head_width", 64), layers_=v["layers"],
                  patch_size=v["patch_size"], image_size=v["image_size"], mlp_ratio=v.get("mlp_ratio", 4.0),
                  antialias=pre.get("antialias", antialias), resize=pre.get("resize", (224, 224)),
                  mean=pre.get("mean", image_preprocess.CLIP_MEAN), std=pre.get("std", image_preprocess.CLIP_STD))

@@ -1,8 +1,11 @@
 """The trainer library (flag-free): config checks (``config``), ``Setup`` and the synthetic data (``setup``), the
-loop with injected evaluators (``loop``), job dispatch (``jobs``).
+loop with injected evaluators (``loop``), job dispatch (``jobs``), the pure train step (``steps``), the optimizer
+(``optim``), the generic stage runner of recipe jobs (``recipe``) and the ahead-of-time memory plan
+(``memory_plan``).
 
 May import: ``models/``, ``diffusion/``, ``data/``, ``metrics/`` and the shared utilities (``world_model``,
-``sharding``, ``steps``, ``optim``, ``checkpointing``, ``init_from``, ``recipe``, ``logging_utils``). Never
+``sharding``, ``checkpointing`` + ``checkpoint_integrity``, ``init_from``, ``logging_utils``, ``param_tree``,
+``tree_store``; those stay at the top level because ``models/``, ``data/`` and ``conversion/`` use them too). Never
 ``inference/``, ``demo/``, ``play/`` or a command-line module: evaluators that need the inference stack are
 passed in by the caller (``vid2world_jax/train.py`` passes ``train_samples.evaluators``).
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from vid2world_jax import sharding, world_model
-from vid2world_jax import steps
+from vid2world_jax.training import steps
 
 
 class ConfigError(ValueError):

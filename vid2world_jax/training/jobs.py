@@ -30,7 +30,7 @@ def maybe_initialize_distributed() -> None:
 
 def run_recipe(cfg, workdir: str):
   """``config.job == "recipe"``: the config's stages (the recipe's ``prepare`` hook checks the config first)."""
-  from vid2world_jax import recipe  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.training import recipe  # pylint: disable=import-outside-toplevel
   try:
     cfg = recipe.prepare(cfg)
     recipe.stages(cfg)   # every stage importable before anything runs

@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vid2world_jax import optim, param_tree, sharding, steps, world_model
+from vid2world_jax import param_tree, sharding, world_model
+
+from vid2world_jax.training import optim, steps
 from vid2world_jax.training.config import init_checkpoint, uses_latents
 
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from vid2world_jax import optim
+from vid2world_jax.training import optim
 
 
 def step_rngs(state_rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:

@@ -111,7 +111,8 @@ def residual_bytes(cfg, micro_batch: int, device=None) -> int:
   picks the attention kernels, as in the compiled step)."""
   import jax.numpy as jnp
   from jax._src.ad_checkpoint import saved_residuals
-  from vid2world_jax import sharding, steps
+  from vid2world_jax import sharding
+  from vid2world_jax.training import steps
   from vid2world_jax.training.setup import Setup
 
   cfg = ml_collections.ConfigDict(cfg.to_dict())
