@@ -46,8 +46,10 @@ def _steps(workdir):
   return sorted(int(n) for n in os.listdir(_ckpt(workdir)) if n.isdigit())
 
 
-def _resumed_from(out):
-  m = re.findall(r"resumed from step (\d+)", out)
+def _resumed_from(work):
+  """The step the last run resumed from, from the trainer's log file (INFO lines stay off the console)."""
+  log = os.path.join(work, "log.txt")
+  m = re.findall(r"resumed from step (\d+)", open(log).read() if os.path.exists(log) else "")
   return int(m[-1]) if m else None
 
 
@@ -92,7 +94,7 @@ def _assert_resumed_from_4_after(out, rc, work, bad_file, reason):
   assert len(lines) == 1, lines
   assert "checkpoint step 6 is damaged:" in lines[0] and bad_file in lines[0] and reason in lines[0], lines[0]
   assert "6.corrupt" in lines[0]
-  assert _resumed_from(out) == 4
+  assert _resumed_from(work) == 4
   assert os.path.isdir(os.path.join(_ckpt(work), "6.corrupt"))   # moved aside, never deleted
   assert _steps(work) == [4, 6, 8]   # 6 and 8 written again by the resumed run, both sealed
   for s in (6, 8):
@@ -144,7 +146,7 @@ def test_corrupt_every_step_exits_with_one_error_and_keeps_them(work):
   # The same command again does not silently start from scratch over the damaged run.
   rc, out = _train(work, 8)
   assert rc == 1 and len(_error_lines(out)) == 1 and "only damaged ones moved aside" in _error_lines(out)[0], out[-2000:]
-  assert _resumed_from(out) is None
+  assert _resumed_from(work) is None
 
 
 def test_corrupt_newest_step_is_not_named_last_good(work):
@@ -179,12 +181,12 @@ def test_disk_write_error_during_save_stops_cleanly_and_keeps_last_good(work):
   assert len(errors) == 1, errors
   assert errors[0].startswith("error: checkpoint save of step 8 failed: " + _ckpt(work)), errors[0]
   assert f"errno {errno.EFBIG}" in errors[0] and "the last good checkpoint is step 6" in errors[0], errors[0]
-  assert _resumed_from(out) == 6
+  assert _resumed_from(work) == 6
   _no_noise(out)
   assert _steps(work) == [2, 4, 6]   # nothing of step 8 committed
   checkpoint_integrity.verify_step(os.path.join(_ckpt(work), "6"))
   rc, out = _train(work, 8)   # the space is back: resumes from the last good step, the half-written 8 is gone
-  assert rc == 0 and _resumed_from(out) == 6 and not _damage_lines(out), out[-3000:]
+  assert rc == 0 and _resumed_from(work) == 6 and not _damage_lines(out), out[-3000:]
   assert _steps(work) == [4, 6, 8]
   assert not [n for n in os.listdir(_ckpt(work)) if "tmp" in n]
 

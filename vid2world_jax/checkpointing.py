@@ -119,6 +119,7 @@ class Manager(ocp.CheckpointManager):
         cleanup_tmp_directories=cleanup_tmp,   # the run's owner: half-written steps of a killed run are removed
         async_options=ocp.AsyncOptions(post_finalization_callback=self._seal_pending) if async_save else None)
     super().__init__(directory, options=options, item_names=ITEMS)
+    _silence_closed_loop_callbacks()   # once per process (the first Manager), never again per Manager
 
   def _seal_pending(self):
     step = self._sealing_step
@@ -184,14 +185,19 @@ def _is_closed_loop_callback(exc_type, exc, tb) -> bool:
   return tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
 
 
+_HOOKS_INSTALLED = False
+
+
 def _silence_closed_loop_callbacks() -> None:
   """After a failed save or restore, tensorstore completes the remaining I/O futures into orbax's already closed
   asyncio loop; each prints a "RuntimeError: Event loop is closed" traceback (through ``sys.unraisablehook`` or
   ``sys.excepthook``: hundreds of lines burying the real error). Drops exactly those; anything else prints as
   before."""
-  prev_hook, prev_unraisable = sys.excepthook, sys.unraisablehook
-  if getattr(prev_hook, "_v2w_quiet", False):
+  global _HOOKS_INSTALLED
+  if _HOOKS_INSTALLED:   # installed once per process: later Managers and error paths leave the hooks alone
     return
+  _HOOKS_INSTALLED = True
+  prev_hook, prev_unraisable = sys.excepthook, sys.unraisablehook
 
   def hook(exc_type, exc, tb):
     if not _is_closed_loop_callback(exc_type, exc, tb):
@@ -201,7 +207,6 @@ def _silence_closed_loop_callbacks() -> None:
     if not _is_closed_loop_callback(u.exc_type, u.exc_value, u.exc_traceback):
       prev_unraisable(u)
 
-  hook._v2w_quiet = True
   sys.excepthook, sys.unraisablehook = hook, unraisable
   std_logging.getLogger("asyncio").addFilter(_drop_orbax_orphan_tasks)
 
