@@ -93,7 +93,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.action_dropout_prob = 0.2         # per-frame action dropout (spec §4); 0 = the "NAG" ablation
   c.train.noise_levels = "per_frame"        # "per_frame": Diffusion Forcing (a level per frame, spec §3.1) |
-                                            # "per_clip": one level per clip (video-diffusion pretraining)
+                                            # "per_clip": one level per clip (video-diffusion pretraining) |
+                                            # "history": per frame, and a fraction history_prob of the clips
+                                            # has a lightly noised history before a random split frame
+  c.train.history_prob = 0.5                # "history" only: fraction of clips with a lightly noised history
+  c.train.history_max_level = 200           # "history" only: history levels ~ U{0..this} (noise augmentation)
   c.train.log_every = 50                    # steps between TensorBoard scalars
   c.train.ckpt_every = 1000                 # steps between async checkpoints (also saved on SIGTERM and at end)
   c.train.keep_checkpoints = 3              # keep the last K checkpoints

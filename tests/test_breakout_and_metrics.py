@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from vid2world_jax.data import breakout
+from vid2world_jax.data import breakout, breakout_recording
 from vid2world_jax.metrics import world_model_metrics as wmm
 
 
@@ -53,12 +53,12 @@ def test_breakout_policies_are_graded():
 
 
 def test_breakout_recording_and_fitted_detector(tmp_path):
-  d = breakout.embedded_dataset_dir(str(tmp_path), episodes_per_policy=8, steps=12, progress=False)
+  d = breakout_recording.embedded_dataset_dir(str(tmp_path), episodes_per_policy=8, steps=12, progress=False)
   meta = json.load(open(os.path.join(d, "meta.json")))
   splits = json.load(open(os.path.join(d, "splits.json")))
   assert meta["action_dim"] == 3 and len(splits["test"]) >= 1 and not set(splits["test"]) & set(splits["train"])
-  assert breakout.embedded_dataset_dir(str(tmp_path), episodes_per_policy=8, steps=12) == d  # cached
-  det = breakout.fit_detector(d)
+  assert breakout_recording.embedded_dataset_dir(str(tmp_path), episodes_per_policy=8, steps=12) == d  # cached
+  det = breakout_recording.fit_detector(d)
   np.testing.assert_allclose(det.prototypes, breakout.exact_detector().prototypes, atol=1e-4)
 
 
@@ -140,16 +140,16 @@ def test_breakout_recording_keeps_misses_with_frozen_frames(tmp_path):
   assert all(np.array_equal(f, tail[0]) for f in tail) and len(r["actions"]) == len(r["frames"])
   assert _paddle_and_ball(tail[:1])[0] is not None
   assert breakout.exact_detector().detect(tail[:1] / 255.0)["ball_y"][0] == breakout.GRID - 1   # the miss shows
-  d = breakout.embedded_dataset_dir(str(tmp_path), episodes_per_policy=8, steps=16, progress=False,
+  d = breakout_recording.embedded_dataset_dir(str(tmp_path), episodes_per_policy=8, steps=16, progress=False,
                                     policies=("tracker", "random", "explore"), miss_hold=2)
   meta = json.load(open(os.path.join(d, "meta.json")))
   assert meta["policies"] == ["tracker", "random", "explore"] and meta["miss_hold"] == 2
   assert meta["misses"]["tracker"] == 0 and meta["misses"]["random"] > 4 and meta["skipped_short"] == 0
-  other = breakout.embedded_dataset_dir(str(tmp_path), episodes_per_policy=8, steps=16, progress=False,
+  other = breakout_recording.embedded_dataset_dir(str(tmp_path), episodes_per_policy=8, steps=16, progress=False,
                                         policies=("tracker", "random"), miss_hold=2)
   assert other != d                                   # other settings, other folder: recordings never mix
   with pytest.raises(ValueError, match="recording policies"):
-    breakout.embedded_dataset_dir(str(tmp_path), policies=("away",))
+    breakout_recording.embedded_dataset_dir(str(tmp_path), policies=("away",))
 
 
 def test_out_of_family_clips_share_contexts_and_follow_their_family():

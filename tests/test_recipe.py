@@ -134,6 +134,24 @@ def test_train_module_imports_no_demo_code():
   assert r.returncode == 0, r.stderr[-3000:]
 
 
+def test_noise_levels_history_lightly_noised_before_a_split_frame():
+  """"history": some clips have levels <= history_max_level before a split frame (the rollout's situation: a
+  nearly clean history), the others iid levels; never the other way around."""
+  import jax
+  from vid2world_jax import steps
+  t = np.asarray(steps.sample_noise_levels(jax.random.PRNGKey(0), 4000, 6, 1000, "history", 0.5, 200))
+  assert t.shape == (4000, 6) and t.min() >= 0 and t.max() < 1000
+  first_low = t[:, 0] <= 200
+  assert 0.55 < first_low.mean() < 0.65          # 0.5 (history clips) + 0.5 * 0.2 (iid clips by chance)
+  # in a history clip the low frames form a prefix: P(frame 1 low | frame 0 low) is far above the iid 0.2
+  assert np.mean(t[first_low, 1] <= 200) > 0.5
+  assert np.all(t[:, -1][t[:, 0] > 200] >= 0)
+  iid = np.asarray(steps.sample_noise_levels(jax.random.PRNGKey(0), 4000, 6, 1000, "history", 0.0, 200))
+  assert abs(np.mean(iid <= 200) - 0.2) < 0.02     # prob 0: plain per-frame levels
+  with pytest.raises(ValueError):
+    steps.sample_noise_levels(jax.random.PRNGKey(0), 2, 1, 1000, "history", 0.5, 200)
+
+
 def test_noise_levels_per_clip_equal_across_frames():
   from vid2world_jax.training import steps
   key = jax.random.key(3)

@@ -60,8 +60,8 @@ def embedded_path(cfg) -> str:
   e = cfg.get("embedded", {})
   env = e.get("env", "breakout")
   if env == "breakout":
-    from vid2world_jax.data import breakout  # pylint: disable=import-outside-toplevel
-    return breakout.embedded_dataset_dir(episodes_per_policy=e.get("episodes_per_policy", 64),
+    from vid2world_jax.data import breakout, breakout_recording  # pylint: disable=import-outside-toplevel
+    return breakout_recording.embedded_dataset_dir(episodes_per_policy=e.get("episodes_per_policy", 64),
                                          steps=e.get("steps", 40),
                                          policies=tuple(e.get("policies", breakout.RECORDED_POLICIES)),
                                          miss_hold=int(e.get("miss_hold", 6)))

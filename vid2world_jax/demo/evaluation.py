@@ -216,9 +216,9 @@ def position_detector(cfg):
   """The controlled object's detector for the embedded simulator (fit on its real recorded frames), or None."""
   if cfg.data.source != "embedded" or cfg.data.get("embedded", {}).get("env", "breakout") != "breakout":
     return None
-  from vid2world_jax.data import breakout  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.data import breakout_recording  # pylint: disable=import-outside-toplevel
   from vid2world_jax.data import pipeline as data_pipeline  # pylint: disable=import-outside-toplevel
-  return breakout.fit_detector(cfg.data.path or data_pipeline.embedded_path(cfg.data))
+  return breakout_recording.fit_detector(cfg.data.path or data_pipeline.embedded_path(cfg.data))
 
 
 def long_horizon(cfg, params: dict, progress: bool | None = None) -> dict | None:

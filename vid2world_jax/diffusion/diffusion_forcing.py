@@ -1,6 +1,7 @@
 """Diffusion-Forcing-style training objective (spec §3.1).
 
-Every (sample, frame) gets its own noise level ``t ~ U{0..N-1}``; the clean latent is rescaled by
+Every (sample, frame) gets its own noise level ``t ~ U{0..N-1}`` (or ``sample_history_timesteps``: some samples
+with a lightly noised history before a split frame); the clean latent is rescaled by
 ``scale_arr[t]`` per frame when the schedule uses dynamic rescale; ``x_t = q_sample(x0, t, eps)``; the target
 is eps or v per the schedule's parameterisation; the loss is the MSE averaged over (H, W, C) -> ``[B, T]``,
 optionally weighted per frame (e.g. to exclude padded frames), then averaged.
@@ -26,6 +27,28 @@ def sample_frame_timesteps(rng: jax.Array, batch: int, frames: int, num_timestep
   if batch < 1 or frames < 1 or num_timesteps < 1:
     raise ValueError(f"bad sizes batch={batch} frames={frames} num_timesteps={num_timesteps}")
   return jax.random.randint(rng, (batch, frames), 0, num_timesteps, dtype=jnp.int32)
+
+
+def sample_history_timesteps(rng: jax.Array, batch: int, frames: int, num_timesteps: int = 1000, *,
+                             prob: float = 0.5, max_history_level: int = 200) -> jax.Array:
+  """``[B, T]`` int32 noise levels that train the autoregressive case more often than iid levels do.
+
+  With probability ``prob`` a sample is an "autoregressive" one: a split frame ``k ~ U{1..T-1}``; frames before it
+  are history, noised only lightly (``U{0..max_history_level}``: noise augmentation of the context, with the level
+  given to the model, as GameNGen and DIAMOND do; a rollout gives history at a small level, ``demo.history_noise``),
+  frames from ``k`` on get iid levels over the whole schedule. Other samples get iid levels for every frame
+  (``sample_frame_timesteps``). With iid levels alone, a frame whose whole history is nearly clean (what every
+  rollout step asks for) is rare: P(all k earlier frames below level 200) = 0.2^k."""
+  if not 0.0 <= prob <= 1.0 or not 0 <= max_history_level < num_timesteps or frames < 2:
+    raise ValueError(f"need prob in [0, 1], 0 <= max_history_level < {num_timesteps} and frames >= 2, got "
+                     f"{prob}, {max_history_level}, {frames}")
+  k_iid, k_hist, k_split, k_use = jax.random.split(rng, 4)
+  iid = sample_frame_timesteps(k_iid, batch, frames, num_timesteps)
+  hist = jax.random.randint(k_hist, (batch, frames), 0, max_history_level + 1, dtype=jnp.int32)
+  split = jax.random.randint(k_split, (batch, 1), 1, frames, dtype=jnp.int32)
+  use = jax.random.uniform(k_use, (batch, 1)) < prob
+  is_history = use & (jnp.arange(frames)[None, :] < split)
+  return jnp.where(is_history, hist, iid)
 
 
 def bucket_losses(per_frame: jax.Array, t: jax.Array, weights: jax.Array, num_timesteps: int,

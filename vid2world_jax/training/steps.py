@@ -36,7 +36,7 @@ def step_rngs(state_rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
   return dict(zip(names, jax.random.split(key, len(names))))
 
 
-NOISE_LEVELS = ("per_frame", "per_clip")
+NOISE_LEVELS = ("per_frame", "per_clip", "history")
 LATENT_KEYS = ("latent_moments", "clip_image_tokens")   # batch keys of precomputed frozen-encoder outputs
 
 
@@ -45,12 +45,18 @@ def uses_latents(batch) -> bool:
   return "latent_moments" in batch
 
 
-def sample_noise_levels(key: jax.Array, batch: int, frames: int, num_timesteps: int, mode: str) -> jax.Array:
+def sample_noise_levels(key: jax.Array, batch: int, frames: int, num_timesteps: int, mode: str,
+                        history_prob: float = 0.5, history_max_level: int = 200) -> jax.Array:
   """``[B, T]`` int32 noise levels: "per_frame" = Diffusion Forcing (every frame its own level, spec §3.1);
-  "per_clip" = the usual video-diffusion objective (one level shared by all frames of a clip)."""
+  "per_clip" = the usual video-diffusion objective (one level shared by all frames of a clip); "history" =
+  per-frame levels where a fraction ``history_prob`` of the samples has a lightly noised history
+  (``diffusion_forcing.sample_history_timesteps``)."""
   from vid2world_jax.diffusion import diffusion_forcing
   if mode == "per_frame":
     return diffusion_forcing.sample_frame_timesteps(key, batch, frames, num_timesteps)
+  if mode == "history":
+    return diffusion_forcing.sample_history_timesteps(key, batch, frames, num_timesteps, prob=history_prob,
+                                                      max_history_level=history_max_level)
   if mode == "per_clip":
     t = jax.random.randint(key, (batch, 1), 0, num_timesteps, jnp.int32)
     return jnp.broadcast_to(t, (batch, frames))
@@ -100,7 +106,9 @@ def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
     levels = None
     if noise_levels != "per_frame":
       k_t, _ = jax.random.split(keys["noise"])
-      levels = sample_noise_levels(k_t, b, t, schedule.num_timesteps, noise_levels)
+      levels = sample_noise_levels(k_t, b, t, schedule.num_timesteps, noise_levels,
+                                   float(cfg.train.get("history_prob", 0.5)),
+                                   int(cfg.train.get("history_max_level", 200)))
     loss, aux = diffusion_forcing.diffusion_forcing_loss(denoise_fn, schedule, x0, keys["noise"], t=levels)
     # Per-noise-level bucket sums / counts: summed over micro-batches and log intervals, divided on the host.
     return loss, {"bucket_loss_sum": aux["bucket_loss_sum"], "bucket_count": aux["bucket_count"]}
