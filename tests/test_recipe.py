@@ -138,7 +138,7 @@ def test_noise_levels_history_lightly_noised_before_a_split_frame():
   """"history": some clips have levels <= history_max_level before a split frame (the rollout's situation: a
   nearly clean history), the others iid levels; never the other way around."""
   import jax
-  from vid2world_jax import steps
+  from vid2world_jax.training import steps
   t = np.asarray(steps.sample_noise_levels(jax.random.PRNGKey(0), 4000, 6, 1000, "history", 0.5, 200))
   assert t.shape == (4000, 6) and t.min() >= 0 and t.max() < 1000
   first_low = t[:, 0] <= 200

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging as std_logging
 import json
 import os
@@ -185,18 +186,12 @@ def _is_closed_loop_callback(exc_type, exc, tb) -> bool:
   return tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
 
 
-_HOOKS_INSTALLED = False
-
-
+@functools.cache   # installed once per process (the first Manager); later Managers and error paths leave them alone
 def _silence_closed_loop_callbacks() -> None:
   """After a failed save or restore, tensorstore completes the remaining I/O futures into orbax's already closed
   asyncio loop; each prints a "RuntimeError: Event loop is closed" traceback (through ``sys.unraisablehook`` or
   ``sys.excepthook``: hundreds of lines burying the real error). Drops exactly those; anything else prints as
   before."""
-  global _HOOKS_INSTALLED
-  if _HOOKS_INSTALLED:   # installed once per process: later Managers and error paths leave the hooks alone
-    return
-  _HOOKS_INSTALLED = True
   prev_hook, prev_unraisable = sys.excepthook, sys.unraisablehook
 
   def hook(exc_type, exc, tb):
