@@ -180,6 +180,12 @@ def one_hot(a: int) -> np.ndarray:
   return v
 
 
+def toward_ball(paddle_x: np.ndarray, ball_x: np.ndarray) -> np.ndarray:
+  """The tracker's action ``[N]``: left (1) / right (2) towards the ball's column, noop (0) under it."""
+  paddle_x, ball_x = np.asarray(paddle_x), np.asarray(ball_x)
+  return np.where(ball_x < paddle_x, 1, np.where(ball_x > paddle_x, 2, 0)).astype(np.int64)
+
+
 class TrackerPolicy:
   """Image policy: move the paddle towards the ball's column; with probability ``eps`` a uniformly random action."""
 
@@ -191,8 +197,7 @@ class TrackerPolicy:
 
   def act_on_positions(self, paddle_x: np.ndarray, ball_x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Vectorised over episodes: ``[N]`` paddle and ball columns -> ``[N]`` action indices."""
-    paddle_x, ball_x = np.asarray(paddle_x), np.asarray(ball_x)
-    greedy = np.where(ball_x < paddle_x, 1, np.where(ball_x > paddle_x, 2, 0))
+    greedy = toward_ball(paddle_x, ball_x)
     explore = rng.random(greedy.shape) < self.eps
     return np.where(explore, rng.integers(0, ACTION_DIM, greedy.shape), greedy).astype(np.int64)
 
@@ -239,8 +244,7 @@ class ExplorePolicy(_ImagePolicy):
       self._left[new] = rng.geometric(1.0 / self.mean_run, k)
       self._mode[new] = np.where(rng.random(k) < self.track_prob, -1, rng.integers(0, ACTION_DIM, k))
     self._left -= 1
-    greedy = np.where(ball_x < paddle_x, 1, np.where(ball_x > paddle_x, 2, 0))
-    return np.where(self._mode < 0, greedy, self._mode).astype(np.int64)
+    return np.where(self._mode < 0, toward_ball(paddle_x, ball_x), self._mode).astype(np.int64)
 
 
 class AwayPolicy(_ImagePolicy):

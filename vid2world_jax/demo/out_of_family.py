@@ -40,7 +40,7 @@ def _family_action(family: str, t: int, state: dict, paddle_x: int, ball_x: int)
   if family == "noop":
     return 0
   if family == CONTROL:
-    return 1 if ball_x < paddle_x else (2 if ball_x > paddle_x else 0)
+    return int(breakout.toward_ball(np.array([paddle_x]), np.array([ball_x]))[0])
   raise ValueError(f"unknown action family {family!r}; known: {list(FAMILIES) + [CONTROL]}")
 
 
