@@ -4,13 +4,10 @@ processes (data.worker_count > 0)."""
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 
-from _train_helpers import REPO
+from _train_helpers import run_two_processes
 from vid2world_jax import checkpoint_integrity
 from vid2world_jax.data import config as config_lib
 from vid2world_jax.data import episodes, pipeline
@@ -54,36 +51,11 @@ def test_multihost_grain_worker_skip_counts_equal_in_process_counts(tmp_path):
   assert it.skip_counts() == counts[0]
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _run_two_processes(work, data, total_steps):
-  port = _free_port()
-  procs = []
-  for pid in range(2):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))
-    cmd = [sys.executable, "-m", "vid2world_jax.train", "--config=configs/test_tiny.py:toy", f"--workdir={work}",
-           f"--config.total_steps={total_steps}", "--config.train.log_every=1", "--config.train.ckpt_every=2",
-           "--config.data.source=episodes", f"--config.data.path={data}", "--config.data.on_bad_data=skip",
-           "--config.data.batch_size=4", "--config.data.worker_count=1", "--config.mesh.shape.fsdp=2",
-           "--config.mesh.fsdp_min_size=64", "--verbosity=-1"]
-    procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True))
-  outs = []
-  try:
-    for p in procs:
-      out, _ = p.communicate(timeout=900)
-      outs.append(out)
-  finally:
-    for p in procs:   # never leave a hung peer behind
-      if p.poll() is None:
-        p.kill()
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  run_two_processes(work, [f"--config.total_steps={total_steps}", "--config.train.log_every=1",
+                           "--config.train.ckpt_every=2", "--config.data.source=episodes", f"--config.data.path={data}",
+                           "--config.data.on_bad_data=skip", "--config.data.batch_size=4",
+                           "--config.data.worker_count=1"], devices=2)
 
 
 def test_multihost_two_processes_seal_and_restore_checkpoint(tmp_path):
