@@ -96,6 +96,9 @@ def get_base_config() -> ml_collections.ConfigDict:
                                             # "per_clip": one level per clip (video-diffusion pretraining) |
                                             # "history": per frame, and a fraction history_prob of the clips
                                             # has a lightly noised history before a random split frame
+  c.train.objective = "diffusion_forcing"   # "diffusion_forcing": the world model's loss | "student": the few-step
+                                            # student's (diffusion/student.py: next frame from history at the
+                                            # sampler's history noise, at config.sampler's DDIM timesteps, x0 loss)
   c.train.history_prob = 0.5                # "history" only: fraction of clips with a lightly noised history
   c.train.history_max_level = 200           # "history" only: history levels ~ U{0..this} (noise augmentation)
   c.train.log_every = 50                    # steps between TensorBoard scalars

@@ -47,6 +47,17 @@ def ddim_timesteps(num_steps: int, num_train: int = 1000, spacing: str = "unifor
   return np.ascontiguousarray(asc[::-1]).astype(np.int32)
 
 
+def history_timestep(timesteps: np.ndarray, history_noise: int | str, num_train: int = 1000) -> int:
+  """Noise level ``t_small`` of the history frames for a DDIM plan: ``"second_last"`` = the plan's second-to-last
+  timestep (39 for 50 trailing steps; 0 for a one-step plan) or an explicit int in ``[0, num_train)``."""
+  if history_noise == "second_last":
+    return int(timesteps[-2]) if len(timesteps) >= 2 else 0
+  t_small = int(history_noise)
+  if not 0 <= t_small < num_train:
+    raise ValueError(f"history_noise {t_small} must be in [0, {num_train})")
+  return t_small
+
+
 def ddim_prev_timesteps(timesteps: np.ndarray) -> np.ndarray:
   """For descending ``timesteps``, the t_prev of each step: the next entry, ``FINAL_STEP`` for the last."""
   ts = np.asarray(timesteps, dtype=np.int32)

@@ -98,13 +98,7 @@ def timestep_plan(cfg: SamplerConfig, num_timesteps: int) -> tuple[np.ndarray, n
   last) and the history noise level."""
   taus = ddim.ddim_timesteps(cfg.ddim_steps, num_timesteps, cfg.spacing)
   prevs = ddim.ddim_prev_timesteps(taus)
-  if cfg.history_noise == "second_last":
-    t_small = int(taus[-2]) if len(taus) >= 2 else 0
-  else:
-    t_small = int(cfg.history_noise)
-    if t_small >= num_timesteps:
-      raise ValueError(f"history_noise {t_small} must be < num_timesteps {num_timesteps}")
-  return taus, prevs, t_small
+  return taus, prevs, ddim.history_timestep(taus, cfg.history_noise, num_timesteps)
 
 
 # ------------------------------------------------------------------------------------------------------------

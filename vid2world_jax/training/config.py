@@ -39,6 +39,12 @@ def validate_config(cfg, num_devices: int, process_count: int) -> dict:
   need(0.0 <= cfg.train.action_dropout_prob < 1.0, f"train.action_dropout_prob must be in [0, 1)")
   need(cfg.train.get("noise_levels", "per_frame") in steps.NOISE_LEVELS,
        f"train.noise_levels must be one of {steps.NOISE_LEVELS}, got {cfg.train.get('noise_levels')!r}")
+  need(cfg.train.get("objective", "diffusion_forcing") in steps.OBJECTIVES,
+       f"train.objective must be one of {steps.OBJECTIVES}, got {cfg.train.get('objective')!r}")
+  if cfg.train.get("objective") == "student":
+    need("sampler" in cfg, "train.objective='student' trains for config.sampler's DDIM steps: the config has no "
+         "sampler block")
+    need(int(cfg.data.clip_length) >= 2, "train.objective='student' needs clips of >= 2 frames (history + target)")
   need(0.0 <= cfg.optim.ema_decay < 1.0, f"optim.ema_decay must be in [0, 1) (0 = off)")
   need(cfg.optim.grad_accum_steps >= 1, f"optim.grad_accum_steps must be >= 1")
   try:

@@ -63,6 +63,19 @@ def sample_noise_levels(key: jax.Array, batch: int, frames: int, num_timesteps: 
   raise ValueError(f"noise levels must be one of {NOISE_LEVELS}, got {mode!r}")
 
 
+OBJECTIVES = ("diffusion_forcing", "student")
+
+
+def student_plan(cfg, num_timesteps: int) -> tuple:
+  """``(taus, t_small)`` the student trains for: the DDIM timesteps and history noise of ``config.sampler`` (the
+  settings it will be sampled with)."""
+  from vid2world_jax.diffusion import student as student_lib
+  s = cfg.sampler
+  taus = student_lib.student_timesteps(int(s.ddim_steps), num_timesteps, str(s.get("spacing", "uniform_trailing")))
+  from vid2world_jax.diffusion import ddim
+  return taus, ddim.history_timestep(taus, s.history_noise, num_timesteps)
+
+
 def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
   """``loss_fn(params, frozen, rest, batch, keys) -> (loss, aux)`` for one (micro-)batch."""
   from vid2world_jax.diffusion import actions as actions_lib
@@ -72,6 +85,12 @@ def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
   p_drop = float(cfg.train.action_dropout_prob)
   noise_levels = cfg.train.get("noise_levels", "per_frame")
   use_actions = int(cfg.model.unet.action_dim) > 0   # action_dim 0: a video-only model, the batch's actions unused
+  objective = cfg.train.get("objective", "diffusion_forcing")
+  if objective not in OBJECTIVES:
+    raise ValueError(f"train.objective must be one of {OBJECTIVES}, got {objective!r}")
+  if objective == "student":
+    from vid2world_jax.diffusion import student as student_lib
+    student_taus, student_t_small = student_plan(cfg, schedule.num_timesteps)
 
   def loss_fn(params, frozen, rest, batch, keys):
     if compute_dtype != jnp.float32:
@@ -100,6 +119,14 @@ def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
     def denoise_fn(x_t, t_bt):
       out = model.denoise(x_t.astype(compute_dtype), t_bt, cond, acts, mask)
       return out.astype(jnp.float32)
+
+    if objective == "student":   # the few-step student (diffusion.student): one target frame per clip
+      win_fn = lambda lat, t_bt, m: model.denoise(lat.astype(compute_dtype), t_bt, cond, acts,
+                                                  m if use_actions else None).astype(jnp.float32)
+      loss, aux = student_lib.student_loss(win_fn, schedule, x0, keys["noise"], student_taus, student_t_small)
+      sums, counts = diffusion_forcing.bucket_losses(aux["frame_loss"][:, None], aux["tau"][:, None],
+                                                     jnp.ones((b, 1), jnp.float32), schedule.num_timesteps)
+      return loss, {"bucket_loss_sum": sums, "bucket_count": counts}
 
     # per_frame: every frame (frame 0 included) gets its own noise level, context frames are not kept clean
     # (spec §3.1); drawn inside the loss from its own split of the noise key. per_clip: one level per clip.
