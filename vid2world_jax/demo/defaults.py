@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import ml_collections
 
-STAGES = ("pretrain", "causalize", "finetune", "evaluate", "out_of_family", "long_horizon", "policy_eval", "report")
+STAGES = ("pretrain", "causalize", "finetune", "distill", "evaluate", "out_of_family", "long_horizon", "policy_eval",
+          "student_eval", "report")
 
 def default_demo_config() -> ml_collections.ConfigDict:
   """The ``config.demo`` block (every knob of the default run)."""
@@ -66,6 +67,16 @@ def default_demo_config() -> ml_collections.ConfigDict:
   d.policy_eval.horizon = 24        # at most this many actions (Breakout episodes end earlier when the ball is missed)
   d.policy_eval.ddim_steps = 3      # DDIM steps per frame in the policy rollouts (cost: episodes x horizon x steps)
   d.policy_eval.verifier_size = 16  # metaworld only: success verifier on size x size downsampled frames
+  # Few-step student (demo/student.py, stages "distill" and "student_eval"): the fine-tuned world model trained
+  # further for its own few-step sampler without guidance pass (diffusion/student.py), saved in <workdir>/student.
+  d.student = ml_collections.ConfigDict()
+  d.student.enabled = True          # run the distillation stage and evaluate the student beside the teacher
+  d.student.ddim_steps = 1          # the student's DDIM steps per frame (its sampler block; one UNet pass each)
+  d.student.steps = 300             # training steps (init: the fine-tuned world model)
+  d.student.batch_size = 8          # clips per step (one target frame per clip)
+  d.student.lr = 1e-3               # AdamW peak lr (cosine decay, other optimizer fields from config.optim)
+  d.student.warmup = 20             # linear warmup steps
+  d.student.fps_frames = 24         # frames timed per model for the batch-1 frame rates in the report (0 = skip)
   # Ablation driver (vid2world_jax.demo.ablations).
   d.ablations = ml_collections.ConfigDict()
   d.ablations.finetune_steps = 0    # fine-tune steps of every variant (0 = demo.finetune_steps)

@@ -11,12 +11,15 @@ executes them in order and skips a stage whose output file exists:
   finetune      ``finetune/output``: Diffusion-Forcing fine-tuning (``training``; trainer in finetune/, whose orbax
                 checkpoints ``finetune/checkpoints/<step>`` are what ``inference.InferenceSession.load(workdir)`` and
                 ``rollout_cli --checkpoint=<workdir>`` load)
+  distill       ``student/output``: the few-step student (``student``; trainer in student/, loadable as
+                ``InferenceSession.load(<workdir>/student)``; ``demo.student.enabled``)
   evaluate      ``eval/rollouts``: guided rollouts of held-out clips, guidance sweep, shuffled actions
                 (``evaluation``)
   out_of_family ``eval/out_of_family``: mid-game contexts from unseen seeds under action families no recording
                 policy produces (``out_of_family``; Breakout)
   long_horizon  ``eval/long_horizon``: sliding-window rollouts to several training windows
   policy_eval   ``eval/policy_eval``: real vs world-model policy ranking (``demo.policy_eval.enabled``)
+  student_eval  ``eval/student``: the student on the same clips and both models' batch-1 frame rates
   report        ``report/``: GIFs ``ground truth | prediction | copy-last-frame``, metrics.md/json, plots and a
                 one-screen summary (always re-written)
 
@@ -33,7 +36,7 @@ import ml_collections
 import numpy as np
 
 from vid2world_jax.training import recipe
-from vid2world_jax.demo import evaluation, training
+from vid2world_jax.demo import evaluation, student, training
 
 from vid2world_jax.demo.defaults import STAGES, default_demo_config, default_recipe_config  # noqa: F401
 
@@ -113,6 +116,14 @@ def _finetune(cfg, ctx):
                                int(cfg.demo.finetune_steps))
 
 
+def _distill(cfg, ctx):
+  return student.run_distill(cfg, ctx.workdir, ctx.outputs["finetune"])
+
+
+def _student_eval(cfg, ctx):
+  return student.evaluate_student(cfg, ctx.outputs.get("distill"), ctx.outputs["finetune"])
+
+
 def _evaluate(cfg, ctx):
   return evaluation.evaluate(cfg, ctx.outputs["finetune"]["params"])
 
@@ -134,6 +145,8 @@ def _policy_eval(cfg, ctx):
 PRETRAIN = recipe.Stage(_pretrain, "pretrain/output", "(a) pretrain")
 CAUSALIZE = recipe.Stage(_causalize, "causalize/output", "(b) causalize")
 FINETUNE = recipe.Stage(_finetune, "finetune/output", "(b) finetune")
+DISTILL = recipe.Stage(_distill, "student/output", "(b'') distill")
+STUDENT_EVAL = recipe.Stage(_student_eval, "eval/student", "(c'') student beside the teacher")
 EVALUATE = recipe.Stage(_evaluate, "eval/rollouts", "(c) evaluate")
 OUT_OF_FAMILY = recipe.Stage(_out_of_family, "eval/out_of_family", "(c) out-of-family split")
 LONG_HORIZON = recipe.Stage(_long_horizon, "eval/long_horizon", "(c) long horizon")
@@ -152,11 +165,11 @@ def _report(cfg, ctx) -> dict:
   t0, c0 = time.time(), time.process_time()
   pre, ft = ctx.outputs.get("pretrain"), ctx.outputs["finetune"]
   ev, lh, pe = dict(ctx.outputs["evaluate"]), ctx.outputs.get("long_horizon"), ctx.outputs.get("policy_eval")
-  ood = ctx.outputs.get("out_of_family")
+  ood, st = ctx.outputs.get("out_of_family"), ctx.outputs.get("student_eval")
   ev["long_horizon"] = lh
   timing, cpu = dict(ctx.timing), dict(ctx.cpu)  # wall / process CPU seconds per stage
   rdir = os.path.join(ctx.workdir, "report")
-  bar = qb.quality_bar(ev, pe, ood)
+  bar = qb.quality_bar(ev, pe, ood, st, with_student=bool(d.student.enabled) and "student_eval" in cfg.recipe.stages)
   metrics = {
       "setup": {"data": f"embedded {cfg.data.get('embedded', {}).get('env', 'breakout')} test split, "
                         f"{len(ev['names'])} clips of {cfg.data.clip_length} frames at {tuple(cfg.data.resolution)}",
@@ -179,6 +192,8 @@ def _report(cfg, ctx) -> dict:
   }
   if pe is not None:
     metrics["policy_eval"] = {k: v for k, v in pe.items() if not k.startswith("_")}
+  if st is not None:
+    metrics["student"] = {k: v for k, v in st.items() if not k.startswith("_")}
   os.makedirs(os.path.join(rdir, "plots"), exist_ok=True)
   scale = int(d.video_scale)
   vdir = os.path.join(rdir, "videos")
@@ -189,6 +204,10 @@ def _report(cfg, ctx) -> dict:
     gt, pred, copy, other, names = ood["_videos"]
     report.write_videos(os.path.join(vdir, "out_of_family"), gt, pred, list(names), baseline=copy, extra=other,
                         max_videos=len(names), scale=scale)
+  if st is not None:
+    gt, spred, names = st["_videos"]
+    report.write_videos(os.path.join(vdir, "student"), gt, spred, list(names), baseline=ev["pred"],
+                        max_videos=int(d.num_videos), scale=scale)
   if lh is not None:
     report.write_videos(os.path.join(vdir, "long_horizon"), lh["gt"], lh["pred"], lh["names"],
                         max_videos=min(4, int(d.num_videos)), scale=scale)
@@ -216,6 +235,8 @@ def _report(cfg, ctx) -> dict:
   metrics["cpu_seconds"] = cpu
   # Training stages loaded from the workdir cache keep the wall time of the invocation that computed them.
   metrics["computed_seconds"] = {"pretrain": pre["seconds"] if pre is not None else 0.0, "finetune": ft["seconds"]}
+  if ctx.outputs.get("distill") is not None:
+    metrics["computed_seconds"]["distill"] = ctx.outputs["distill"]["seconds"]
   report.write_metrics(rdir, metrics)
   print(report.summary_text(metrics, rdir), flush=True)
   short = qb.shortfalls(bar)

@@ -15,6 +15,8 @@ holding (never as passing). ``shortfalls`` lists what fell short, for ``--config
    >= 16 initial states each; bootstrap intervals reported); Breakout: every policy's imagined mean return within
    0.5 bricks and imagined miss rate within 0.15 of the real ones.
 4. long horizon (4x the training window): the frames' mean and std stay within 10% of the ground truth's.
+5. few-step student (issue 22): Delta-t-PSNR and PSNR within 0.5 dB of the teacher's on the held-out clips and the
+   out-of-family split, long-horizon frame statistics no worse, >= 30 frames/s at batch 1.
 Plus the comparisons the paper claims (pretrained > scratch), when the ablation driver supplies them.
 """
 
@@ -36,6 +38,8 @@ MAX_REL_STAT_DEV = 0.10
 OOF_MIN_DELTA_PSNR = 3.0       # out-of-family split: Delta-t-PSNR mean (and > 0 at every horizon)
 OOF_MAX_PADDLE_ERROR = 0.2     # cells
 OOF_MAX_BALL_ERROR_RATIO = 1.5 # x the in-distribution clips' ball error
+STUDENT_MAX_DB_GAP = 0.5       # few-step student: Delta-t-PSNR and PSNR at most this far below the teacher's
+STUDENT_MIN_FPS = 30.0         # ... and at least this many frames/s at batch 1 (measured in the stage)
 
 
 def _seq(xs, nd=2):
@@ -159,9 +163,53 @@ def check_pretrained_vs_scratch(pretrained: dict, scratch: dict, per_clip: dict 
   return {"pretrained > from-scratch fine-tune (mean PSNR and SSIM)": {"holds": bool(holds), "detail": detail}}
 
 
-def quality_bar(ev: dict, policy_eval: dict | None = None, out_of_family: dict | None = None) -> dict:
-  """Points 1-4 from the evaluation dict of ``evaluation.evaluate`` (+ the policy evaluation), and the
-  out-of-family split's points when ``out_of_family`` is given (Breakout)."""
+def _psnr(ev: dict) -> float:
+  return float(np.mean(ev["per_horizon"]["world_model"]["psnr"]))
+
+
+def check_student(ev: dict, out_of_family: dict | None, student: dict | None) -> dict:
+  """Issue 22: the student's Delta-t-PSNR and PSNR within ``STUDENT_MAX_DB_GAP`` of the teacher's on the held-out
+  clips and on the out-of-family split, its long-horizon frame statistics no worse, its batch-1 frame rate."""
+  keys = {"clips": f"student: Delta-t-PSNR and PSNR within {STUDENT_MAX_DB_GAP} dB of the teacher's (held-out clips)",
+          "oof": f"student: Delta-t-PSNR and PSNR within {STUDENT_MAX_DB_GAP} dB of the teacher's (out of family)",
+          "long": "student: long-horizon frame mean and std deviations no worse than the teacher's",
+          "fps": f"student: >= {STUDENT_MIN_FPS:g} frames/s at batch 1"}
+  if student is None:
+    return {k: {"holds": False, "detail": "not run (demo.student.enabled=False)"} for k in keys.values()}
+
+  def gap(t_ev, s_ev):
+    dt_t, dt_s = t_ev["delta_psnr"]["mean"], s_ev["delta_psnr"]["mean"]
+    p_t, p_s = _psnr(t_ev), _psnr(s_ev)
+    holds = dt_s >= dt_t - STUDENT_MAX_DB_GAP and p_s >= p_t - STUDENT_MAX_DB_GAP
+    return {"holds": bool(holds), "detail": f"Delta-t-PSNR student {dt_s:+.2f} vs teacher {dt_t:+.2f} dB; PSNR "
+                                            f"student {p_s:.2f} vs teacher {p_t:.2f} dB"}
+
+  bar = {keys["clips"]: gap(ev, student["evaluate"])}
+  so = student.get("out_of_family")
+  bar[keys["oof"]] = (gap(out_of_family["out_of_family"], so["out_of_family"]) if so and out_of_family else
+                      {"holds": False, "detail": "no out-of-family split (Breakout only)"})
+  t_lh, s_lh = ev.get("long_horizon"), student.get("long_horizon")
+  if t_lh is None or s_lh is None:
+    bar[keys["long"]] = {"holds": False, "detail": "no long-horizon rollouts"}
+  else:
+    t, s = t_lh["frame_statistics"], s_lh["frame_statistics"]
+    holds = (s["max_rel_mean_dev"] <= t["max_rel_mean_dev"] and s["max_rel_std_dev"] <= t["max_rel_std_dev"])
+    bar[keys["long"]] = {"holds": bool(holds), "detail": f"{s_lh['frames']} frames: max relative deviation of the "
+                         f"mean student {s['max_rel_mean_dev']:.3f} vs teacher {t['max_rel_mean_dev']:.3f}, of the std "
+                         f"{s['max_rel_std_dev']:.3f} vs {t['max_rel_std_dev']:.3f}"}
+  fps = student.get("frames_per_second") or {}
+  bar[keys["fps"]] = ({"holds": False, "detail": "not measured (demo.student.fps_frames=0)"} if "student" not in fps
+                      else {"holds": bool(fps["student"] >= STUDENT_MIN_FPS),
+                            "detail": f"student {fps['student']:.1f} vs teacher {fps['teacher']:.1f} frames/s "
+                                      "(measured inside the run, not on an idle machine)"})
+  return bar
+
+
+def quality_bar(ev: dict, policy_eval: dict | None = None, out_of_family: dict | None = None,
+                student: dict | None = None, with_student: bool = False) -> dict:
+  """Points 1-4 from the evaluation dict of ``evaluation.evaluate`` (+ the policy evaluation), the
+  out-of-family split's points when ``out_of_family`` is given (Breakout), and the few-step student's when
+  ``with_student`` (``student``: the ``student_eval`` stage's output)."""
   bar = {}
   bar.update(check_action_following(ev.get("delta_psnr"), ev.get("paddle_error")))
   if out_of_family is not None or ev.get("ball_error") is not None:
@@ -169,6 +217,8 @@ def quality_bar(ev: dict, policy_eval: dict | None = None, out_of_family: dict |
   bar.update(check_copy_last(ev["per_horizon"]))
   bar.update(check_policy_eval(policy_eval))
   bar.update(check_long_horizon(ev.get("long_horizon")))
+  if with_student:
+    bar.update(check_student(ev, out_of_family, student))
   return bar
 
 

@@ -132,6 +132,44 @@ def out_of_family_section(metrics: dict) -> list[str]:
                           "SSIM copy"], ph_rows), ""]
 
 
+def student_section(metrics: dict) -> list[str]:
+  """metrics.md lines: the few-step student beside the teacher (same clips, same metrics)."""
+  st = metrics["student"]
+  rows = []
+
+  def row(split, t, s):
+    for name, m in (("teacher", t), ("student", s)):
+      rows.append([split, name, m["delta_psnr"]["mean"], m["delta_psnr"]["se"],
+                   float(np.mean(m["per_horizon"]["world_model"]["psnr"])),
+                   float(np.mean(m["per_horizon"]["world_model"]["ssim"])), m["paddle_error"]["true"]["mean"],
+                   m["ball_error"]["true"]["mean"]])
+
+  row("held-out clips", metrics, st["evaluate"])
+  if metrics.get("out_of_family") and st.get("out_of_family"):
+    row("out of family", metrics["out_of_family"]["out_of_family"], st["out_of_family"]["out_of_family"])
+  lines = [f"## Few-step student ({st['ddim_steps']} DDIM step(s), no guidance pass) beside the teacher "
+           f"({metrics['setup']['ddim_steps']} steps x 2 passes)", "",
+           f"Trained {st['train_steps']} steps from the fine-tuned world model in {st['train_seconds']:.0f} s "
+           "(demo/student.py); the same clips, seeds and metrics as the teacher's.", "",
+           markdown_table(["clips", "model", "Delta-t-PSNR", "paired SE", "PSNR", "SSIM", "paddle err", "ball err"],
+                          rows), ""]
+  t_lh, s_lh = metrics.get("long_horizon"), st.get("long_horizon")
+  if t_lh and s_lh:
+    ts, ss = t_lh["frame_statistics"], s_lh["frame_statistics"]
+    lines += [f"Long horizon ({s_lh['frames']} frames): max relative deviation of the frame mean teacher "
+              f"{_fmt(ts['max_rel_mean_dev'])} / student {_fmt(ss['max_rel_mean_dev'])}, of the std "
+              f"{_fmt(ts['max_rel_std_dev'])} / {_fmt(ss['max_rel_std_dev'])}; mean PSNR teacher "
+              f"{_fmt(float(np.mean(t_lh['per_horizon']['world_model']['psnr'])))} / student "
+              f"{_fmt(float(np.mean(s_lh['per_horizon']['world_model']['psnr'])))}.", ""]
+  fps = st.get("frames_per_second") or {}
+  if fps:
+    lines += [f"Frames per second at batch 1 (cached, inside this run): teacher {fps['teacher']:.1f}, student "
+              f"{fps['student']:.1f} ({fps['student'] / fps['teacher']:.1f}x). `benchmarks/play_fps.py` measures "
+              "both on an idle machine.", ""]
+  lines += ["GIFs: `videos/student/`: ground truth | student | teacher.", ""]
+  return lines
+
+
 def write_metrics(out_dir: str, metrics: dict, extra_sections: list[tuple[str, str]] = ()) -> tuple[str, str]:
   """``metrics.json`` (everything) and ``metrics.md`` (tables). Returns both paths."""
   os.makedirs(out_dir, exist_ok=True)
@@ -185,6 +223,8 @@ def write_metrics(out_dir: str, metrics: dict, extra_sections: list[tuple[str, s
            f"{_fmt(st['max_rel_std_dev'])}", ""]
   if metrics.get("out_of_family"):
     md += out_of_family_section(metrics)
+  if metrics.get("student"):
+    md += student_section(metrics)
   if metrics.get("quality_bar"):
     rows = [[k, v["holds"], v["detail"]] for k, v in metrics["quality_bar"].items()]
     md += ["## Quality bar", "", markdown_table(["check", "holds", "numbers"], rows), ""]
@@ -291,6 +331,14 @@ def summary_text(metrics: dict, report_dir: str) -> str:
                  f"{m['delta_psnr']['se']:.2f} dB, paddle error {m['paddle_error']['true']['mean']:.3f}, ball error "
                  f"{m['ball_error']['true']['mean']:.3f} cells; PSNR {np.mean(m['per_horizon']['world_model']['psnr']):.2f}"
                  f" vs copy {np.mean(m['per_horizon']['copy_last_frame']['psnr']):.2f}")
+  st = metrics.get("student")
+  if st:
+    fps = st.get("frames_per_second") or {}
+    lines.append(f"student ({st['ddim_steps']} step, no guidance pass): Delta-t-PSNR "
+                 f"{st['evaluate']['delta_psnr']['mean']:+.2f} vs teacher {metrics['delta_psnr']['mean']:+.2f} dB, PSNR "
+                 f"{np.mean(st['evaluate']['per_horizon']['world_model']['psnr']):.2f} vs "
+                 f"{np.mean(ph['world_model']['psnr']):.2f}"
+                 + (f"; {fps['student']:.1f} vs {fps['teacher']:.1f} frames/s at batch 1" if fps else ""))
   pe = metrics.get("policy_eval")
   if pe:
     lines.append("policy eval, real / world model: " + ", ".join(

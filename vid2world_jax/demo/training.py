@@ -72,7 +72,8 @@ def pretrain_config(cfg) -> ml_collections.ConfigDict:
   return c
 
 
-def _train(cfg, workdir: str, init_params: dict | None = None) -> dict:
+def train_stage(cfg, workdir: str, init_params: dict | None = None) -> dict:
+  """One trainer run of a stage in ``workdir`` (resumable); ``{"params", "losses"}`` (numpy)."""
   from vid2world_jax.training import loop  # pylint: disable=import-outside-toplevel
   res = loop.train_and_evaluate(cfg, workdir, init_params=init_params)
   if res["preempted"]:
@@ -98,7 +99,7 @@ def run_pretrain(cfg, workdir: str) -> dict:
     raise ValueError(f"demo.pretrain must be 'shipped' or 'run', got {d.pretrain!r}")
   log(f"stage (a) pretrain: {int(d.pretrain_steps)} steps of the bidirectional VDM (videos only) in "
       f"{os.path.join(workdir, 'pretrain')}")
-  out = _train(pcfg, os.path.join(workdir, "pretrain"))
+  out = train_stage(pcfg, os.path.join(workdir, "pretrain"))
   return dict(out, model_config=mcfg.to_dict(), seconds=time.time() - t0, source="run", steps=int(d.pretrain_steps))
 
 
@@ -137,7 +138,7 @@ def run_finetune(cfg, workdir: str, causal: dict, steps: int) -> dict:
   init, transfer = causal["init"], causal["transfer"]
   log(f"stage (b) fine-tune world model [{os.path.basename(workdir)}: {init}"
       f"{', ' + transfer if init == 'pretrained' else ''}]: {steps} steps in {workdir}")
-  out = _train(stage_config(cfg, steps), workdir, init_params=causal["params"])
+  out = train_stage(stage_config(cfg, steps), workdir, init_params=causal["params"])
   return dict(out, transfer_report=causal["transfer_report"], seconds=time.time() - t0, init=init,
               transfer=transfer, steps=int(steps))
 
