@@ -274,8 +274,8 @@ def same_weights_check(one_pass, faithful, inputs, hw) -> float:
 
 def pick_torch_threads(one_pass, inputs, a) -> dict:
   """torch's intra-op threads for the original: the faster of 1 and ``os.cpu_count()`` on one full-window network
-  pass (best of 3). On a loaded machine torch's OpenMP threads spin against other processes (measured here: one
-  pass 60x slower with 2 threads than with 1 at load 5 on 2 cores), so the choice is measured, not assumed."""
+  pass (best of 3). On a loaded machine torch's OpenMP threads spin against other processes (measured here at load
+  ~5 on 2 cores: one pass 8x to 60x slower with 2 threads than with 1), so the choice is measured, not assumed."""
   import torch
   r = np.random.default_rng(3)
   total = 1 + a.frames
