@@ -9,10 +9,12 @@ others' figures intact, and the partial results it printed before are kept):
              random batch), micro-batch ``--batch`` clips of 16 frames at 320x512; compile (ahead of time), then
              ``--train_steps`` timed steps: step time (median), peak device memory, FLOPs per step from the
              compiled cost analysis and MFU against the device's peak (logging_utils.PEAK_FLOPS).
-  * sampler: autoregressive rollout (vid2world_jax.rollout) from 1 context frame, ``--horizon`` new frames,
-             ``--ddim_steps`` DDIM steps with causal action guidance (both passes batched) + CFG rescale, uncached
-             and cached (KV-cached fast path): compile+first call, then the steady-state seconds per generated
-             frame (rollout + VAE decode, batch 1).
+  * sampler: autoregressive rollout (vid2world_jax.rollout) from 1 context frame, ``--horizon`` new frames:
+             the teacher (``--ddim_steps`` DDIM steps with causal action guidance, both passes batched, + CFG
+             rescale), uncached and cached (KV-cached fast path), and the few-step student's sampler (1 DDIM step,
+             conditional pass only, cached: ``SamplerConfig(ddim_steps=1, guidance_scale=None)``; same network,
+             random weights, so the same cost per pass as a distilled checkpoint): compile+first call, then the
+             steady-state seconds per generated frame (rollout + VAE decode, batch 1).
 Weights are random (the right configuration, no checkpoint needed). Readable lines first; the LAST line is one JSON
 object: ``{"ok", "mode", "device", "train": {...}, "sampler": {...}, "errors": {...}, "wall_s"}``.
 
@@ -32,7 +34,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = ("train", "sampler")
-DEFAULT_TIMEOUTS = {"full": {"train": 260, "sampler": 190}, "tiny": {"train": 240, "sampler": 240}}
+SAMPLERS = ("uncached", "cached", "student")   # teacher uncached / cached; the student's sampler (cached)
+STUDENT_STEPS = 1                              # the few-step student: 1 DDIM step, conditional pass only
+DEFAULT_TIMEOUTS = {"full": {"train": 260, "sampler": 240}, "tiny": {"train": 240, "sampler": 360}}
 
 
 def parse_args(argv=None):
@@ -48,7 +52,9 @@ def parse_args(argv=None):
                  help="train: encode frames with the VAE / CLIP inside the step (default: precomputed latents)")
   p.add_argument("--ddim_steps", type=int, default=None, help="sampler: DDIM steps (full 50, tiny 2)")
   p.add_argument("--horizon", type=int, default=2, help="sampler: generated frames per rollout")
-  p.add_argument("--samplers", default="uncached,cached", help="sampler: which rollouts to time")
+  p.add_argument("--samplers", default="uncached,cached,student",
+                 help="sampler: which rollouts to time (uncached / cached: the teacher; student: 1 step, no "
+                      "guidance, cached)")
   p.add_argument("--timeouts", default="", help="per-phase seconds, e.g. train=260,sampler=190")
   a = p.parse_args(argv)
   if a.ddim_steps is None:
@@ -187,9 +193,13 @@ def run_sampler(a) -> None:
   decode = jax.jit(lambda st, z: nnx.merge(fg, st).decode(z))
   lat = jax.block_until_ready(encode(frozen, ctx))
   keys = rollout.rollout_keys(0, 1)
-  scfg = rollout.SamplerConfig(ddim_steps=a.ddim_steps, guidance_scale=2.5, guidance_rescale=0.7, window=win)
+  teacher = rollout.SamplerConfig(ddim_steps=a.ddim_steps, guidance_scale=2.5, guidance_rescale=0.7, window=win)
+  student = rollout.SamplerConfig(ddim_steps=STUDENT_STEPS, guidance_scale=None, window=win)
   for name in [x for x in a.samplers.split(",") if x]:
-    model = rollout_model.world_model_rollout_model(mcfg, g, fg, cached=(name == "cached"))
+    if name not in SAMPLERS:
+      raise SystemExit(f"error: --samplers: unknown {name!r} (choose from {', '.join(SAMPLERS)})")
+    model = rollout_model.world_model_rollout_model(mcfg, g, fg, cached=(name != "uncached"))
+    scfg = student if name == "student" else teacher
     t0 = time.time()
     z = jax.block_until_ready(rollout.rollout(model, scfg, (s, frozen), lat, acts, keys, horizon=a.horizon))
     first = time.time() - t0
@@ -200,7 +210,8 @@ def run_sampler(a) -> None:
     t0 = time.time()
     rgb = jax.block_until_ready(decode(frozen, z[:, 1:]))
     dec = time.time() - t0
-    out[name] = {"compile_plus_first_s": round(first, 3), "rollout_s": round(steady, 4),
+    out[name] = {"ddim_steps": scfg.ddim_steps, "guidance": scfg.guidance_scale is not None,
+                 "compile_plus_first_s": round(first, 3), "rollout_s": round(steady, 4),
                  "decode_s": round(dec, 4), "s_per_frame": round((steady + dec) / a.horizon, 4),
                  "finite": bool(np.isfinite(np.asarray(rgb, np.float32)).all())}
     out["peak_memory_gib"] = _peak_gib()
@@ -270,8 +281,12 @@ def _summary(name: str, r: dict) -> str:
             f"{r.get('tflops_per_s')} TFLOP/s, MFU {r.get('mfu')} (compile {r.get('compile_s')} s)")
   parts = [f"{k} {r[k].get('s_per_frame')} s/frame (first call {r[k].get('compile_plus_first_s')} s)"
            for k in ("uncached", "cached") if isinstance(r.get(k), dict)]
-  return (f"sampler: {r.get('resolution')} {r.get('ddim_steps')} DDIM steps, guidance: " + "; ".join(parts)
-          + f"; peak {r.get('peak_memory_gib')} GiB")
+  line = (f"sampler: {r.get('resolution')} teacher {r.get('ddim_steps')} DDIM steps, guidance: " + "; ".join(parts))
+  if isinstance(r.get("student"), dict):
+    st = r["student"]
+    line += (f"; student {STUDENT_STEPS} step, no guidance, cached: {st.get('s_per_frame')} s/frame (first call "
+             f"{st.get('compile_plus_first_s')} s)")
+  return line + f"; peak {r.get('peak_memory_gib')} GiB"
 
 
 def orchestrate(a, argv: list) -> int:

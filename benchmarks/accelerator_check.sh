@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Accelerator check on a lent GPU / TPU: the 512 train step (step time, peak memory, MFU) and the sampler
-# (s per generated 320x512 frame, 50 DDIM steps with guidance, uncached and cached), within 8 minutes on one
-# H100 / H200. Readable lines, then ONE JSON line last. Arguments go to benchmarks/accelerator_check.py
+# (s per generated 320x512 frame: the teacher, 50 DDIM steps with guidance, uncached and cached, and the few-step
+# student's sampler, 1 step without guidance, cached), within 8.5 minutes on one H100 / H200. Readable lines,
+# then ONE JSON line last. Arguments go to benchmarks/accelerator_check.py
 # (e.g. --mode=tiny for a CPU smoke run, --phases=train, --timeouts=train=300).
 #
 # Needs the machine's own jax, flax, optax, orbax, numpy, absl, yaml; no grain, no registry. ml_collections,

@@ -81,8 +81,11 @@ def test_accelerator_check_tiny_cpu_run(tmp_path):
   assert t["stage"] == "done" and t["latents"] and t["loss_finite"] and t["step_s"] > 0 and t["flops_per_step"] > 0
   assert len(t["step_times_s"]) == 3
   s = res["sampler"]
-  for k in ("uncached", "cached"):
+  for k in ("uncached", "cached", "student"):
     assert s[k]["finite"] and s[k]["s_per_frame"] > 0 and s[k]["rollout_s"] > 0
   assert s["ddim_steps"] == 2 and s["horizon"] == 2
+  assert (s["cached"]["ddim_steps"], s["cached"]["guidance"]) == (2, True)
+  assert (s["student"]["ddim_steps"], s["student"]["guidance"]) == (1, False)
+  assert "student 1 step, no guidance, cached" in r.stdout
   text = r.stdout.strip().splitlines()
   assert text[-2].startswith("sampler: ") and text[0].startswith("train: running")
