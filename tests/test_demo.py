@@ -15,7 +15,7 @@ if REPO not in sys.path:
 
 def demo_test_config(arch="toy", policy_eval=True):
   from configs import base
-  from vid2world_jax.demo import pipeline
+  from vid2world_jax.demo import defaults, pipeline
   c = base.get_base_config()
   c.model.arch = arch
   c.model.patch_size = 2
@@ -33,13 +33,14 @@ def demo_test_config(arch="toy", policy_eval=True):
   c.optim.lr = 1e-3
   c.demo = pipeline.default_demo_config()
   c.recipe = pipeline.default_recipe_config()
+  c.sampler = defaults.demo_sampler_config()
+  c.sampler.ddim_steps = 2
   d = c.demo
   d.pretrain = "run"               # pretrain here (the shipped file is for the default Breakout model)
   d.pretrain_steps = 2
   d.finetune_steps = 2
   d.eval_clips = 3
   d.eval_batch = 2
-  d.ddim_steps = 2
   d.guidance_sweep = [1.0, 2.5]
   d.num_videos = 2
   d.progress = False

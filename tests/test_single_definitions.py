@@ -44,6 +44,7 @@ def _definitions(name: str) -> list[str]:
     ("model_config", "vid2world_jax/world_model.py"),
     ("sampler_config", "vid2world_jax/inference/session.py"),
     ("default_guidance", "vid2world_jax/inference/session.py"),
+    ("default_sampler_config", "vid2world_jax/diffusion/sampler_settings.py"),   # the config.sampler block
     ("check_params_tree", "vid2world_jax/param_tree.py"),
 ])
 def test_one_definition(name, where):

@@ -15,8 +15,8 @@
 * ``--out``: ``.mp4``/``.gif`` (decoded RGB; a batch is tiled side by side) or ``.npz`` (``frames`` uint8
   ``[B, k + horizon, H, W, 3]`` and ``latents``).
 Sampler flags (``--guidance``, ``--guidance_rescale``, ``--ddim_steps``, ``--eta``, ``--window``,
-``--history_noise``) default to the config's ``demo`` / ``eval`` sections, else the paper's settings
-(``inference.sampler_config``). ``--cached`` (default
+``--history_noise``) override the run's ``config.sampler`` block (``inference.sampler_config``; a checkpoint saved
+before that block existed: the block's defaults, 50 DDIM steps and guidance 2.5). ``--cached`` (default
 ``config.eval.cached_rollout``) selects the cached fast path (strictly causal UNet only; same frames).
 """
 

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from vid2world_jax import tree_store
+from vid2world_jax import inference, tree_store
 
 from vid2world_jax.training import recipe
 from vid2world_jax.demo import evaluation, pipeline, report, training
@@ -50,7 +50,7 @@ def run_ablations(config, workdir: str) -> dict:
   t0 = time.time()
   pre = training.pretrain(cfg, workdir)
   clips = evaluation.load_eval_clips(cfg)
-  s_main = float(d.guidance_scale)
+  s_main = inference.default_guidance(cfg)
   rows = []
 
   def variant(init, transfer):

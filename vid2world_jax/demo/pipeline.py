@@ -32,6 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vid2world_jax import inference
 from vid2world_jax.training import recipe
 from vid2world_jax.demo import evaluation, training
 
@@ -157,14 +158,16 @@ def _report(cfg, ctx) -> dict:
   timing, cpu = dict(ctx.timing), dict(ctx.cpu)  # wall / process CPU seconds per stage
   rdir = os.path.join(ctx.workdir, "report")
   bar = qb.quality_bar(ev, pe, ood)
+  sc = inference.sampler_config(cfg)   # the run's sampler (config.sampler) as the evaluation used it
   metrics = {
       "setup": {"data": f"embedded {cfg.data.get('embedded', {}).get('env', 'breakout')} test split, "
                         f"{len(ev['names'])} clips of {cfg.data.clip_length} frames at {tuple(cfg.data.resolution)}",
                 "pretrain_steps": int(pre.get("steps", d.pretrain_steps)) if pre is not None else 0,
                 "pretrain_source": pre.get("source", "run") if pre is not None else None,
                 "finetune_steps": int(ft["steps"]), "init": ft["init"], "weight_transfer": ft["transfer"],
-                "ddim_steps": int(d.ddim_steps), "eta": float(d.eta), "guidance_scale": float(d.guidance_scale),
-                "guidance_rescale": float(d.guidance_rescale), "history_noise": d.history_noise,
+                "ddim_steps": int(sc.ddim_steps), "eta": float(sc.eta),
+                "guidance_scale": inference.default_guidance(cfg),
+                "guidance_rescale": float(sc.guidance_rescale), "history_noise": sc.history_noise,
                 "devices": [str(x) for x in jax.devices()][:2],
                 "final_pretrain_loss": (float(np.mean(pre["losses"][-20:])) if pre and pre["losses"]
                                         else (pre or {}).get("final_loss")),
