@@ -144,6 +144,8 @@ def test_demo_workdir_loads_in_the_session_and_the_rollout_cli(demo_run, tmp_pat
   wd, _ = demo_run
   files = [os.path.join(r, f) for r, _, fs in os.walk(wd) for f in fs]
   assert not [f for f in files if f.endswith((".pkl", ".pickle"))]
+  # the workdir names its model (loading knows no demo layout)
+  assert json.load(open(os.path.join(wd, "model.json"))) == {"checkpoint": "finetune"}
   sess = inference.InferenceSession.load(wd)
   assert sess.frame_shape == (32, 32, 3) and sess.action_dim == 3 and sess.context_frames == 1
   rng = np.random.default_rng(0)

@@ -9,8 +9,8 @@ executes them in order and skips a stage whose output file exists:
                 the shipped pretrained file (``demo.pretrain = "shipped"``)
   causalize     ``causalize/output``: the causal world model initialised from it (temporal-conv weight transfer)
   finetune      ``finetune/output``: Diffusion-Forcing fine-tuning (``training``; trainer in finetune/, whose orbax
-                checkpoints ``finetune/checkpoints/<step>`` are what ``inference.InferenceSession.load(workdir)`` and
-                ``rollout_cli --checkpoint=<workdir>`` load)
+                checkpoints ``finetune/checkpoints/<step>`` are the run's model: ``<workdir>/model.json`` names
+                that folder, so ``inference.InferenceSession.load(workdir)`` and ``--checkpoint=<workdir>`` load it)
   evaluate      ``eval/rollouts``: guided rollouts of held-out clips, guidance sweep, shuffled actions
                 (``evaluation``)
   out_of_family ``eval/out_of_family``: mid-game contexts from unseen seeds under action families no recording
@@ -109,9 +109,16 @@ def _causalize(cfg, ctx):
   return training.causalize(cfg, ctx.outputs.get("pretrain"), init=d.init, transfer=d.weight_transfer)
 
 
+# The fine-tune trainer's workdir under the run's: the run's world model. ``<workdir>/model.json`` names it
+# (``inference.write_model_pointer``), so ``InferenceSession.load(<workdir>)`` finds it without knowing this layout.
+MODEL_DIR = "finetune"
+
+
 def _finetune(cfg, ctx):
-  return training.run_finetune(cfg, os.path.join(ctx.workdir, "finetune"), ctx.outputs["causalize"],
-                               int(cfg.demo.finetune_steps))
+  out = training.run_finetune(cfg, os.path.join(ctx.workdir, MODEL_DIR), ctx.outputs["causalize"],
+                              int(cfg.demo.finetune_steps))
+  inference.write_model_pointer(ctx.workdir, MODEL_DIR)
+  return out
 
 
 def _evaluate(cfg, ctx):
@@ -157,6 +164,7 @@ def _report(cfg, ctx) -> dict:
   ev["long_horizon"] = lh
   timing, cpu = dict(ctx.timing), dict(ctx.cpu)  # wall / process CPU seconds per stage
   rdir = os.path.join(ctx.workdir, "report")
+  inference.write_model_pointer(ctx.workdir, MODEL_DIR)   # also for workdirs whose fine-tune predates the pointer
   bar = qb.quality_bar(ev, pe, ood)
   sc = inference.sampler_config(cfg)   # the run's sampler (config.sampler) as the evaluation used it
   metrics = {

@@ -13,6 +13,7 @@ injected evaluator's arguments), ``demo/``, ``play/`` or a command-line module.
 The session's public names are importable from here (``inference.InferenceSession``).
 """
 
-from vid2world_jax.inference.loading import DEMO_MODEL_DIR, find_state_dir, param_shardings, read_config  # noqa: F401
+from vid2world_jax.inference.loading import (  # noqa: F401
+    find_state_dir, param_shardings, read_config, write_model_pointer)
 from vid2world_jax.inference.session import (  # noqa: F401
     ENCODE_STREAM, InferenceSession, SessionState, default_guidance, sampler_config)
