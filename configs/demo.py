@@ -5,7 +5,7 @@ r"""The embedded default: the whole Vid2World recipe in miniature on the embedde
   python -m vid2world_jax.demo.ablations --config=configs/demo.py --workdir=/tmp/v2w_demo   # ablation table
 
 ``config.job = "demo"`` (= "recipe") makes ``train.main`` run the stages listed in ``config.recipe`` with the generic
-runner ``vid2world_jax.recipe`` (bidirectional pretraining, causalization, Diffusion-Forcing fine-tune, guided
+runner ``vid2world_jax.training.recipe`` (bidirectional pretraining, causalization, Diffusion-Forcing fine-tune, guided
 rollouts, long horizon, policy evaluation, report; implemented in ``vid2world_jax.demo.pipeline``); every knob of the
 run is in ``config.demo`` (e.g. ``--config.demo.finetune_steps=100``), its sampler in ``config.sampler``
 (e.g. ``--config.sampler.ddim_steps=3``). ``--config.job=train`` runs the plain

@@ -184,7 +184,8 @@ def test_demo_ablations_table(demo_run):
 def test_demo_transfer_params_real_unet():
   """The bidirectional VDM -> causal world model: temporal-conv kernels transferred, action encoder new."""
   from flax import nnx, traverse_util
-  from vid2world_jax import init_from, world_model
+  from vid2world_jax import world_model
+  from vid2world_jax.conversion import init_from
   from vid2world_jax.conversion.dynamicrafter import is_temporal_conv_kernel
   from vid2world_jax.demo import pipeline, training
   from vid2world_jax.models import weight_transfer

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import _rollout_helpers as h
-from vid2world_jax import checkpointing, inference
+from vid2world_jax import inference
+from vid2world_jax.storage import checkpointing
 from vid2world_jax.inference import sampler as rl
 from vid2world_jax.inference import loading
 

@@ -92,7 +92,7 @@ def default_demo_config() -> ml_collections.ConfigDict:
 def default_recipe_config() -> ml_collections.ConfigDict:
   """The ``config.recipe`` block of the default run: its stages in order and where each is implemented."""
   r = ml_collections.ConfigDict()
-  r.stages = STAGES                         # executed in this order by vid2world_jax.recipe.run
+  r.stages = STAGES                         # executed in this order by vid2world_jax.training.recipe.run
   r.fns = ml_collections.ConfigDict(  # stage -> "module:attr"
       {s: f"vid2world_jax.demo.pipeline:{s.upper()}" for s in STAGES})
   r.prepare = "vid2world_jax.demo.pipeline:prepare_config"  # completes and checks the config before any stage runs

@@ -70,7 +70,7 @@ def policy_evaluation(cfg, session) -> dict:
   closed-loop protocol needs an image policy). Success in both worlds is judged by the same frame verifier on
   the final frame; the real simulator's own success flag is reported as the ground truth. ``session``: the world
   model (``inference.InferenceSession``)."""
-  from vid2world_jax import policy_eval  # Pearson r and MMRV (SIMPLER)
+  from vid2world_jax.inference import policy_eval  # Pearson r and MMRV (SIMPLER)
   from vid2world_jax.data import simulator, video_ops
   pe = cfg.demo.policy_eval
   res = tuple(int(r) for r in cfg.data.resolution)

@@ -1,4 +1,4 @@
-"""The default run as a recipe of stages (``vid2world_jax.recipe``), each cached in the workdir.
+"""The default run as a recipe of stages (``vid2world_jax.training.recipe``), each cached in the workdir.
 
   python -m vid2world_jax.train --config=configs/demo.py --workdir=/tmp/v2w_demo
 

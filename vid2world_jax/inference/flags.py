@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from absl import flags
 
-from vid2world_jax.checkpoint_integrity import CheckpointCorrupt
+from vid2world_jax.storage.integrity import CheckpointCorrupt
 from vid2world_jax.user_input import UserInputError
 
 # what loading a model reports in one line (a missing or damaged checkpoint, a config that does not match)

@@ -106,7 +106,7 @@ def param_shardings(abstract, shard: bool | None):
 
 def load_frozen(config, mcfg):
   """The frozen VAE / CLIP encoders from the converted checkpoint of ``config.init_from``."""
-  from vid2world_jax import init_from
+  from vid2world_jax.conversion import init_from
   if not config.get("init_from"):
     raise ValueError("the VAE / CLIP weights are not in training checkpoints: set config.init_from")
   seed = int(config.get("seed", 0))

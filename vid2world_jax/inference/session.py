@@ -123,7 +123,7 @@ class InferenceSession:
     when the checkpoint has them. ``dtype``: parameter/compute dtype (e.g. ``"bfloat16"``; default the run's).
     ``sampler``: a ``rollout.SamplerConfig`` (default ``sampler_config(config)``). ``cached``: the cached fast
     path (default ``config.eval.cached_rollout``; strictly causal UNet only). ``shard``: see ``loading.param_shardings``."""
-    from vid2world_jax import checkpointing
+    from vid2world_jax.storage import checkpointing
     state_dir = loading.find_state_dir(checkpoint)
     if config is None:
       config = loading.read_config(state_dir)
