@@ -183,6 +183,7 @@ def main(cfg, workdir):
 if __name__ == "__main__":
   from absl import app
 
-  from vid2world_jax import run_flags, user_input
+  from vid2world_jax import logging_utils, run_flags, user_input
   _CONFIG, _WORKDIR = run_flags.define_config_and_workdir()
-  app.run(lambda argv: main(_CONFIG.value, _WORKDIR.value), flags_parser=user_input.parse_flags)
+  app.run(logging_utils.quiet_main(lambda argv: main(_CONFIG.value, _WORKDIR.value), lambda: _WORKDIR.value),
+          flags_parser=user_input.parse_flags)

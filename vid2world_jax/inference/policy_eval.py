@@ -310,8 +310,9 @@ def define_flags():
 def run():
   """The command line (``python -m vid2world_jax.policy_eval``): flags defined here, never at import."""
   from absl import app
+  from vid2world_jax import logging_utils  # pylint: disable=import-outside-toplevel
   define_flags()
-  app.run(main)
+  app.run(logging_utils.quiet_main(main))
 
 
 if __name__ == "__main__":

@@ -138,7 +138,8 @@ def define_rollout_flags():
 def run():
   from absl import app
   define_rollout_flags()
-  app.run(main, flags_parser=user_input.parse_flags)
+  from vid2world_jax import logging_utils  # pylint: disable=import-outside-toplevel
+  app.run(logging_utils.quiet_main(main), flags_parser=user_input.parse_flags)
 
 
 if __name__ == "__main__":

@@ -237,7 +237,8 @@ def main(argv):
 def run():
   """The command line (``python -m vid2world_jax.evaluate``)."""
   define_flags()
-  app.run(lambda argv: sys.exit(main(argv)), flags_parser=user_input.parse_flags)
+  from vid2world_jax import logging_utils  # pylint: disable=import-outside-toplevel
+  app.run(logging_utils.quiet_main(lambda argv: sys.exit(main(argv))), flags_parser=user_input.parse_flags)
 
 
 if __name__ == "__main__":
