@@ -112,4 +112,5 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required  # noqa: B018 - keep absl import side effects explicit
-  app.run(lambda argv: sys.exit(main(argv)), flags_parser=user_input.parse_flags)
+  from vid2world_jax import logging_utils
+  app.run(logging_utils.quiet_main(lambda argv: sys.exit(main(argv))), flags_parser=user_input.parse_flags)

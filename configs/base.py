@@ -148,10 +148,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   # "width"): ((logical, mesh axes), ...). Add ("frames", "seq") with a "seq" mesh axis for sequence parallelism.
   c.mesh.activation_rules = (("batch", ("data", "fsdp")),)
 
+  # ---- sampler (every rollout of the run: sample videos, rollout CLI, envs, play, the demo's evaluation) ---------
+  # Fields and their comments: vid2world_jax/diffusion/sampler_settings.py (DDIM steps, eta, spacing, guidance
+  # "cfg" | "none", guidance_scale, guidance_rescale, history_noise, final_alpha_one); the CLIs' sampler flags
+  # (--ddim_steps, --guidance, ...) override it per command.
+  from vid2world_jax.diffusion import sampler_settings
+  c.sampler = sampler_settings.default_sampler_config()
+
   # ---- eval (periodic rollouts) ---------------------------------------------------------------------------------
   c.eval = ml_collections.ConfigDict()
   c.eval.context_frames = 1                 # ground-truth frames given to the rollout
-  c.eval.guidance_scale = 2.5               # causal action guidance s (code convention, spec §5)
-  c.eval.guidance_rescale = 0.7             # CFG rescale phi
   c.eval.cached_rollout = False             # rollout CLI: cached fast path (causal UNet only; same frames, faster)
   return c

@@ -5,9 +5,10 @@ r"""The embedded default: the whole Vid2World recipe in miniature on the embedde
   python -m vid2world_jax.demo.ablations --config=configs/demo.py --workdir=/tmp/v2w_demo   # ablation table
 
 ``config.job = "demo"`` (= "recipe") makes ``train.main`` run the stages listed in ``config.recipe`` with the generic
-runner ``vid2world_jax.recipe`` (bidirectional pretraining, causalization, Diffusion-Forcing fine-tune, guided
+runner ``vid2world_jax.training.recipe`` (bidirectional pretraining, causalization, Diffusion-Forcing fine-tune, guided
 rollouts, long horizon, policy evaluation, report; implemented in ``vid2world_jax.demo.pipeline``); every knob of the
-run is in ``config.demo`` (e.g. ``--config.demo.finetune_steps=100``). ``--config.job=train`` runs the plain
+run is in ``config.demo`` (e.g. ``--config.demo.finetune_steps=100``), its sampler in ``config.sampler``
+(e.g. ``--config.sampler.ddim_steps=3``). ``--config.job=train`` runs the plain
 trainer (``train_and_evaluate``) on the same model and data instead.
 """
 
@@ -51,6 +52,7 @@ def get_config(arg=None):
   c.train.ckpt_every = 100
   c.train.sample_every = 0
   c.demo = defaults.default_demo_config()   # stages (a)-(d), policy evaluation and ablation knobs
+  c.sampler = defaults.demo_sampler_config()  # 5 DDIM steps, eta 1, guidance 2.5 (rescale 0.7), history noise 100
   c.recipe = defaults.default_recipe_config()  # stages (pretrain ... report) in order and their implementations
   if arg == "synthetic":                    # --config=configs/demo.py:synthetic : no Meta-World recording
     c.data.source = "synthetic"

@@ -53,8 +53,8 @@ def paper_world_model(c, *, variant: str, action_dim: int, action_encoder: str, 
   c.train.log_every = 50
   c.train.sample_every = 5000
   c.train.sample_ddim_steps = 50
-  c.eval.guidance_scale = 2.5              # s = 2.5 in the code's convention (lambda = 1.5)
-  c.eval.guidance_rescale = 0.7
+  c.sampler.guidance_scale = 2.5           # s = 2.5 in the code's convention (lambda = 1.5)
+  c.sampler.guidance_rescale = 0.7
   c.mesh.shape.data = -1                   # set fsdp to shard params + Adam state, e.g. --config.mesh.shape.fsdp=8
   c.mesh.shape.fsdp = 1                    # TPU plans in docs/memory_plan.md shard over all chips: fsdp=-1, data=1
   return c

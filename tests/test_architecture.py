@@ -13,13 +13,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = "vid2world_jax"
 
 # Layers that sit below the trainer and the inference stack (and their packages' prefixes above them).
-LOW_LAYERS = (f"{PKG}.models", f"{PKG}.diffusion", f"{PKG}.data")
+LOW_LAYERS = (f"{PKG}.models", f"{PKG}.diffusion", f"{PKG}.data", f"{PKG}.storage", f"{PKG}.conversion",
+              f"{PKG}.metrics")
 HIGH_LAYERS = (f"{PKG}.training", f"{PKG}.inference", f"{PKG}.demo", f"{PKG}.play")
 # Command-line modules: run with ``python -m``, imported by nothing (their reusable parts live elsewhere).
-# (``rollout`` is a shim that runs ``rollout_cli``: a command line may hand over to another one.)
-CLI_MODULES = (f"{PKG}.train", f"{PKG}.rollout", f"{PKG}.rollout_cli", f"{PKG}.evaluate", f"{PKG}.play.__main__",
-               f"{PKG}.data.convert_videos", f"{PKG}.data.encode_latents", f"{PKG}.demo.ablations",
-               f"{PKG}.demo.export_pretrained")
+# The top-level ``rollout``, ``rollout_cli``, ``evaluate`` and ``policy_eval`` are shims that keep the documented
+# command lines and hand over to the command line in its layer (``inference.rollout_cli`` ...).
+SHIMS = (f"{PKG}.rollout", f"{PKG}.rollout_cli", f"{PKG}.evaluate", f"{PKG}.policy_eval")
+CLI_MODULES = SHIMS + (f"{PKG}.train", f"{PKG}.inference.rollout_cli", f"{PKG}.play.__main__",
+                       f"{PKG}.data.convert_videos", f"{PKG}.data.encode_latents", f"{PKG}.demo.ablations",
+                       f"{PKG}.demo.export_pretrained")
+# The top level holds only these modules beside the packages (shared utilities and command lines).
+TOP_LEVEL = {"__init__", "logging_utils", "param_tree", "pixels", "run_flags", "sharding", "train", "tree_store",
+             "user_input", "video_io", "world_model", "rollout", "rollout_cli", "evaluate", "policy_eval"}
 
 
 def _modules() -> dict[str, str]:
@@ -189,4 +195,35 @@ def test_no_module_reads_another_modules_protected_members():
       if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
           and node.attr.startswith("_") and not node.attr.startswith("__") and bound[node.value.id] != mod):
         bad.append(f"{mod}: {node.value.id}.{node.attr}")
+  assert not bad, bad
+
+
+def test_shims_only_hand_over_to_their_command_line():
+  """A top-level shim holds one import of ``main`` from the module it hands over to and a ``__main__`` block that
+  runs that module's command line; no library code imports it (``test_nothing_imports_demo_or_a_command_line_module``)."""
+  modules = _modules()
+  edges = import_edges(modules)
+  for shim in SHIMS:
+    with open(modules[shim]) as f:
+      tree = ast.parse(f.read())
+    body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    assert len(body) == 2 and isinstance(body[0], ast.ImportFrom) and [a.name for a in body[0].names] == ["main"], shim
+    assert isinstance(body[1], ast.If) and "__main__" in ast.unparse(body[1].test), shim
+    assert len(edges[shim]) == 1, (shim, edges[shim])
+
+
+def test_top_level_holds_only_shared_utilities_and_command_lines():
+  root = os.path.join(REPO, PKG)
+  top = {f[:-3] for f in os.listdir(root) if f.endswith(".py")}
+  assert top == TOP_LEVEL, sorted(top ^ TOP_LEVEL)
+
+
+def test_models_and_storage_sit_at_the_bottom():
+  """``models/`` imports only itself and ``sharding`` (its parameter names live in ``models.torch_names``, which
+  ``conversion/`` imports: the two packages do not import each other); ``storage/`` only itself and
+  ``param_tree``."""
+  allowed = {f"{PKG}.models": (f"{PKG}.models", f"{PKG}.sharding"),
+             f"{PKG}.storage": (f"{PKG}.storage", f"{PKG}.param_tree")}
+  bad = [(m, t) for m, ts in import_edges().items() for pkg, ok in allowed.items() if _within(m, (pkg,))
+         for t in ts if not _within(t, ok)]
   assert not bad, bad

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from _train_helpers import REPO, tiny_config
-from vid2world_jax import checkpoint_integrity, checkpointing
+from vid2world_jax.storage import integrity as checkpoint_integrity, checkpointing
 from vid2world_jax.training import loop
 
 CKPT_EVERY, FIRST_RUN_STEPS = 2, 6
@@ -226,7 +226,8 @@ def _converted(tmp_path):
 
 
 def _restore_init_from(params):
-  from vid2world_jax import init_from, sharding
+  from vid2world_jax import sharding
+  from vid2world_jax.conversion import init_from
   mesh = sharding.make_mesh({"data": -1, "fsdp": 1})
   return init_from._restore_sharded(params, mesh, [], 2 ** 30)
 

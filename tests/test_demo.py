@@ -15,7 +15,7 @@ if REPO not in sys.path:
 
 def demo_test_config(arch="toy", policy_eval=True):
   from configs import base
-  from vid2world_jax.demo import pipeline
+  from vid2world_jax.demo import defaults, pipeline
   c = base.get_base_config()
   c.model.arch = arch
   c.model.patch_size = 2
@@ -33,13 +33,14 @@ def demo_test_config(arch="toy", policy_eval=True):
   c.optim.lr = 1e-3
   c.demo = pipeline.default_demo_config()
   c.recipe = pipeline.default_recipe_config()
+  c.sampler = defaults.demo_sampler_config()
+  c.sampler.ddim_steps = 2
   d = c.demo
   d.pretrain = "run"               # pretrain here (the shipped file is for the default Breakout model)
   d.pretrain_steps = 2
   d.finetune_steps = 2
   d.eval_clips = 3
   d.eval_batch = 2
-  d.ddim_steps = 2
   d.guidance_sweep = [1.0, 2.5]
   d.num_videos = 2
   d.progress = False
@@ -143,6 +144,8 @@ def test_demo_workdir_loads_in_the_session_and_the_rollout_cli(demo_run, tmp_pat
   wd, _ = demo_run
   files = [os.path.join(r, f) for r, _, fs in os.walk(wd) for f in fs]
   assert not [f for f in files if f.endswith((".pkl", ".pickle"))]
+  # the workdir names its model (loading knows no demo layout)
+  assert json.load(open(os.path.join(wd, "model.json"))) == {"checkpoint": "finetune"}
   sess = inference.InferenceSession.load(wd)
   assert sess.frame_shape == (32, 32, 3) and sess.action_dim == 3 and sess.context_frames == 1
   rng = np.random.default_rng(0)
@@ -181,7 +184,8 @@ def test_demo_ablations_table(demo_run):
 def test_demo_transfer_params_real_unet():
   """The bidirectional VDM -> causal world model: temporal-conv kernels transferred, action encoder new."""
   from flax import nnx, traverse_util
-  from vid2world_jax import init_from, world_model
+  from vid2world_jax import world_model
+  from vid2world_jax.conversion import init_from
   from vid2world_jax.conversion.dynamicrafter import is_temporal_conv_kernel
   from vid2world_jax.demo import pipeline, training
   from vid2world_jax.models import weight_transfer

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vid2world_jax import evaluate
+from vid2world_jax.metrics import evaluate
 from vid2world_jax.metrics import _torch_refs, frechet, image_metrics, weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import _fuzz
-from vid2world_jax import checkpoint_integrity, inference, user_input
+from vid2world_jax import inference, user_input
+from vid2world_jax.storage import integrity as checkpoint_integrity
 from vid2world_jax.conversion import dynamicrafter
 
 PARAMS = {"unet": {("conv", "kernel"): np.arange(24, dtype=np.float32).reshape(2, 3, 4),

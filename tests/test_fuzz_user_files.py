@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import _fuzz
-from vid2world_jax import rollout_cli, user_input, video_io
+from vid2world_jax import user_input, video_io
+from vid2world_jax.inference import rollout_cli
 from vid2world_jax.play import contexts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import _rollout_helpers as h
-from vid2world_jax import checkpointing, inference
+from vid2world_jax import inference
+from vid2world_jax.storage import checkpointing
 from vid2world_jax.inference import sampler as rl
 from vid2world_jax.inference import loading
 
@@ -116,6 +117,34 @@ def test_inference_load_trainer_checkpoint_params_only_ema_first(tmp_path):
   want = _session("toy").rollout(ctx, acts, guidance_scale=2.5, seed=1, context_actions=ca)
   np.testing.assert_array_equal(raw.rollout(ctx, acts, guidance_scale=2.5, seed=1, context_actions=ca), want)
   assert np.any(want != want_ema)
+
+
+def test_inference_load_follows_a_workdirs_model_pointer(tmp_path):
+  """A recipe workdir whose model was trained in a sub-folder names it in ``model.json`` (the default job writes
+  it; loading knows no layout): the workdir loads like the trainer workdir it points to; a bad pointer is a
+  one-line error, never a path outside the workdir, and a pointer is followed once."""
+  from vid2world_jax import user_input
+  c, p = _setup("toy")
+  _write_trainer_checkpoint(tmp_path / "job" / "stage_b", c, p)
+  with pytest.raises(FileNotFoundError, match="model.json"):
+    inference.find_state_dir(str(tmp_path / "job"))
+  inference.write_model_pointer(str(tmp_path / "job"), "stage_b")
+  want = str(tmp_path / "job" / "stage_b" / "checkpoints" / "4" / "state")
+  assert inference.find_state_dir(str(tmp_path / "job")) == want
+  assert inference.InferenceSession.load(str(tmp_path / "job"), sampler=SAMPLER).window == WINDOW
+  for bad in ("/abs", "../elsewhere", "a/../../b", ""):
+    with pytest.raises(user_input.UserInputError, match="inside the workdir"):
+      inference.write_model_pointer(str(tmp_path / "job"), bad)
+  for text, match in [('{"checkpoint": "../x"}', "inside the workdir"), ('{"other": 1}', "missing"),
+                      ("not json", "not valid JSON")]:
+    (tmp_path / "job" / "model.json").write_text(text)
+    with pytest.raises(user_input.UserInputError, match=match):
+      inference.find_state_dir(str(tmp_path / "job"))
+  (tmp_path / "outer" / "inner").mkdir(parents=True)   # pointer -> a folder with its own pointer: not followed
+  (tmp_path / "outer" / "model.json").write_text('{"checkpoint": "inner"}')
+  (tmp_path / "outer" / "inner" / "model.json").write_text('{"checkpoint": "."}')
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    inference.find_state_dir(str(tmp_path / "outer"))
 
 
 def test_inference_load_bf16_and_sharded(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from _train_helpers import run_two_processes
-from vid2world_jax import checkpoint_integrity
+from vid2world_jax.storage import integrity as checkpoint_integrity
 from vid2world_jax.data import config as config_lib
 from vid2world_jax.data import episodes, pipeline
 

@@ -10,7 +10,7 @@ import pytest
 
 import _rollout_helpers as h
 from vid2world_jax.inference import envs
-from vid2world_jax import policy_eval as pe
+from vid2world_jax.inference import policy_eval as pe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -44,6 +44,7 @@ def _definitions(name: str) -> list[str]:
     ("model_config", "vid2world_jax/world_model.py"),
     ("sampler_config", "vid2world_jax/inference/session.py"),
     ("default_guidance", "vid2world_jax/inference/session.py"),
+    ("default_sampler_config", "vid2world_jax/diffusion/sampler_settings.py"),   # the config.sampler block
     ("check_params_tree", "vid2world_jax/param_tree.py"),
 ])
 def test_one_definition(name, where):
@@ -112,6 +113,53 @@ def test_route_logs_console_warning_file_info(tmp_path, capsys):
     assert console and all(h.level == std_logging.WARNING for h in console)
     with pytest.raises(ValueError, match="console log level"):
       logging_utils.route_logs(None, console_level="loud")
+  finally:
+    for h in root.handlers[:]:
+      if h not in before:
+        root.removeHandler(h)
+        if isinstance(h, std_logging.FileHandler):
+          h.close()
+    for h, lv in levels.items():
+      h.setLevel(lv)
+
+
+def test_every_command_line_routes_its_logs():
+  """Every ``app.run`` of a command line runs ``logging_utils.quiet_main`` (train routes its logs in ``train.run``):
+  no command line prints orbax / absl INFO lines on the console."""
+  bad = []
+  for rel, path in _sources():
+    if not rel.startswith("vid2world_jax/") and rel != "convert_torch_weights.py":   # benchmarks print JSON only
+      continue
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    for n in ast.walk(tree):
+      if isinstance(n, ast.Call) and ast.unparse(n.func) == "app.run":
+        text = ast.unparse(n.args[0]) if n.args else ""
+        if "quiet_main" not in text and not (rel == "vid2world_jax/train.py" and "run(" in text):
+          bad.append(f"{rel}:{n.lineno}")
+  assert not bad, bad
+  with open(os.path.join(PKG_DIR, "train.py")) as f:
+    assert "logging_utils.route_logs(workdir" in f.read()
+
+
+def test_quiet_main_routes_before_main_runs(tmp_path):
+  from absl import flags
+  from absl import logging
+  from vid2world_jax import logging_utils
+  root = std_logging.getLogger()
+  before, levels = list(root.handlers), {h: h.level for h in root.handlers}
+  seen = []
+  try:
+    wrapped = logging_utils.quiet_main(lambda argv: seen.append(argv) or 0, lambda: str(tmp_path))
+    assert "console_log_level" in flags.FLAGS
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS(["prog"])
+    assert wrapped(["prog"]) == 0 and seen == [["prog"]]
+    logging.info("routed to the file")
+    for h in root.handlers:
+      h.flush()
+    assert "routed to the file" in open(tmp_path / logging_utils.LOG_FILE).read()
+    assert all(h.level == std_logging.WARNING for h in root.handlers if not isinstance(h, std_logging.FileHandler))
   finally:
     for h in root.handlers[:]:
       if h not in before:

@@ -75,7 +75,7 @@ def _student_config(arg=None, ddim_steps=2):
   c.train.action_dropout_prob = 0.0
   c.sampler.ddim_steps = ddim_steps
   c.sampler.guidance = "none"
-  c.sampler.history_noise = 100
+  c.sampler.history_noise = "100"
   c.total_steps = 3
   c.train.ckpt_every = 3
   return c

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from _train_helpers import tiny_config
-from vid2world_jax import checkpointing
+from vid2world_jax.storage import checkpointing
 from vid2world_jax.training import loop
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from vid2world_jax.conversion import checkpoint_io, core, vid2world
+from vid2world_jax.models import torch_names
 from vid2world_jax.conversion import dynamicrafter as dc
 from vid2world_jax.testing import fixtures as fx
 
@@ -91,9 +92,9 @@ def test_vid2world_fixture_settings_come_from_the_keys():
   # imported as trained: kernels copied, never transferred
   k = "model.diffusion_model.input_blocks.1.0.temopral_conv.conv1.2.conv3d.weight"
   got = params["unet"][("input_blocks", 1, 0, "temopral_conv", "conv1", 2, "kernel")]
-  np.testing.assert_array_equal(got, core.TRANSFORMS["conv"](w[k]))
+  np.testing.assert_array_equal(got, torch_names.TRANSFORMS["conv"](w[k]))
   np.testing.assert_array_equal(params["unet"][("out", 2, "kernel")],
-                                core.TRANSFORMS["conv"](w["model.diffusion_model.out.2.conv2d.weight"]))
+                                torch_names.TRANSFORMS["conv"](w["model.diffusion_model.out.2.conv2d.weight"]))
   with pytest.raises(core.ConversionError, match="without --causal"):
     _convert(w, cfg, causal=dc.CausalOptions(enabled=True))
 

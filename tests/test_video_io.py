@@ -71,7 +71,7 @@ def test_video_errors_are_one_line(tmp_path):
 
 def test_video_rollout_cli_writes_mp4_and_reads_mp4_context(tmp_path):
   """The rollout CLI's --out=x.mp4 (a TypeError before) and an mp4 --context."""
-  from vid2world_jax import rollout_cli
+  from vid2world_jax.inference import rollout_cli
   frames = np.stack([_smooth_clip(4, 16, 16)] * 2)   # batch of 2, tiled side by side
   rollout_cli.write_output(str(tmp_path / "out.mp4"), frames, np.zeros(1))
   assert video_io.read_video(tmp_path / "out.mp4").shape == (4, 16, 32, 3)

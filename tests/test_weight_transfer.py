@@ -163,13 +163,13 @@ def test_transfer_ols_general_form():
 
 def test_transfer_converter_transforms():
   """Registered converter transforms: torch [O, I, 3, 1, 1] -> causal Flax [3, 1, 1, I, O]."""
-  from vid2world_jax.conversion import core
+  from vid2world_jax.models import torch_names
   register_converter_transforms()
   register_converter_transforms()  # idempotent
   torch_w = np.random.default_rng(5).normal(size=(4, 3, 3, 1, 1)).astype(np.float32)
   flax_w = torch_w.transpose(2, 3, 4, 1, 0)
   for mode in ("shift", "mask", "mixed"):
-    got = core.TRANSFORMS[f"conv_causal_{mode}"](torch_w)
+    got = torch_names.TRANSFORMS[f"conv_causal_{mode}"](torch_w)
     assert got.shape == (3, 1, 1, 3, 4)
     np.testing.assert_array_equal(got, transfer_flax_kernel(flax_w, mode))
-    assert core.TRANSFORMS[f"conv_causal_{mode}"] is CONVERTER_TRANSFORMS[f"conv_causal_{mode}"]
+    assert torch_names.TRANSFORMS[f"conv_causal_{mode}"] is CONVERTER_TRANSFORMS[f"conv_causal_{mode}"]

@@ -16,6 +16,31 @@ CONSOLE_LEVELS = ("debug", "info", "warning", "error")
 LOG_FILE = "log.txt"   # in the workdir (process 0; process i > 0 writes log.<i>.txt)
 
 
+def define_console_flag():
+  """``--console_log_level`` of a command line (defined when the command line asks, never at import; once)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if "console_log_level" not in flags.FLAGS:
+    flags.DEFINE_enum("console_log_level", "warning", list(CONSOLE_LEVELS),
+                      "lowest log level printed to the console (INFO lines go to <folder>/log.txt where the "
+                      "command has a work or output folder)")
+
+
+def quiet_main(main, folder=None):
+  """``main(argv)`` for ``app.run`` that first routes the logs (``route_logs`` with the command line's
+  ``--console_log_level``, which this defines): every command line but train's (which routes them itself) is run
+  through it, so no orbax / absl INFO line reaches the console. ``folder()`` (called after flag parsing): the
+  command's workdir or output folder, where INFO is kept in ``log.txt``; None (or no ``folder``): no file."""
+  import functools  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  define_console_flag()
+
+  @functools.wraps(main)
+  def wrapped(argv):
+    route_logs(folder() if folder else None, console_level=flags.FLAGS.console_log_level)
+    return main(argv)
+  return wrapped
+
+
 def route_logs(workdir: str | None, *, console_level: str = "warning") -> str | None:
   """absl / orbax / python log records: on the console from ``console_level`` up (default WARNING, so the INFO
   lines of orbax and the trainer do not interleave with the progress bars; a command-line flag raises it), and

@@ -56,8 +56,7 @@ if __name__ == "__main__":
 
   from vid2world_jax import run_flags, user_input
   _CONFIG, _WORKDIR = run_flags.define_config_and_workdir()
-  _CONSOLE = flags.DEFINE_enum("console_log_level", "warning", list(logging_utils.CONSOLE_LEVELS),
-                               "lowest log level printed to the console (every INFO line is in <workdir>/log.txt)")
+  logging_utils.define_console_flag()
   flags.mark_flags_as_required(["config"])
-  app.run(lambda argv: run(_CONFIG.value, _WORKDIR.value, console_log_level=_CONSOLE.value),
+  app.run(lambda argv: run(_CONFIG.value, _WORKDIR.value, console_log_level=flags.FLAGS.console_log_level),
           flags_parser=user_input.parse_flags)

@@ -45,7 +45,7 @@ def one_line(message) -> str:
 def user_errors() -> tuple:
   """The error types reported in one line: bad user files and values, missing / unreadable paths (imported on
   first use: this module stays free of heavy imports)."""
-  from vid2world_jax.checkpoint_integrity import CheckpointCorrupt  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.storage.integrity import CheckpointCorrupt  # pylint: disable=import-outside-toplevel
   from vid2world_jax.data.common import BadDataError  # pylint: disable=import-outside-toplevel
   return (UserInputError, BadDataError, CheckpointCorrupt, FileNotFoundError, NotADirectoryError,
           IsADirectoryError, PermissionError)

@@ -1,11 +1,10 @@
 """Generic PyTorch state_dict -> Flax NNX parameter conversion: an explicit name table plus per-kind transforms.
 
-A *table* is a list of :class:`Entry` (one per Flax parameter): which torch key feeds it and how the array is
-transformed. Tables are built per model (``vid2world_jax.models.<model>.torch_name_table``), usually with
-:func:`auto_entries`, which walks the module tree and emits the entry implied by each layer type
-(``nnx.Linear`` -> ``weight`` transposed, ``nnx.Conv`` -> ``weight`` OI... -> ...IO, norms -> weight/bias),
-plus explicit entries for free-standing parameters. :func:`convert` then applies the table to a key->array
-mapping and fails loudly on anything missing, unexpected or mis-shaped.
+The tables (lists of ``models.torch_names.Entry``, one per Flax parameter: which torch key feeds it and which
+``models.torch_names.TRANSFORMS`` layout transform applies) are built by each model
+(``vid2world_jax.models.<model>.torch_name_table``, usually with ``models.torch_names.auto_entries``).
+:func:`convert` applies a table to a key->array mapping and fails loudly on anything missing, unexpected or
+mis-shaped; :func:`load_into` writes the result into a module.
 """
 
 from __future__ import annotations
@@ -18,69 +17,7 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from vid2world_jax.models import layers
-
-
-def _linear(w):  # torch [out, in] -> flax [in, out]
-  return w.T
-
-
-def _conv(w):  # torch [O, I, *k] -> flax [*k, I, O]
-  return w.transpose(tuple(range(2, w.ndim)) + (1, 0))
-
-
-def _copy(w):
-  return w
-
-
-TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "linear": _linear,
-    "conv": _conv,
-    "copy": _copy,
-}
-
-
-def register_transform(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
-  """Adds a named transform (must work on read-only/broadcast views, so it can also be shape-checked)."""
-  if name in TRANSFORMS and TRANSFORMS[name] is not fn:
-    raise ValueError(f"transform {name!r} already registered")
-  TRANSFORMS[name] = fn
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-  torch_key: str          # full key in the checkpoint, prefix included
-  path: tuple             # path of the parameter in nnx.state(model, nnx.Param)
-  transform: str = "copy"  # key of TRANSFORMS
-
-
-def torch_name(path: Iterable[Any]) -> str:
-  return ".".join(str(p) for p in path)
-
-
-def auto_entries(module: nnx.Module, prefix: str, path_prefix: tuple = ()) -> list[Entry]:
-  """Entries for every Linear / Conv / Embed / norm inside ``module`` whose path mirrors the torch name."""
-  out = []
-  for path, m in nnx.iter_graph(module):
-    path = tuple(path)
-    base = prefix + torch_name(path)
-    full = path_prefix + path
-    if isinstance(m, nnx.Linear):
-      out.append(Entry(base + ".weight", full + ("kernel",), "linear"))
-      if m.bias is not None:
-        out.append(Entry(base + ".bias", full + ("bias",)))
-    elif isinstance(m, nnx.Conv):
-      out.append(Entry(base + ".weight", full + ("kernel",), "conv"))
-      if m.bias is not None:
-        out.append(Entry(base + ".bias", full + ("bias",)))
-    elif isinstance(m, nnx.Embed):
-      out.append(Entry(base + ".weight", full + ("embedding",)))
-    elif isinstance(m, (layers.GroupNorm, nnx.LayerNorm, nnx.GroupNorm)):
-      if getattr(m, "scale", None) is not None:
-        out.append(Entry(base + ".weight", full + ("scale",)))
-      if getattr(m, "bias", None) is not None:
-        out.append(Entry(base + ".bias", full + ("bias",)))
-  return out
+from vid2world_jax.models.torch_names import TRANSFORMS, Entry, torch_name  # the name tables' vocabulary
 
 
 def param_shapes(abstract_or_real_module_state) -> dict[tuple, tuple]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 from flax import nnx
 
-from vid2world_jax import checkpoint_integrity
+from vid2world_jax.storage import integrity
 from vid2world_jax.conversion import checkpoint_io, core, vid2world
 
 # name -> module path. Order = order of the checkpoint.
@@ -230,7 +230,7 @@ def save_converted(out_dir: str, variant: str, configs: Mapping, params: Mapping
   target = os.path.join(out_dir, "params")
   ckptr.save(target, tree, force=True)
   ckptr.wait_until_finished()
-  checkpoint_integrity.seal_step(target)   # init_from verifies it (README, Reliability)
+  integrity.seal_step(target)   # init_from verifies it (README, Reliability)
   meta = {"variant": variant, "components": {n: c.to_dict() for n, c in configs.items()}}
   meta.update(extra or {})
   with open(os.path.join(out_dir, "config.json"), "w") as f:
@@ -243,7 +243,8 @@ def load_converted(out_dir: str) -> tuple[dict, dict]:
   cfg_path = os.path.join(out_dir, "config.json")
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f"{out_dir} is not a converted checkpoint (no config.json)")
-  from vid2world_jax import checkpointing, user_input
+  from vid2world_jax import user_input
+  from vid2world_jax.storage import checkpointing
   meta = user_input.read_json(cfg_path, "converted checkpoint config")
   path = os.path.join(os.path.abspath(out_dir), "params")
   ckptr = ocp.StandardCheckpointer()

@@ -4,8 +4,9 @@ Meta-World dataset and precomputed latents. Public entry points below; see pipel
 The names are resolved lazily (PEP 562): importing ``vid2world_jax.data.config`` (configs do) or ``.common``
 does not import grain, so the model / step code runs where grain is not installed (benchmarks/accelerator_check).
 
-Layer: below the trainer and the inference stack. May import ``models/``, ``world_model`` and ``init_from`` (the frozen
-encoders that precompute latents), ``sharding``, ``pixels``, ``video_io``; never ``training/``, ``inference/``, ``demo/``, ``play/`` (tests/test_architecture.py).
+Layer: below the trainer and the inference stack. May import ``models/``, ``world_model`` and
+``conversion.init_from`` (the frozen encoders that precompute latents), ``sharding``, ``pixels``, ``video_io``,
+``user_input``; never ``training/``, ``inference/``, ``demo/``, ``play/`` (tests/test_architecture.py).
 """
 
 import importlib

@@ -43,5 +43,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from vid2world_jax import logging_utils
   flags.mark_flags_as_required(["config", "out"])
-  app.run(main, flags_parser=user_input.parse_flags)
+  app.run(logging_utils.quiet_main(main), flags_parser=user_input.parse_flags)

@@ -41,7 +41,7 @@ def frozen_stage(cfg, *, allow_random: bool = False):
   fs = world_model.FrozenStage(cfg.model, rngs=nnx.Rngs(params=int(cfg.seed)))
   graphdef, state = nnx.split(fs)
   if init and init != "scratch":
-    from vid2world_jax import init_from  # pylint: disable=import-outside-toplevel
+    from vid2world_jax.conversion import init_from  # pylint: disable=import-outside-toplevel
     from vid2world_jax import sharding  # pylint: disable=import-outside-toplevel
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])
     shardings = jax.tree.map(lambda _: sharding.replicated(mesh), state)

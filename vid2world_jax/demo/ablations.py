@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from vid2world_jax import tree_store
+from vid2world_jax import inference, tree_store
 
 from vid2world_jax.training import recipe
 from vid2world_jax.demo import evaluation, pipeline, report, training
@@ -50,7 +50,7 @@ def run_ablations(config, workdir: str) -> dict:
   t0 = time.time()
   pre = training.pretrain(cfg, workdir)
   clips = evaluation.load_eval_clips(cfg)
-  s_main = float(d.guidance_scale)
+  s_main = inference.default_guidance(cfg)
   rows = []
 
   def variant(init, transfer):
@@ -183,6 +183,7 @@ def main(cfg, workdir):
 if __name__ == "__main__":
   from absl import app
 
-  from vid2world_jax import run_flags, user_input
+  from vid2world_jax import logging_utils, run_flags, user_input
   _CONFIG, _WORKDIR = run_flags.define_config_and_workdir()
-  app.run(lambda argv: main(_CONFIG.value, _WORKDIR.value), flags_parser=user_input.parse_flags)
+  app.run(logging_utils.quiet_main(lambda argv: main(_CONFIG.value, _WORKDIR.value), lambda: _WORKDIR.value),
+          flags_parser=user_input.parse_flags)

@@ -46,7 +46,7 @@ def bootstrap_ranking(real_ret: np.ndarray, wm_ret: np.ndarray, by_policy: np.nd
   ``policy_evaluation``). Every policy was run from the same states (episode k of each policy starts from state
   k), so a resample draws state indices and keeps them for all policies. Returns ``{"pearson_r": [lo, hi],
   "mmrv": [lo, hi], "level", "resamples", "undefined_r"}`` (resamples where r is undefined, a constant side)."""
-  from vid2world_jax import policy_eval  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.inference import policy_eval  # pylint: disable=import-outside-toplevel
   real_ret, wm_ret, by_policy = np.asarray(real_ret, float), np.asarray(wm_ret, float), np.asarray(by_policy)
   per = [np.flatnonzero(by_policy == i) for i in range(n_policies)]
   k = len(per[0])
@@ -102,7 +102,7 @@ def policy_evaluation(venv, policies, episodes: int, first_seed: int, horizon: i
                       detector: breakout.CellDetector, seed: int = 0, bootstrap: int = 1000) -> dict:
   """Real vs world-model returns of each policy. ``venv``: a ``WorldModelVectorEnv`` with
   ``num_envs = len(policies) * episodes`` (the caller builds it from the trained model)."""
-  from vid2world_jax import policy_eval  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.inference import policy_eval  # pylint: disable=import-outside-toplevel
   pols = list(policies)
   runs = real_episodes(pols, episodes, first_seed, horizon, detector)
   names = [r["policy"] for r in runs]

@@ -1,13 +1,33 @@
-"""The default run's config blocks as data: ``config.demo`` (every knob) and ``config.recipe`` (the stages in
-order and where each is implemented, as import-path strings). Imports nothing but ml_collections, so config files
-(``configs/demo.py``) can use it without importing pipeline code."""
+"""The default run's config blocks as data: ``config.demo`` (every knob of its stages), its ``config.sampler``
+values (``demo_sampler_config``) and ``config.recipe`` (the stages in order and where each is implemented, as
+import-path strings). Imports nothing but ml_collections and the sampler block's definition
+(``diffusion.sampler_settings``, plain data), so config files (``configs/demo.py``) can use it without importing
+pipeline code."""
 
 from __future__ import annotations
 
 import ml_collections
 
+from vid2world_jax.diffusion import sampler_settings
+
 STAGES = ("pretrain", "causalize", "finetune", "distill", "evaluate", "out_of_family", "long_horizon", "policy_eval",
           "student_eval", "report")
+
+def demo_sampler_config() -> ml_collections.ConfigDict:
+  """The default run's ``config.sampler`` block (fields: ``diffusion.sampler_settings``): few steps for CPU."""
+  s = sampler_settings.default_sampler_config()
+  s.ddim_steps = 5                  # DDIM steps per generated frame (demo.policy_eval.ddim_steps: the policy rollouts')
+  s.eta = 1.0                       # DDIM eta (1 as in the paper's evaluations; measured +0.4 dB PSNR over eta 0
+  #                                   at 5 steps on the default model; noise is seeded, so runs are repeatable)
+  s.final_alpha_one = True          # last DDIM step to alpha-bar 1 (no residual sqrt(1-ab[0]) noise; matters at few
+  #                                   steps; False = DynamiCrafter's convention)
+  s.guidance = "cfg"                # causal action guidance (two passes per step)
+  s.guidance_scale = 2.5            # causal action guidance s of the main evaluation (1 = no guidance)
+  s.guidance_rescale = 0.7          # CFG rescale phi
+  s.history_noise = "100"           # t_small of history frames: "second_last" DDIM step or an int (100 = the
+  #                                   second-last step of a 10-step plan, kept fixed as ddim_steps is lowered)
+  return s
+
 
 def default_demo_config() -> ml_collections.ConfigDict:
   """The ``config.demo`` block (every knob of the default run)."""
@@ -25,16 +45,8 @@ def default_demo_config() -> ml_collections.ConfigDict:
   d.weight_transfer = "mixed"       # temporal-conv transfer: "shift" | "mask" | "mixed" (= extrapolative)
   d.eval_clips = 8                  # held-out clips (test split, one per episode, cycling with new starts)
   d.eval_batch = 8                  # rollouts per sampler call (fixed shape: one compilation)
-  d.ddim_steps = 5                  # DDIM steps per generated frame
-  d.eta = 1.0                       # DDIM eta (1 as in the paper's evaluations; measured +0.4 dB PSNR over eta 0
-  #                                   at 5 steps on the default model; noise is seeded, so runs are repeatable)
-  d.final_alpha_one = True          # last DDIM step to alpha-bar 1 (no residual sqrt(1-ab[0]) noise; matters at few
-  #                                   steps; False = DynamiCrafter's convention)
-  d.guidance_scale = 2.5            # causal action guidance s of the main evaluation (1 = no guidance)
-  d.guidance_rescale = 0.7          # CFG rescale phi
-  d.guidance_sweep = (1.0, 2.5, 4.0)  # scales of the sweep (1.0 = no guidance)
-  d.history_noise = 100             # t_small of history frames: "second_last" DDIM step or an int (100 = the
-  #                                   second-last step of a 10-step plan, kept fixed as ddim_steps is lowered)
+  d.guidance_sweep = (1.0, 2.5, 4.0)  # scales of the sweep (1.0 = no guidance); the main evaluation's scale, DDIM
+  #                                   steps, eta, ... are config.sampler's (demo_sampler_config below)
   d.cached_rollout = True           # every AR rollout of stages (c) on the cached fast path (same frames up to
   #                                   float error, tested; ~4x cheaper here; needs the strictly causal UNet of
   #                                   configs.base). False: the traced-scale path (one compile for all scales)
@@ -65,7 +77,8 @@ def default_demo_config() -> ml_collections.ConfigDict:
   d.policy_eval.bootstrap = 1000    # bootstrap resamples of the states for the confidence intervals of r and MMRV
   d.policy_eval.first_seed = 5000   # seed of the first initial state
   d.policy_eval.horizon = 24        # at most this many actions (Breakout episodes end earlier when the ball is missed)
-  d.policy_eval.ddim_steps = 3      # DDIM steps per frame in the policy rollouts (cost: episodes x horizon x steps)
+  d.policy_eval.ddim_steps = 3      # DDIM steps per frame in the policy rollouts (overrides config.sampler.ddim_steps
+  #                                   there; cost: episodes x horizon x steps)
   d.policy_eval.verifier_size = 16  # metaworld only: success verifier on size x size downsampled frames
   # Few-step student (demo/student.py, stages "distill" and "student_eval"): the fine-tuned world model trained
   # further for its own few-step sampler without guidance pass (diffusion/student.py), saved in <workdir>/student.
@@ -90,7 +103,7 @@ def default_demo_config() -> ml_collections.ConfigDict:
 def default_recipe_config() -> ml_collections.ConfigDict:
   """The ``config.recipe`` block of the default run: its stages in order and where each is implemented."""
   r = ml_collections.ConfigDict()
-  r.stages = STAGES                         # executed in this order by vid2world_jax.recipe.run
+  r.stages = STAGES                         # executed in this order by vid2world_jax.training.recipe.run
   r.fns = ml_collections.ConfigDict(  # stage -> "module:attr"
       {s: f"vid2world_jax.demo.pipeline:{s.upper()}" for s in STAGES})
   r.prepare = "vid2world_jax.demo.pipeline:prepare_config"  # completes and checks the config before any stage runs

@@ -31,8 +31,8 @@ def _tqdm(total, desc, enabled):
 
 def make_session(cfg, params: dict, *, window: int | None = None, ddim_steps: int | None = None
                  ) -> inference.InferenceSession:
-  """The inference session of ``params`` with the ``config.demo`` settings (DDIM steps, eta, history noise,
-  rescale; the cached fast path when ``demo.cached_rollout``)."""
+  """The inference session of ``params`` with the run's sampler (``config.sampler``; ``ddim_steps`` / ``window``
+  override it; the cached fast path when ``demo.cached_rollout``)."""
   scfg = inference.sampler_config(cfg, ddim_steps=ddim_steps, window=window or None)
   return inference.InferenceSession.from_params(cfg, params, sampler=scfg, cached=bool(cfg.demo.cached_rollout))
 
@@ -115,7 +115,7 @@ def evaluate(cfg, params: dict, *, clips: dict | None = None, sweep: bool = True
   from vid2world_jax.demo import baselines
   base01 = baselines.copy_last_frame(gt01, 1)
   out = {"names": clips["names"], "gt": gt01, "copy_last": base01}
-  scale = float(d.guidance_scale)
+  scale = inference.default_guidance(cfg)
   sample = _sampler(cfg, session, clips, progress)
   pred = sample(scale, desc=f"(c) rollouts{tag} s={scale:g}")
   out["pred"] = pred
@@ -194,7 +194,7 @@ def evaluate_out_of_family(cfg, params: dict, progress: bool | None = None) -> d
   from vid2world_jax.demo import baselines  # pylint: disable=import-outside-toplevel
   copy01 = baselines.copy_last_frame(gt01, 1)
   sample = _sampler(cfg, session, clips, progress, seed=int(d.seed) + 13)
-  scale = float(d.guidance_scale)
+  scale = inference.default_guidance(cfg)
   pred = sample(scale, desc="(c) out-of-family rollouts")
   other = sample(scale, actions=oof.other_family_actions(clips), desc="(c) out-of-family, other family's actions")
   fam = clips["family"]
@@ -247,7 +247,7 @@ def long_horizon(cfg, params: dict, progress: bool | None = None) -> dict | None
   gt01 = (clips["frames"] + 1.0) / 2.0
   from vid2world_jax.demo import baselines  # pylint: disable=import-outside-toplevel
   pred = _sampler(cfg, session, clips, progress, seed=int(d.seed) + 7)(
-      float(d.guidance_scale), desc=f"(c) long horizon ({gt01.shape[1] - 1} frames)")
+      inference.default_guidance(cfg), desc=f"(c) long horizon ({gt01.shape[1] - 1} frames)")
   ph = {"world_model": per_horizon(frame_metrics(pred, gt01)),
         "copy_last_frame": per_horizon(frame_metrics(baselines.copy_last_frame(gt01, 1), gt01))}
   out = {"per_horizon": ph, "horizons": list(range(1, gt01.shape[1])), "frames": int(gt01.shape[1] - 1),
@@ -276,7 +276,7 @@ def very_long_horizon(cfg, session, progress: bool) -> dict | None:
            "actions": np.stack([r["actions"] for r in runs]), "names": [f"tracker_seed{9500 + k}" for k in
                                                                       range(len(runs))]}
   gt01 = (clips["frames"] + 1.0) / 2.0
-  pred = sample_videos(session, clips, float(d.guidance_scale), seed=int(d.seed) + 11, batch=len(runs),
+  pred = sample_videos(session, clips, inference.default_guidance(cfg), seed=int(d.seed) + 11, batch=len(runs),
                        progress=progress, desc=f"(c) very long horizon ({frames} frames)")
   ph = {"world_model": per_horizon(frame_metrics(pred, gt01)),
         "copy_last_frame": per_horizon(frame_metrics(baselines.copy_last_frame(gt01, 1), gt01))}
@@ -293,7 +293,7 @@ def nar_metrics(cfg, params: dict, clips: dict, progress: bool | None = None) ->
   sample = _sampler(cfg, session, clips, progress)
   fm = {}
   for shuffle in (False, True):
-    v = sample(float(d.guidance_scale), nar=True, shuffle_actions=shuffle,
+    v = sample(inference.default_guidance(cfg), nar=True, shuffle_actions=shuffle,
                desc="(c) non-AR sampling" + (", shuffled" if shuffle else ""))
     fm[shuffle] = frame_metrics(v, gt01)
   return {"per_horizon": per_horizon(fm[False]), "delta_psnr": wmm.delta_psnr(fm[False]["psnr"], fm[True]["psnr"])}
@@ -315,7 +315,7 @@ def policy_evaluation(cfg, params: dict) -> dict:
     from vid2world_jax.demo import breakout_eval  # pylint: disable=import-outside-toplevel
     session = make_session(cfg, params, ddim_steps=int(pe.ddim_steps))
     n = len(pe.policies) * int(pe.episodes)
-    venv = envs.WorldModelVectorEnv(session, num_envs=n, guidance_scale=float(cfg.demo.guidance_scale))
+    venv = envs.WorldModelVectorEnv(session, num_envs=n, guidance_scale=inference.default_guidance(cfg))
     t0 = time.time()
     out = breakout_eval.policy_evaluation(venv, pe.policies, int(pe.episodes), int(pe.first_seed), int(pe.horizon),
                                           position_detector(cfg), seed=int(cfg.demo.seed) + 99,

@@ -35,7 +35,8 @@ def main(config, workdir, out: str = ""):
 if __name__ == "__main__":
   from absl import app
 
-  from vid2world_jax import run_flags, user_input
+  from vid2world_jax import logging_utils, run_flags, user_input
   _CONFIG, _WORKDIR = run_flags.define_config_and_workdir()
   _OUT = flags.DEFINE_string("out", "", "output .npz (default: the config's demo.pretrain_asset under demo/assets)")
-  app.run(lambda argv: main(_CONFIG.value, _WORKDIR.value, _OUT.value), flags_parser=user_input.parse_flags)
+  app.run(logging_utils.quiet_main(lambda argv: main(_CONFIG.value, _WORKDIR.value, _OUT.value),
+                                   lambda: _WORKDIR.value), flags_parser=user_input.parse_flags)

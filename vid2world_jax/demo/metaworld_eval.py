@@ -70,7 +70,7 @@ def policy_evaluation(cfg, session) -> dict:
   closed-loop protocol needs an image policy). Success in both worlds is judged by the same frame verifier on
   the final frame; the real simulator's own success flag is reported as the ground truth. ``session``: the world
   model (``inference.InferenceSession``)."""
-  from vid2world_jax import policy_eval  # Pearson r and MMRV (SIMPLER)
+  from vid2world_jax.inference import policy_eval  # Pearson r and MMRV (SIMPLER)
   from vid2world_jax.data import simulator, video_ops
   pe = cfg.demo.policy_eval
   res = tuple(int(r) for r in cfg.data.resolution)
@@ -96,7 +96,7 @@ def policy_evaluation(cfg, session) -> dict:
   outs = []
   n = len(runs)
   with tqdm(total=n, desc=f"(c') policies inside the world model ({h} frames)", disable=not cfg.demo.progress) as bar:
-    lat = session.latent_rollout(z, actions, guidance_scale=float(cfg.demo.guidance_scale),
+    lat = session.latent_rollout(z, actions, guidance_scale=session.guidance_scale,
                                  seed=int(cfg.demo.seed) + 99, horizon=h)
     outs = (session.decode(lat[:, -1:], as_uint8=False)[:, 0] + 1.0) / 2.0
     bar.update(n)

@@ -1,4 +1,4 @@
-"""The default run as a recipe of stages (``vid2world_jax.recipe``), each cached in the workdir.
+"""The default run as a recipe of stages (``vid2world_jax.training.recipe``), each cached in the workdir.
 
   python -m vid2world_jax.train --config=configs/demo.py --workdir=/tmp/v2w_demo
 
@@ -9,8 +9,8 @@ executes them in order and skips a stage whose output file exists:
                 the shipped pretrained file (``demo.pretrain = "shipped"``)
   causalize     ``causalize/output``: the causal world model initialised from it (temporal-conv weight transfer)
   finetune      ``finetune/output``: Diffusion-Forcing fine-tuning (``training``; trainer in finetune/, whose orbax
-                checkpoints ``finetune/checkpoints/<step>`` are what ``inference.InferenceSession.load(workdir)`` and
-                ``rollout_cli --checkpoint=<workdir>`` load)
+                checkpoints ``finetune/checkpoints/<step>`` are the run's model: ``<workdir>/model.json`` names
+                that folder, so ``inference.InferenceSession.load(workdir)`` and ``--checkpoint=<workdir>`` load it)
   distill       ``student/output``: the few-step student (``student``; trainer in student/, loadable as
                 ``InferenceSession.load(<workdir>/student)``; ``demo.student.enabled``)
   evaluate      ``eval/rollouts``: guided rollouts of held-out clips, guidance sweep, shuffled actions
@@ -35,6 +35,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vid2world_jax import inference
 from vid2world_jax.training import recipe
 from vid2world_jax.demo import evaluation, student, training
 
@@ -111,9 +112,16 @@ def _causalize(cfg, ctx):
   return training.causalize(cfg, ctx.outputs.get("pretrain"), init=d.init, transfer=d.weight_transfer)
 
 
+# The fine-tune trainer's workdir under the run's: the run's world model. ``<workdir>/model.json`` names it
+# (``inference.write_model_pointer``), so ``InferenceSession.load(<workdir>)`` finds it without knowing this layout.
+MODEL_DIR = "finetune"
+
+
 def _finetune(cfg, ctx):
-  return training.run_finetune(cfg, os.path.join(ctx.workdir, "finetune"), ctx.outputs["causalize"],
-                               int(cfg.demo.finetune_steps))
+  out = training.run_finetune(cfg, os.path.join(ctx.workdir, MODEL_DIR), ctx.outputs["causalize"],
+                              int(cfg.demo.finetune_steps))
+  inference.write_model_pointer(ctx.workdir, MODEL_DIR)
+  return out
 
 
 def _distill(cfg, ctx):
@@ -169,15 +177,18 @@ def _report(cfg, ctx) -> dict:
   ev["long_horizon"] = lh
   timing, cpu = dict(ctx.timing), dict(ctx.cpu)  # wall / process CPU seconds per stage
   rdir = os.path.join(ctx.workdir, "report")
+  inference.write_model_pointer(ctx.workdir, MODEL_DIR)   # also for workdirs whose fine-tune predates the pointer
   bar = qb.quality_bar(ev, pe, ood, st, with_student=bool(d.student.enabled) and "student_eval" in cfg.recipe.stages)
+  sc = inference.sampler_config(cfg)   # the run's sampler (config.sampler) as the evaluation used it
   metrics = {
       "setup": {"data": f"embedded {cfg.data.get('embedded', {}).get('env', 'breakout')} test split, "
                         f"{len(ev['names'])} clips of {cfg.data.clip_length} frames at {tuple(cfg.data.resolution)}",
                 "pretrain_steps": int(pre.get("steps", d.pretrain_steps)) if pre is not None else 0,
                 "pretrain_source": pre.get("source", "run") if pre is not None else None,
                 "finetune_steps": int(ft["steps"]), "init": ft["init"], "weight_transfer": ft["transfer"],
-                "ddim_steps": int(d.ddim_steps), "eta": float(d.eta), "guidance_scale": float(d.guidance_scale),
-                "guidance_rescale": float(d.guidance_rescale), "history_noise": d.history_noise,
+                "ddim_steps": int(sc.ddim_steps), "eta": float(sc.eta),
+                "guidance_scale": inference.default_guidance(cfg),
+                "guidance_rescale": float(sc.guidance_rescale), "history_noise": sc.history_noise,
                 "devices": [str(x) for x in jax.devices()][:2],
                 "final_pretrain_loss": (float(np.mean(pre["losses"][-20:])) if pre and pre["losses"]
                                         else (pre or {}).get("final_loss")),

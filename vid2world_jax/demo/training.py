@@ -118,7 +118,8 @@ def causalize(cfg, pretrained: dict | None, *, init: str, transfer: str) -> dict
     raise ValueError(f"init must be 'pretrained' or 'scratch', got {init!r}")
   if pretrained is None:
     raise ValueError("init='pretrained' needs the pretrained parameters (stage a)")
-  from vid2world_jax import init_from, world_model  # pylint: disable=import-outside-toplevel
+  from vid2world_jax import world_model  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.conversion import init_from  # pylint: disable=import-outside-toplevel
   seed = int(cfg.seed)
   wm, _ = world_model.build(world_model.model_config(cfg), rngs=nnx.Rngs(params=seed, dropout=seed + 1))
   fresh = to_numpy(nnx.to_pure_dict(nnx.state(wm, nnx.Param)))

@@ -35,9 +35,9 @@ def sample_history_timesteps(rng: jax.Array, batch: int, frames: int, num_timest
 
   With probability ``prob`` a sample is an "autoregressive" one: a split frame ``k ~ U{1..T-1}``; frames before it
   are history, noised only lightly (``U{0..max_history_level}``: noise augmentation of the context, with the level
-  given to the model, as GameNGen and DIAMOND do; a rollout gives history at a small level, ``demo.history_noise``),
-  frames from ``k`` on get iid levels over the whole schedule. Other samples get iid levels for every frame
-  (``sample_frame_timesteps``). With iid levels alone, a frame whose whole history is nearly clean (what every
+  given to the model, as GameNGen and DIAMOND do; a rollout gives history at a small level,
+  ``config.sampler.history_noise``), frames from ``k`` on get iid levels over the whole schedule. Other samples
+  get iid levels for every frame (``sample_frame_timesteps``). With iid levels alone, a frame whose whole history is nearly clean (what every
   rollout step asks for) is rare: P(all k earlier frames below level 200) = 0.2^k."""
   if not 0.0 <= prob <= 1.0 or not 0 <= max_history_level < num_timesteps or frames < 2:
     raise ValueError(f"need prob in [0, 1], 0 <= max_history_level < {num_timesteps} and frames >= 2, got "

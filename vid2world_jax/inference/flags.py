@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from absl import flags
 
-from vid2world_jax.checkpoint_integrity import CheckpointCorrupt
+from vid2world_jax.storage.integrity import CheckpointCorrupt
 from vid2world_jax.user_input import UserInputError
 
 # what loading a model reports in one line (a missing or damaged checkpoint, a config that does not match)
@@ -26,17 +26,17 @@ def define_model_flags():
                                   "with the checkpoint", lock_config=False)
   flags.DEFINE_string("checkpoint", None, "training workdir, its checkpoints/ folder, a step folder, or the default "
                       "job's workdir (e.g. runs/demo)")
-  flags.DEFINE_float("guidance", None, "causal action guidance scale s (default config.demo.guidance_scale, else "
-                     "config.eval.guidance_scale); 1 = conditional prediction only")
-  flags.DEFINE_float("guidance_rescale", None, "CFG rescale phi (default config.demo / config.eval)")
-  flags.DEFINE_integer("ddim_steps", None, "DDIM steps per generated frame (default config.demo.ddim_steps, else 50)")
-  flags.DEFINE_float("eta", None, "DDIM eta (default config.demo.eta, else 1 = stochastic, as the released "
+  flags.DEFINE_float("guidance", None, "causal action guidance scale s (default config.sampler.guidance_scale); 1 = "
+                     "conditional prediction only")
+  flags.DEFINE_float("guidance_rescale", None, "CFG rescale phi (default config.sampler.guidance_rescale)")
+  flags.DEFINE_integer("ddim_steps", None, "DDIM steps per generated frame (default config.sampler.ddim_steps)")
+  flags.DEFINE_float("eta", None, "DDIM eta (default config.sampler.eta; 1 = stochastic, as the released "
                      "evaluation)")
   flags.DEFINE_integer("window", 0, "temporal window in frames (0 = the UNet's temporal_length)")
   flags.DEFINE_bool("final_alpha_one", None, "last DDIM step to alpha-bar 1 (returns x0_hat; no residual noise) "
-                    "instead of DynamiCrafter's alpha-bar[0]")
+                    "instead of DynamiCrafter's alpha-bar[0] (default config.sampler.final_alpha_one)")
   flags.DEFINE_string("history_noise", None, "noise level of history frames: 'second_last' or an int (default "
-                      "config.demo.history_noise, else second_last)")
+                      "config.sampler.history_noise)")
   flags.DEFINE_integer("seed", 0, "rollout seed (one key per rollout is split from it)")
   flags.DEFINE_bool("allow_noncausal", False, "run even if the UNet config is not strictly causal")
   flags.DEFINE_bool("cached", None, "cached fast path of the rollout (strictly causal UNet only; same frames): "
@@ -47,7 +47,8 @@ def define_model_flags():
 
 
 def load_session_from_flags():
-  """``(InferenceSession, guidance scale)`` from the model flags."""
+  """``(InferenceSession, guidance scale)`` from the model flags: the sampler flags given override the run's
+  ``config.sampler`` (``inference.sampler_config``)."""
   from vid2world_jax import inference
   f = flags.FLAGS
   hn = f.history_noise

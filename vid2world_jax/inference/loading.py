@@ -1,9 +1,10 @@
 """Finding and loading what a session needs: the checkpoint's ``state`` folder and saved config
-(``find_state_dir``, ``read_config``), the parameters' target shardings (``param_shardings``) and the frozen
-VAE / CLIP encoders (``load_frozen``)."""
+(``find_state_dir``, ``read_config``; a workdir's ``model.json`` pointer, ``write_model_pointer``), the
+parameters' target shardings (``param_shardings``) and the frozen VAE / CLIP encoders (``load_frozen``)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -14,16 +15,37 @@ from flax import nnx
 
 from vid2world_jax import world_model
 
-# Sub-workdir of the default job (configs/demo.py) whose trainer checkpoints hold the world model.
-DEMO_MODEL_DIR = "finetune"
+# A workdir whose model was trained in a sub-folder names it here (``write_model_pointer``): ``{"checkpoint": "<path
+# relative to the workdir>"}``, any form ``--checkpoint`` takes. Recipes write it (the default job: its fine-tune
+# trainer's workdir), so ``InferenceSession.load(<recipe workdir>)`` finds the model without knowing the layout.
+MODEL_POINTER = "model.json"
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Checkpoint discovery and configs.
 
-def find_state_dir(path: str) -> str:
+def write_model_pointer(workdir: str, checkpoint: str) -> str:
+  """Writes ``<workdir>/model.json`` naming ``checkpoint`` (a trainer workdir, its ``checkpoints/`` or a step
+  folder, relative to ``workdir``) as the workdir's model; returns the file's path."""
+  from vid2world_jax import user_input  # pylint: disable=import-outside-toplevel
+  _pointer_target(workdir, checkpoint, "model pointer")   # checked before it is written
+  path = os.path.join(workdir, MODEL_POINTER)
+  with user_input.atomic_output(path) as tmp, open(tmp, "w") as f:
+    json.dump({"checkpoint": checkpoint}, f)
+  return path
+
+
+def _pointer_target(workdir: str, rel, what: str) -> str:
+  from vid2world_jax import user_input  # pylint: disable=import-outside-toplevel
+  if not isinstance(rel, str) or not rel or os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
+    raise user_input.UserInputError(f"{what} {os.path.join(workdir, MODEL_POINTER)}: 'checkpoint' must be a "
+                                    f"path inside the workdir (relative, no '..'), got {rel!r}")
+  return os.path.join(workdir, rel)
+
+
+def find_state_dir(path: str, *, follow_pointer: bool = True) -> str:
   """The ``state`` folder of the latest step under ``path``: a step folder, a ``checkpoints/`` folder, a
-  trainer workdir, or the default job's workdir (its world model is trained in ``<path>/finetune``)."""
+  trainer workdir, or a workdir whose ``model.json`` names one of those (``write_model_pointer``; followed once)."""
   if not path or not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint not found: {path!r}")
   path = os.path.abspath(path)
@@ -31,16 +53,21 @@ def find_state_dir(path: str) -> str:
     return path
   if os.path.isdir(os.path.join(path, "state")):
     return os.path.join(path, "state")
-  candidates = [os.path.join(path, "checkpoints"), os.path.join(path, DEMO_MODEL_DIR, "checkpoints"), path]
-  for root in candidates:
+  for root in (os.path.join(path, "checkpoints"), path):
     if not os.path.isdir(root):
       continue
     steps = sorted(int(d) for d in os.listdir(root)
                    if d.isdigit() and os.path.isdir(os.path.join(root, d, "state")))
     if steps:
       return os.path.join(root, str(steps[-1]), "state")
-  raise FileNotFoundError(f"no checkpoint (<step>/state) found under {path} (looked in checkpoints/, "
-                          f"{DEMO_MODEL_DIR}/checkpoints/ and the folder itself)")
+  pointer = os.path.join(path, MODEL_POINTER)
+  if follow_pointer and os.path.isfile(pointer):
+    from vid2world_jax import user_input  # pylint: disable=import-outside-toplevel
+    rel = user_input.read_json(pointer, "model pointer", required=("checkpoint",))["checkpoint"]
+    return find_state_dir(_pointer_target(path, rel, "model pointer"), follow_pointer=False)
+  raise FileNotFoundError(f"no checkpoint (<step>/state) found under {path} (looked in checkpoints/, the folder "
+                          f"itself and a {MODEL_POINTER} naming the model's folder; the default job writes it when "
+                          f"its fine-tune stage or its report runs)")
 
 
 def read_config(state_dir: str) -> ml_collections.ConfigDict:
@@ -79,7 +106,7 @@ def param_shardings(abstract, shard: bool | None):
 
 def load_frozen(config, mcfg):
   """The frozen VAE / CLIP encoders from the converted checkpoint of ``config.init_from``."""
-  from vid2world_jax import init_from
+  from vid2world_jax.conversion import init_from
   if not config.get("init_from"):
     raise ValueError("the VAE / CLIP weights are not in training checkpoints: set config.init_from")
   seed = int(config.get("seed", 0))

@@ -59,6 +59,7 @@ from vid2world_jax.diffusion import actions as actions_lib
 from vid2world_jax.diffusion import ddim
 from vid2world_jax.diffusion import guidance as guidance_lib
 from vid2world_jax.diffusion import parameterization
+from vid2world_jax.diffusion import sampler_settings
 from vid2world_jax.diffusion.schedules import Schedule
 from vid2world_jax.inference.rollout_model import Params, RolloutModel, WindowDenoiser, WindowInputs
 
@@ -66,17 +67,25 @@ from vid2world_jax.inference.rollout_model import Params, RolloutModel, WindowDe
 # ------------------------------------------------------------------------------------------------------------
 # Configuration.
 
+_DEFAULTS = sampler_settings.default_sampler_config()   # the config.sampler block's defaults
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-  """Static sampler settings (hashable: part of the jit cache key)."""
-  ddim_steps: int = 50                 # DDIM steps per generated frame
-  eta: float = 1.0                     # DDIM eta (released evaluations: 1.0, stochastic)
-  spacing: str = "uniform_trailing"    # DDIM timestep spacing ("uniform_trailing" | "uniform")
-  guidance_scale: float | None = 2.5   # causal action guidance s (code convention); None = conditional pass only
-  guidance_rescale: float = 0.7        # CFG rescale phi in [0, 1] (0 = off)
-  history_noise: int | str = "second_last"  # t_small: "second_last" DDIM timestep (39 @ 50 steps) or an int >= 0
-  window: int = 16                     # temporal window (frames the network sees, new frame included)
-  final_alpha_one: bool = False        # last DDIM step to alpha-bar 1 (returns x0_hat) instead of DynamiCrafter's ab[0]
+  """Static sampler settings (hashable: part of the jit cache key). The defaults are the ``config.sampler``
+  block's (``diffusion.sampler_settings``); a run's settings come from ``inference.sampler_config(cfg)``."""
+  ddim_steps: int = _DEFAULTS.ddim_steps              # DDIM steps per generated frame
+  eta: float = _DEFAULTS.eta                          # DDIM eta (released evaluations: 1.0, stochastic)
+  spacing: str = _DEFAULTS.spacing                    # DDIM timestep spacing ("uniform_trailing" | "uniform")
+  guidance_scale: float | None = _DEFAULTS.guidance_scale  # causal action guidance s (code convention); None =
+  #                                                     the conditional pass only (config.sampler.guidance "none")
+  guidance_rescale: float = _DEFAULTS.guidance_rescale  # CFG rescale phi in [0, 1] (0 = off)
+  history_noise: int | str = _DEFAULTS.history_noise  # t_small: "second_last" DDIM timestep (39 @ 50 steps) or an
+  #                                                     int >= 0
+  window: int = 16                                    # temporal window (frames the network sees, new frame
+  #                                                     included; a run's: the UNet's temporal length)
+  final_alpha_one: bool = _DEFAULTS.final_alpha_one   # last DDIM step to alpha-bar 1 (returns x0_hat) instead of
+  #                                                     DynamiCrafter's ab[0]
 
   def __post_init__(self):
     if self.ddim_steps < 1:

@@ -31,6 +31,7 @@ import numpy as np
 from flax import nnx
 
 from vid2world_jax import param_tree, pixels, world_model
+from vid2world_jax.diffusion import sampler_settings
 from vid2world_jax.inference import loading, rollout_model
 from vid2world_jax.inference import sampler as rl
 
@@ -43,26 +44,25 @@ ENCODE_STREAM = 2 ** 31 - 1
 # The run's sampler settings and guidance.
 
 def sampler_config(cfg, **overrides) -> rl.SamplerConfig:
-  """Sampler settings of a run: the default job's ``demo`` block when present (DDIM steps, eta, history noise),
-  else the paper's (50 DDIM steps, eta 1, second-to-last history noise); the CFG rescale from ``eval`` (or
-  ``demo``); the window = the UNet's temporal length. ``overrides``: any ``SamplerConfig`` field."""
-  d = cfg.get("demo") or {}
-  ev = cfg.get("eval") or {}
-  hn = d.get("history_noise", "second_last")
-  kw = dict(ddim_steps=int(d.get("ddim_steps", 50)), eta=float(d.get("eta", 1.0)),
-            guidance_scale=1.0,   # guidance on; the scale itself is an argument of each call
-            guidance_rescale=float(d.get("guidance_rescale", ev.get("guidance_rescale", 0.7))),
-            history_noise=hn if isinstance(hn, str) else int(hn),
-            window=int(cfg.model.unet.temporal_length), final_alpha_one=bool(d.get("final_alpha_one", False)))
+  """Sampler settings of a run, from ``config.sampler`` only (``diffusion.sampler_settings``; a config saved
+  before that block existed gets the block's defaults, not its old ``demo`` / ``eval`` values); the window = the
+  UNet's temporal length. Guidance "cfg": ``guidance_scale`` = the run's scale (each call may pass another, a
+  traced value); "none": ``guidance_scale=None`` (the conditional pass only, whatever scale a call passes).
+  ``overrides``: any ``SamplerConfig`` field (None = keep; the command lines' sampler flags)."""
+  s = sampler_settings.resolve(cfg)
+  kw = dict(ddim_steps=int(s.ddim_steps), eta=float(s.eta), spacing=str(s.spacing),
+            guidance_scale=float(s.guidance_scale) if s.guidance == "cfg" else None,
+            guidance_rescale=float(s.guidance_rescale), history_noise=s.history_noise,
+            window=int(cfg.model.unet.temporal_length), final_alpha_one=bool(s.final_alpha_one))
   kw.update({k: v for k, v in overrides.items() if v is not None})
   return rl.SamplerConfig(**kw)
 
 
 def default_guidance(cfg) -> float:
-  """The run's guidance scale: ``config.demo.guidance_scale`` (the default job), else ``config.eval``'s (2.5)."""
-  d = cfg.get("demo") or {}
-  ev = cfg.get("eval") or {}
-  return float(d.get("guidance_scale", ev.get("guidance_scale", 2.5)))
+  """The run's guidance scale: ``config.sampler.guidance_scale`` (1.0 when ``config.sampler.guidance`` is
+  "none": the conditional prediction)."""
+  s = sampler_settings.resolve(cfg)
+  return float(s.guidance_scale) if s.guidance == "cfg" else 1.0
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ class InferenceSession:
     when the checkpoint has them. ``dtype``: parameter/compute dtype (e.g. ``"bfloat16"``; default the run's).
     ``sampler``: a ``rollout.SamplerConfig`` (default ``sampler_config(config)``). ``cached``: the cached fast
     path (default ``config.eval.cached_rollout``; strictly causal UNet only). ``shard``: see ``loading.param_shardings``."""
-    from vid2world_jax import checkpointing
+    from vid2world_jax.storage import checkpointing
     state_dir = loading.find_state_dir(checkpoint)
     if config is None:
       config = loading.read_config(state_dir)
@@ -205,7 +205,7 @@ class InferenceSession:
 
   @property
   def guidance_scale(self) -> float:
-    """The run's default guidance scale (``config.demo.guidance_scale``, else ``config.eval.guidance_scale``)."""
+    """The run's default guidance scale (``default_guidance``: ``config.sampler.guidance_scale``)."""
     return default_guidance(self.config)
 
   @property
@@ -346,6 +346,8 @@ class InferenceSession:
       self._nar = jax.jit(lambda ctx, acts, s, key, t: nar.nar_sample(base, cfg, params, ctx, acts, s, key, t,
                                                                            cfg.guidance_rescale),
                           static_argnums=(4,))
+    if self.sampler.guidance_scale is None:   # config.sampler.guidance "none": the conditional prediction
+      guidance_scale = 1.0
     acts = jnp.asarray(actions, jnp.float32)
     acts = jnp.concatenate([acts, jnp.zeros_like(acts[:, :1])], axis=1)[:, :frames]  # actions[:, frames-1] unused
     return self._nar(jnp.asarray(context_latent), acts, jnp.float32(guidance_scale), jax.random.key(int(seed)),

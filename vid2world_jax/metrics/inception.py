@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from vid2world_jax.conversion.core import Entry, auto_entries
+from vid2world_jax.models.torch_names import Entry, auto_entries
 from vid2world_jax.metrics import nn
 from vid2world_jax.metrics.protocol import resize_bilinear
 

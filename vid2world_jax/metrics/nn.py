@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vid2world_jax.conversion.core import Entry
+from vid2world_jax.models.torch_names import Entry
 
 
 class ReLU(nnx.Module):

@@ -12,7 +12,7 @@ Mirrors ``open_clip.transformer`` (open_clip 2.22.0) as DynamiCrafter uses it:
 
 Layout: activations are ``[B, L, W]`` (batch first; open_clip works in ``[L, B, W]`` internally, which is
 only a transpose). Parameter paths mirror the torch keys; :func:`attention_entries` adds the two
-``in_proj_*`` entries that :func:`vid2world_jax.conversion.core.auto_entries` cannot infer.
+``in_proj_*`` entries that :func:`vid2world_jax.models.torch_names.auto_entries` cannot infer.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vid2world_jax.conversion import core
+from vid2world_jax.models import torch_names
 from vid2world_jax.models import layers
 
 
@@ -117,13 +117,13 @@ class Transformer(nnx.Module):
     return x
 
 
-def attention_entries(module: nnx.Module, prefix: str) -> list[core.Entry]:
+def attention_entries(module: nnx.Module, prefix: str) -> list[torch_names.Entry]:
   """Conversion entries for every :class:`MultiheadAttention` ``in_proj_*`` inside ``module``."""
   out = []
   for path, m in nnx.iter_graph(module):
     if isinstance(m, MultiheadAttention):
       path = tuple(path)
-      base = prefix + core.torch_name(path)
-      out.append(core.Entry(base + ".in_proj_weight", path + ("in_proj_weight",), "linear"))
-      out.append(core.Entry(base + ".in_proj_bias", path + ("in_proj_bias",)))
+      base = prefix + torch_names.torch_name(path)
+      out.append(torch_names.Entry(base + ".in_proj_weight", path + ("in_proj_weight",), "linear"))
+      out.append(torch_names.Entry(base + ".in_proj_bias", path + ("in_proj_bias",)))
   return out

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from vid2world_jax.conversion import core
+from vid2world_jax.models import torch_names
 from vid2world_jax.models import clip_common, image_preprocess, layers
 
 WEIGHTS_PREFIX = "embedder."
@@ -161,10 +161,10 @@ def build(cfg, *, rngs: nnx.Rngs) -> FrozenOpenCLIPImageEmbedderV2:
   return FrozenOpenCLIPImageEmbedderV2(cfg, rngs=rngs)
 
 
-def torch_name_table(model: FrozenOpenCLIPImageEmbedderV2) -> list[core.Entry]:
+def torch_name_table(model: FrozenOpenCLIPImageEmbedderV2) -> list[torch_names.Entry]:
   """Entries for every parameter: auto (Conv/Linear/LayerNorm), ``in_proj_*``, class/positional embeddings."""
-  table = core.auto_entries(model, WEIGHTS_PREFIX)
+  table = torch_names.auto_entries(model, WEIGHTS_PREFIX)
   table += clip_common.attention_entries(model, WEIGHTS_PREFIX)
   for name in ("class_embedding", "positional_embedding"):
-    table.append(core.Entry(f"{WEIGHTS_PREFIX}model.visual.{name}", ("model", "visual", name)))
+    table.append(torch_names.Entry(f"{WEIGHTS_PREFIX}model.visual.{name}", ("model", "visual", name)))
   return table

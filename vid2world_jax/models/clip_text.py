@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from vid2world_jax.conversion import core
+from vid2world_jax.models import torch_names
 from vid2world_jax.models import clip_common, layers
 
 WEIGHTS_PREFIX = "cond_stage_model."
@@ -122,9 +122,9 @@ def build(cfg, *, rngs: nnx.Rngs) -> FrozenOpenCLIPEmbedder:
   return FrozenOpenCLIPEmbedder(cfg, rngs=rngs)
 
 
-def torch_name_table(model: FrozenOpenCLIPEmbedder) -> list[core.Entry]:
+def torch_name_table(model: FrozenOpenCLIPEmbedder) -> list[torch_names.Entry]:
   """Entries for every parameter: auto (Linear/Embed/LayerNorm), ``in_proj_*`` and ``positional_embedding``."""
-  table = core.auto_entries(model, WEIGHTS_PREFIX)
+  table = torch_names.auto_entries(model, WEIGHTS_PREFIX)
   table += clip_common.attention_entries(model, WEIGHTS_PREFIX)
-  table.append(core.Entry(WEIGHTS_PREFIX + "model.positional_embedding", ("model", "positional_embedding")))
+  table.append(torch_names.Entry(WEIGHTS_PREFIX + "model.positional_embedding", ("model", "positional_embedding")))
   return table

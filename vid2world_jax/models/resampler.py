@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from vid2world_jax.conversion import core
+from vid2world_jax.models import torch_names
 from vid2world_jax.models import layers
 
 WEIGHTS_PREFIX = "image_proj_model."
@@ -134,9 +134,9 @@ def build(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Resampler:
   return Resampler(cfg, rngs=rngs)
 
 
-def torch_name_table(model: Resampler) -> list[core.Entry]:
+def torch_name_table(model: Resampler) -> list[torch_names.Entry]:
   """Linears/LayerNorms by path, plus the free-standing ``latents`` parameter."""
-  return core.auto_entries(model, WEIGHTS_PREFIX) + [core.Entry(WEIGHTS_PREFIX + "latents", ("latents",))]
+  return torch_names.auto_entries(model, WEIGHTS_PREFIX) + [torch_names.Entry(WEIGHTS_PREFIX + "latents", ("latents",))]
 
 
 __all__ = ["Resampler", "PerceiverAttention", "build", "config_from_torch_params", "real_config",

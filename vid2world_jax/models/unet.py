@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from vid2world_jax.conversion import core
+from vid2world_jax.models import torch_names
 from vid2world_jax import sharding
 from vid2world_jax.models import layers, remat, tracing
 from vid2world_jax.models.attention import SpatialTransformer, TemporalTransformer
@@ -378,27 +378,27 @@ _ACTION_TORCH_NAMES = {
 }
 
 
-def _action_entries(model: UNet) -> list[core.Entry]:
+def _action_entries(model: UNet) -> list[torch_names.Entry]:
   names = _ACTION_TORCH_NAMES[model.cfg["action_encoder"]]
   out = []
   for i, name in names.items():
     lin = model.action_emb[i]
     if name == "action_emb_preprocess":
-      out.append(core.Entry(WEIGHTS_PREFIX + name + ".weight", ("action_emb", i, "kernel"), "copy"))
+      out.append(torch_names.Entry(WEIGHTS_PREFIX + name + ".weight", ("action_emb", i, "kernel"), "copy"))
       continue
-    out.append(core.Entry(WEIGHTS_PREFIX + name + ".weight", ("action_emb", i, "kernel"), "linear"))
+    out.append(torch_names.Entry(WEIGHTS_PREFIX + name + ".weight", ("action_emb", i, "kernel"), "linear"))
     if lin.bias is not None:
-      out.append(core.Entry(WEIGHTS_PREFIX + name + ".bias", ("action_emb", i, "bias")))
+      out.append(torch_names.Entry(WEIGHTS_PREFIX + name + ".bias", ("action_emb", i, "bias")))
   return out
 
 
-def torch_name_table(model: UNet) -> list[core.Entry]:
+def torch_name_table(model: UNet) -> list[torch_names.Entry]:
   """One Entry per Flax parameter: auto entries + the ``attn2.alpha`` scalars; the action encoder under
   Vid2World's names (``action_emb_proj.*``, ``action_emb_preprocess.weight``)."""
-  table = [e for e in core.auto_entries(model, WEIGHTS_PREFIX) if e.path[:1] != ("action_emb",)]
+  table = [e for e in torch_names.auto_entries(model, WEIGHTS_PREFIX) if e.path[:1] != ("action_emb",)]
   for path, m in nnx.iter_graph(model):
     if isinstance(m, nnx.Module) and hasattr(m, "alpha") and isinstance(getattr(m, "alpha"), nnx.Param):
-      table.append(core.Entry(WEIGHTS_PREFIX + core.torch_name(path) + ".alpha", tuple(path) + ("alpha",)))
+      table.append(torch_names.Entry(WEIGHTS_PREFIX + torch_names.torch_name(path) + ".alpha", tuple(path) + ("alpha",)))
   if model.cfg["action_dim"]:
     table += _action_entries(model)
   return table

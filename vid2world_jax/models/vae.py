@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from vid2world_jax.conversion import core
+from vid2world_jax.models import torch_names
 from vid2world_jax.models import layers
 
 WEIGHTS_PREFIX = "first_stage_model."
@@ -298,9 +298,9 @@ def build(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> AutoencoderKL:
   return AutoencoderKL(cfg, rngs=rngs)
 
 
-def torch_name_table(model: AutoencoderKL) -> list[core.Entry]:
+def torch_name_table(model: AutoencoderKL) -> list[torch_names.Entry]:
   """Every parameter is a Conv or GroupNorm whose path mirrors the torch key."""
-  return core.auto_entries(model, WEIGHTS_PREFIX)
+  return torch_names.auto_entries(model, WEIGHTS_PREFIX)
 
 
 # ----------------------------------------------------------------------------------------------- functions

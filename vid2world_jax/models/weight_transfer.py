@@ -30,6 +30,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from vid2world_jax.models import torch_names
+
 MODES = ("shift", "mask", "mixed")
 MODE_ALIASES = {"shift": "shift", "mask": "mask", "masked": "mask", "truncate": "mask",
                 "mixed": "mixed", "extrapolative": "mixed"}
@@ -137,8 +139,7 @@ def ols_causal_kernel(kernel: Any, p: int, axis: int = 0) -> Any:
 # Converter transforms: torch Conv3d weight [O, I, 3, 1, 1] -> causal Flax kernel [3, 1, 1, I, O].
 def _torch_to_flax_causal(mode: str):
   def fn(w: np.ndarray) -> np.ndarray:
-    w = transfer_torch_kernel(np.asarray(w), mode)
-    return w.transpose(tuple(range(2, w.ndim)) + (1, 0))
+    return torch_names.TRANSFORMS["conv"](transfer_torch_kernel(np.asarray(w), mode))
   return fn
 
 
@@ -146,8 +147,7 @@ CONVERTER_TRANSFORMS = {f"conv_causal_{m}": _torch_to_flax_causal(m) for m in MO
 
 
 def register_converter_transforms() -> None:
-  """Registers ``conv_causal_{shift,mask,mixed}`` in ``vid2world_jax.conversion.core.TRANSFORMS``."""
-  from vid2world_jax.conversion import core
+  """Registers ``conv_causal_{shift,mask,mixed}`` in ``models.torch_names.TRANSFORMS`` (the converter's)."""
   for name, fn in CONVERTER_TRANSFORMS.items():
-    if core.TRANSFORMS.get(name) is not fn:
-      core.register_transform(name, fn)
+    if torch_names.TRANSFORMS.get(name) is not fn:
+      torch_names.register_transform(name, fn)

@@ -77,5 +77,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from vid2world_jax import logging_utils
   define_flags()
-  app.run(main, flags_parser=user_input.parse_flags)
+  app.run(logging_utils.quiet_main(main), flags_parser=user_input.parse_flags)

@@ -7,7 +7,7 @@ import os
 
 import jax
 
-from vid2world_jax import checkpointing
+from vid2world_jax.storage import checkpointing
 from vid2world_jax.data.common import BadDataError
 from vid2world_jax.training import loop
 from vid2world_jax.training.config import ConfigError

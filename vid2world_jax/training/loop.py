@@ -20,7 +20,8 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vid2world_jax import checkpointing, logging_utils, sharding
+from vid2world_jax import logging_utils, sharding
+from vid2world_jax.storage import checkpointing
 from vid2world_jax.training.config import init_checkpoint, validate_config
 from vid2world_jax.training.setup import Setup, make_data_iterator
 
@@ -117,7 +118,7 @@ def train_and_evaluate(cfg, workdir: str, *, step_callback=None, init_params: di
     logging.info("resumed from step %d in %s", latest, mngr.directory)
     _, rest, frozen = setup._create()   # non-trainable parts (RNG streams, frozen encoders)
     if init_checkpoint(cfg):  # frozen parts (VAE / CLIP) are not in the checkpoint: reload them
-      from vid2world_jax import init_from  # pylint: disable=import-outside-toplevel
+      from vid2world_jax.conversion import init_from  # pylint: disable=import-outside-toplevel
       _, frozen = init_from.load(cfg, setup.mcfg, None, frozen, None, setup.frozen_sh)
   else:
     state, rest, frozen = setup.init(init_params)

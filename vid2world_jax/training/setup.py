@@ -159,7 +159,7 @@ class Setup:
     else:
       params, rest, frozen = self._create()
     if init_checkpoint(self.cfg):
-      from vid2world_jax import init_from
+      from vid2world_jax.conversion import init_from
       params, frozen = init_from.load(self.cfg, self.mcfg, params, frozen, self.params_sh, self.frozen_sh)
     if init_params is not None:
       params = place_params(init_params, params, self.params_sh)

@@ -69,10 +69,10 @@ OBJECTIVES = ("diffusion_forcing", "student")
 def student_plan(cfg, num_timesteps: int) -> tuple:
   """``(taus, t_small)`` the student trains for: the DDIM timesteps and history noise of ``config.sampler`` (the
   settings it will be sampled with)."""
+  from vid2world_jax.diffusion import ddim, sampler_settings
   from vid2world_jax.diffusion import student as student_lib
-  s = cfg.sampler
-  taus = student_lib.student_timesteps(int(s.ddim_steps), num_timesteps, str(s.get("spacing", "uniform_trailing")))
-  from vid2world_jax.diffusion import ddim
+  s = sampler_settings.resolve(cfg)
+  taus = student_lib.student_timesteps(int(s.ddim_steps), num_timesteps, str(s.spacing))
   return taus, ddim.history_timestep(taus, s.history_noise, num_timesteps)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx, traverse_util
 
-from vid2world_jax import checkpointing
+from vid2world_jax.storage import checkpointing
 from vid2world_jax import sharding as shd
 
 NEW_BY_DESIGN = ("action_emb",)   # Vid2World's action encoder: fresh init (spec §4), absent from DynamiCrafter

@@ -34,9 +34,9 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from vid2world_jax import checkpoint_integrity as integrity
+from vid2world_jax.storage import integrity
 from vid2world_jax import param_tree
-from vid2world_jax.checkpoint_integrity import CheckpointCorrupt, verify_step  # noqa: F401 - public API
+from vid2world_jax.storage.integrity import CheckpointCorrupt, verify_step  # noqa: F401 - public API
 
 
 class IteratorHandler(ocp.CheckpointHandler):
@@ -104,7 +104,7 @@ class NoGoodCheckpoint(RuntimeError):
 
 
 class Manager(ocp.CheckpointManager):
-  """orbax ``CheckpointManager`` that seals every step (``checkpoint_integrity.seal_step``) inside the commit.
+  """orbax ``CheckpointManager`` that seals every step (``integrity.seal_step``) inside the commit.
 
   Async saves: orbax's ``post_finalization_callback`` runs in the save thread after every item is written and
   finalized and BEFORE the temporary directory is renamed to ``<step>`` (or, on object stores, before
