@@ -158,5 +158,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # ---- eval (periodic rollouts) ---------------------------------------------------------------------------------
   c.eval = ml_collections.ConfigDict()
   c.eval.context_frames = 1                 # ground-truth frames given to the rollout
-  c.eval.cached_rollout = False             # rollout CLI: cached fast path (causal UNet only; same frames, faster)
+  c.eval.cached_rollout = "auto"            # every session (CLI, envs, play, the demo): the cached fast path (same
+  #                                           frames, faster): "auto" = whenever the UNet is strictly causal | "on" |
+  #                                           "off" (--nocached on a command line)
   return c

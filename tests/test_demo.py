@@ -49,7 +49,6 @@ def demo_test_config(arch="toy", policy_eval=True):
   d.policy_eval.episodes = 2
   d.policy_eval.horizon = 4
   d.policy_eval.ddim_steps = 2
-  d.cached_rollout = False         # the toy denoiser has no cached path (the unet test below covers it)
   d.long_horizon = 2               # 2 windows of 4 frames -> 8 generated frames
   d.long_horizon_clips = 2
   d.video_scale = 3
@@ -57,6 +56,9 @@ def demo_test_config(arch="toy", policy_eval=True):
   d.very_long_horizon_clips = 1
   d.out_of_family.contexts = 2     # 2 contexts x (4 families + control) = 10 clips
   d.ablations.transfers = ["mask", "mixed"]
+  d.student.steps = 2              # the few-step student stage (demo/student.py)
+  d.student.batch_size = 8         # divisible by the 8 fake test devices
+  d.student.fps_frames = 2
   return c
 
 
@@ -88,7 +90,8 @@ def test_demo_end_to_end_report(demo_run):
   assert cl[0] > 12.0 and cl[0] > cl[-1]
   assert [g["scale"] for g in js["guidance_sweep"]] == [1.0, 2.5]
   bar = js["quality_bar"]
-  assert len(bar) == 11 and all(isinstance(v["holds"], bool) for v in bar.values())
+  assert len(bar) == 15 and all(isinstance(v["holds"], bool) for v in bar.values())
+  assert sum(k.startswith("student:") for k in bar) == 4 and js["quality_bar_model"] == "student"
   assert sum(k.startswith("out of family") for k in bar) == 3
   assert any("miss rate" in k for k in bar) and any("SSIM" in k for k in bar)
   # the out-of-family split: 2 contexts x 4 families (+ the tracker control from the same contexts)
@@ -99,7 +102,15 @@ def test_demo_end_to_end_report(demo_run):
   assert all(0 <= x <= 13 for x in o["out_of_family"]["ball_error"]["true"]["per_horizon"])
   assert len(js["ball_error"]["true"]["per_horizon"]) == 3
   assert len(os.listdir(os.path.join(rdir, "videos", "out_of_family"))) == 5
-  assert js["long_horizon"]["very_long"]["frames"] == 10
+  assert "very_long" not in js["long_horizon"]          # the very long row is the final model's (the student's)
+  st = js["student"]                                      # the few-step student on the same clips, beside the teacher
+  assert st["ddim_steps"] == 1 and st["train_steps"] == 2
+  assert len(st["evaluate"]["delta_psnr"]["per_horizon"]) == 3 and st["evaluate"]["delta_psnr"]["n"] == 3
+  assert st["out_of_family"]["out_of_family"]["clips"] == 8
+  assert st["long_horizon"]["frames"] == 8 and st["long_horizon"]["very_long"]["frames"] == 10
+  assert set(st["frames_per_second"]) == {"teacher", "student"} and min(st["frames_per_second"].values()) > 0
+  assert len(os.listdir(os.path.join(rdir, "videos", "student"))) == 2
+  assert "Few-step student" in open(os.path.join(rdir, "metrics.md")).read()
   assert "Out-of-family split" in open(os.path.join(rdir, "metrics.md")).read()
   assert "paired SE" in [v for k, v in bar.items() if "Delta-t-PSNR" in k][0]["detail"]
   dp = js["delta_psnr"]
@@ -111,6 +122,7 @@ def test_demo_end_to_end_report(demo_run):
   assert lh["frames"] == 8 and len(lh["per_horizon"]["world_model"]["psnr"]) == 8
   assert os.path.getsize(os.path.join(rdir, "plots", "long_horizon.png")) > 0
   pe = js["policy_eval"]
+  assert pe["model"] == "student"                         # the run's final world model
   assert pe["policies"] == ["tracker", "random"] and pe["episodes_per_policy"] == 2
   assert all(pe["real"][p] >= 0.0 and pe["world_model"][p] >= 0.0 for p in pe["policies"])
   assert "mmrv" in pe and "pearson_r" in pe
@@ -437,9 +449,8 @@ def test_session_cached_rollout_matches_the_uncached_rollout():
   mcfg = world_model.model_config(c)
   wm, _ = world_model.build(mcfg, rngs=nnx.Rngs(3))
   params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(wm, nnx.Param)))
-  c.demo.cached_rollout = True
-  cached = evaluation.make_session(c, params)
-  c.demo.cached_rollout = False
+  cached = evaluation.make_session(c, params)        # "auto": a strictly causal UNet runs cached by default
+  c.eval.cached_rollout = "off"
   plain = evaluation.make_session(c, params)
   assert cached.cached and not plain.cached
   rng = np.random.default_rng(0)

@@ -47,9 +47,6 @@ def default_demo_config() -> ml_collections.ConfigDict:
   d.eval_batch = 8                  # rollouts per sampler call (fixed shape: one compilation)
   d.guidance_sweep = (1.0, 2.5, 4.0)  # scales of the sweep (1.0 = no guidance); the main evaluation's scale, DDIM
   #                                   steps, eta, ... are config.sampler's (demo_sampler_config below)
-  d.cached_rollout = True           # every AR rollout of stages (c) on the cached fast path (same frames up to
-  #                                   float error, tested; ~4x cheaper here; needs the strictly causal UNet of
-  #                                   configs.base). False: the traced-scale path (one compile for all scales)
   d.long_horizon = 4                # long-horizon rollouts to this many training windows (0 = off; point 4)
   d.long_horizon_clips = 8          # held-out episodes long enough for them (fewer if the split has fewer)
   d.very_long_horizon = 128         # breakout: one more long row of this many frames, ground truth from the simulator

@@ -3,8 +3,9 @@ action guidance, ``inference.InferenceSession``), a guidance-scale sweep, a shuf
 sliding-window rollouts, non-autoregressive sampling (ablation iv), and the policy evaluation (paper §5.1
 analogue): closed loop on Breakout (``breakout_eval``), open-loop replay on Meta-World (``metaworld_eval``).
 
-Autoregressive rollouts run on the cached fast path (``demo.cached_rollout``, causal UNet only) or the full-window
-path; either way the guidance scale is a traced value and every scale of the sweep shares one compilation.
+Autoregressive rollouts run on the cached fast path whenever the UNet is strictly causal
+(``config.eval.cached_rollout`` "auto", the sessions' default) and on the full-window path otherwise; either way the
+guidance scale is a traced value and every scale of the sweep shares one compilation.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def _tqdm(total, desc, enabled):
 def make_session(cfg, params: dict, *, window: int | None = None, ddim_steps: int | None = None
                  ) -> inference.InferenceSession:
   """The inference session of ``params`` with the run's sampler (``config.sampler``; ``ddim_steps`` / ``window``
-  override it; the cached fast path when ``demo.cached_rollout``)."""
+  override it; the cached fast path by default for a strictly causal UNet, ``config.eval.cached_rollout``)."""
   scfg = inference.sampler_config(cfg, ddim_steps=ddim_steps, window=window or None)
-  return inference.InferenceSession.from_params(cfg, params, sampler=scfg, cached=bool(cfg.demo.cached_rollout))
+  return inference.InferenceSession.from_params(cfg, params, sampler=scfg)
 
 
 def to_uint8(frames_pm1: np.ndarray) -> np.ndarray:

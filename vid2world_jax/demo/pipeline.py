@@ -141,13 +141,19 @@ def _out_of_family(cfg, ctx):
 
 
 def _long_horizon(cfg, ctx):
+  if ctx.outputs.get("distill") is not None:   # the very long row is the run's final model's (the student's)
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    cfg.demo.very_long_horizon = 0
   return evaluation.long_horizon(cfg, ctx.outputs["finetune"]["params"])
 
 
 def _policy_eval(cfg, ctx):
+  """Policy evaluation of the run's final world model: the student when the run made one, else the teacher."""
   if not cfg.demo.policy_eval.enabled:
     return None
-  return evaluation.policy_evaluation(cfg, ctx.outputs["finetune"]["params"])
+  if ctx.outputs.get("distill") is not None:
+    return dict(student.policy_evaluation(cfg, ctx.outputs["distill"]), model="student")
+  return dict(evaluation.policy_evaluation(cfg, ctx.outputs["finetune"]["params"]), model="teacher")
 
 
 PRETRAIN = recipe.Stage(_pretrain, "pretrain/output", "(a) pretrain")
@@ -178,7 +184,14 @@ def _report(cfg, ctx) -> dict:
   timing, cpu = dict(ctx.timing), dict(ctx.cpu)  # wall / process CPU seconds per stage
   rdir = os.path.join(ctx.workdir, "report")
   inference.write_model_pointer(ctx.workdir, MODEL_DIR)   # also for workdirs whose fine-tune predates the pointer
-  bar = qb.quality_bar(ev, pe, ood, st, with_student=bool(d.student.enabled) and "student_eval" in cfg.recipe.stages)
+  if st is not None:   # the quality bar of the run's final world model (the student), and student vs teacher
+    final = "student"
+    bar = qb.quality_bar(dict(st["evaluate"], long_horizon=st["long_horizon"]), pe, st["out_of_family"])
+  else:
+    final = "teacher"
+    bar = qb.quality_bar(ev, pe, ood)
+  if bool(d.student.enabled) and "student_eval" in cfg.recipe.stages:
+    bar.update(qb.check_student(ev, ood, st))
   sc = inference.sampler_config(cfg)   # the run's sampler (config.sampler) as the evaluation used it
   metrics = {
       "setup": {"data": f"embedded {cfg.data.get('embedded', {}).get('env', 'breakout')} test split, "
@@ -203,6 +216,7 @@ def _report(cfg, ctx) -> dict:
   }
   if pe is not None:
     metrics["policy_eval"] = {k: v for k, v in pe.items() if not k.startswith("_")}
+  metrics["quality_bar_model"] = final
   if st is not None:
     metrics["student"] = {k: v for k, v in st.items() if not k.startswith("_")}
   os.makedirs(os.path.join(rdir, "plots"), exist_ok=True)

@@ -205,11 +205,10 @@ def check_student(ev: dict, out_of_family: dict | None, student: dict | None) ->
   return bar
 
 
-def quality_bar(ev: dict, policy_eval: dict | None = None, out_of_family: dict | None = None,
-                student: dict | None = None, with_student: bool = False) -> dict:
-  """Points 1-4 from the evaluation dict of ``evaluation.evaluate`` (+ the policy evaluation), the
-  out-of-family split's points when ``out_of_family`` is given (Breakout), and the few-step student's when
-  ``with_student`` (``student``: the ``student_eval`` stage's output)."""
+def quality_bar(ev: dict, policy_eval: dict | None = None, out_of_family: dict | None = None) -> dict:
+  """Points 1-4 from the evaluation dict of ``evaluation.evaluate`` (+ the policy evaluation), and the
+  out-of-family split's points when ``out_of_family`` is given (Breakout). Point 5 (the student against its
+  teacher) is ``check_student``."""
   bar = {}
   bar.update(check_action_following(ev.get("delta_psnr"), ev.get("paddle_error")))
   if out_of_family is not None or ev.get("ball_error") is not None:
@@ -217,8 +216,6 @@ def quality_bar(ev: dict, policy_eval: dict | None = None, out_of_family: dict |
   bar.update(check_copy_last(ev["per_horizon"]))
   bar.update(check_policy_eval(policy_eval))
   bar.update(check_long_horizon(ev.get("long_horizon")))
-  if with_student:
-    bar.update(check_student(ev, out_of_family, student))
   return bar
 
 

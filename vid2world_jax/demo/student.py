@@ -59,6 +59,14 @@ def run_distill(cfg, workdir: str, teacher: dict) -> dict | None:
   return dict(out, seconds=time.time() - t0, steps=int(s.steps), ddim_steps=int(s.ddim_steps))
 
 
+def policy_evaluation(cfg, student: dict) -> dict:
+  """The policy evaluation (``evaluation.policy_evaluation``) in the student: its own sampler, every frame one
+  UNet pass (``demo.policy_eval.ddim_steps`` is the teacher's)."""
+  scfg = sampling_config(cfg)
+  scfg.demo.policy_eval.ddim_steps = int(cfg.demo.student.ddim_steps)
+  return evaluation.policy_evaluation(scfg, student["params"])
+
+
 def frame_rate(session, context_u8: np.ndarray, frames: int, guidance_scale: float) -> float:
   """Frames per second of ``session.step`` at batch 1 (play's per-frame call), after one compiling step."""
   state = session.start(context_u8[None], seed=0)
@@ -77,7 +85,6 @@ def evaluate_student(cfg, student: dict | None, teacher: dict, progress: bool | 
   if student is None:
     return None
   scfg = sampling_config(cfg)
-  scfg.demo.very_long_horizon = 0            # the 32-frame rows are compared; the 128-frame row is the teacher's
   params = student["params"]
   ev = evaluation.evaluate(scfg, params, sweep=False, progress=progress, tag=" student")
   ood = evaluation.evaluate_out_of_family(scfg, params, progress=progress)
@@ -95,7 +102,8 @@ def evaluate_student(cfg, student: dict | None, teacher: dict, progress: bool | 
   return {"evaluate": {k: ev[k] for k in keep if k in ev},
           "out_of_family": None if ood is None else {k: v for k, v in ood.items() if not k.startswith("_")},
           "long_horizon": None if lh is None else {k: lh[k] for k in ("frame_statistics", "per_horizon", "frames",
-                                                                     "clips", "window")},
+                                                                     "clips", "window", "horizons", "very_long")
+                                                   if k in lh},
           "frames_per_second": fps, "ddim_steps": int(student["ddim_steps"]), "train_steps": int(student["steps"]),
           "train_seconds": float(student["seconds"]),
           "_videos": (ev["gt"], ev["pred"], ev["names"])}

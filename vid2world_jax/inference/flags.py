@@ -40,7 +40,8 @@ def define_model_flags():
   flags.DEFINE_integer("seed", 0, "rollout seed (one key per rollout is split from it)")
   flags.DEFINE_bool("allow_noncausal", False, "run even if the UNet config is not strictly causal")
   flags.DEFINE_bool("cached", None, "cached fast path of the rollout (strictly causal UNet only; same frames): "
-                    "each DDIM step runs the UNet on the new frame only (default config.eval.cached_rollout)")
+                    "each DDIM step runs the UNet on the new frame only (default config.eval.cached_rollout: 'auto' = "
+                    "on for a strictly causal UNet; --nocached turns it off)")
   flags.DEFINE_bool("ema", True, "use the EMA parameters when the checkpoint has them")
   flags.DEFINE_string("dtype", None, "parameter / compute dtype, e.g. bfloat16 (default: the run's precision)")
   flags.mark_flags_as_required(["checkpoint"])

@@ -16,8 +16,9 @@
   ``[B, k + horizon, H, W, 3]`` and ``latents``).
 Sampler flags (``--guidance``, ``--guidance_rescale``, ``--ddim_steps``, ``--eta``, ``--window``,
 ``--history_noise``) override the run's ``config.sampler`` block (``inference.sampler_config``; a checkpoint saved
-before that block existed: the block's defaults, 50 DDIM steps and guidance 2.5). ``--cached`` (default
-``config.eval.cached_rollout``) selects the cached fast path (strictly causal UNet only; same frames).
+before that block existed: the block's defaults, 50 DDIM steps and guidance 2.5). The cached fast path
+(same frames) runs by default for a strictly causal UNet (``config.eval.cached_rollout`` "auto"); ``--nocached``
+turns it off, ``--cached`` insists on it.
 """
 
 from __future__ import annotations

@@ -136,6 +136,32 @@ class RolloutModel:
 # ------------------------------------------------------------------------------------------------------------
 # Adapter for the trained world model (vid2world_jax.world_model).
 
+CACHED_MODES = ("auto", "on", "off")
+
+
+def cacheable(model_cfg) -> bool:
+  """True when the cached fast path can run this model exactly: a UNet that is strictly causal in time (the answer
+  of its modules, ``models.frame_cache.noncausal_reasons``, built abstractly)."""
+  if model_cfg.get("arch", "unet") != "unet":
+    return False
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.models import frame_cache, unet  # pylint: disable=import-outside-toplevel
+  return not frame_cache.noncausal_reasons(nnx.eval_shape(lambda: unet.build(model_cfg.unet, rngs=nnx.Rngs(0))))
+
+
+def resolve_cached(mode, model_cfg) -> bool:
+  """``eval.cached_rollout`` -> whether a session runs the cached fast path: "auto" (the default) = whenever the
+  model is cacheable (the same frames, faster), "on" = always (an error for a model that is not), "off" = never."""
+  mode = str(mode).lower()
+  if mode in ("true", "1"):
+    mode = "on"
+  if mode in ("false", "0"):
+    mode = "off"
+  if mode not in CACHED_MODES:
+    raise ValueError(f"eval.cached_rollout must be one of {CACHED_MODES}, got {mode!r}")
+  return cacheable(model_cfg) if mode == "auto" else mode == "on"
+
+
 def check_causal_unet(ucfg) -> None:
   """Raises ValueError if the UNet is not strictly causal in time (padded windows would then leak). The answer
   comes from the modules themselves (``models.frame_cache.noncausal_reasons``: each temporal conv and temporal

@@ -122,7 +122,7 @@ class InferenceSession:
     ``config``: the run's config (default: the one saved with the checkpoint). ``use_ema``: the EMA parameters
     when the checkpoint has them. ``dtype``: parameter/compute dtype (e.g. ``"bfloat16"``; default the run's).
     ``sampler``: a ``rollout.SamplerConfig`` (default ``sampler_config(config)``). ``cached``: the cached fast
-    path (default ``config.eval.cached_rollout``; strictly causal UNet only). ``shard``: see ``loading.param_shardings``."""
+    path (default ``config.eval.cached_rollout``, "auto": on for a strictly causal UNet, whose frames it reproduces). ``shard``: see ``loading.param_shardings``."""
     from vid2world_jax.storage import checkpointing
     state_dir = loading.find_state_dir(checkpoint)
     if config is None:
@@ -180,8 +180,9 @@ class InferenceSession:
       fgraph, fstate = nnx.split(abs_fs)[0], frozen
     if sampler is None:
       sampler = sampler_config(config)
-    if cached is None:
-      cached = bool((config.get("eval") or {}).get("cached_rollout", False))
+    if cached is None:   # the fastest exact path unless the config asks otherwise
+      cached = rollout_model.resolve_cached((config.get("eval") or {}).get("cached_rollout", "auto"),
+                                            world_model.model_config(config))
     return cls(config, graphdef, state, fgraph, fstate, sampler, cached=cached, allow_noncausal=allow_noncausal)
 
   # -- properties ----------------------------------------------------------------------------------------------
