@@ -497,3 +497,37 @@ def test_shipped_pretrained_vdm_matches_the_default_config():
   runs_differently.unet.attention_impl, runs_differently.unet.remat_block = "chunked", "nothing_saveable"
   runs_differently.unet.activation_rules = (("batch", "data"),)
   assert set(pretrained_asset.load(path, runs_differently)["params"]) == set(out["params"])
+
+
+def test_demo_student_loads_through_every_consumer(demo_run, tmp_path):
+  """The student (``<workdir>/student``) is an ordinary checkpoint: the session, the rollout CLI, the gym env and
+  play load it with its own sampler (1 DDIM step, no guidance pass), also when handed the teacher's config."""
+  from vid2world_jax import inference
+  from vid2world_jax.inference import envs
+  from vid2world_jax.play import app
+  wd, _ = demo_run
+  sdir = os.path.join(wd, "student")
+  for cfg in (None, demo_test_config()):
+    sess = inference.InferenceSession.load(sdir, cfg)
+    assert sess.sampler.ddim_steps == 1 and sess.sampler.guidance_scale is None and sess.guidance_scale == 1.0
+  teacher = inference.InferenceSession.load(wd)
+  assert teacher.sampler.ddim_steps == 2 and teacher.sampler.guidance_scale is not None
+  rng = np.random.default_rng(1)
+  ctx = rng.integers(0, 256, size=(1, 1, 32, 32, 3)).astype(np.uint8)
+  acts = np.eye(3, dtype=np.float32)[rng.integers(0, 3, size=5)]
+  want = sess.rollout(ctx, acts[None], guidance_scale=1.0, seed=3)
+  np.savez(tmp_path / "ctx.npz", frames=ctx[0])
+  np.save(tmp_path / "acts.npy", acts)
+  r = _cli(["vid2world_jax.rollout_cli", f"--config={_tiny_config_file(tmp_path)}", f"--checkpoint={sdir}",
+            f"--context={tmp_path / 'ctx.npz'}", f"--actions={tmp_path / 'acts.npy'}", "--seed=3",
+            f"--out={tmp_path / 'out.npz'}", "--noprogress"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  with np.load(tmp_path / "out.npz") as z:
+    np.testing.assert_array_equal(z["frames"][:, 1:], want)
+  env = envs.WorldModelEnv(sess, initial_contexts=ctx)
+  obs, _ = env.reset(seed=0)
+  obs2 = env.step(np.eye(3, dtype=np.float32)[1])[0]
+  assert obs.shape == obs2.shape == (32, 32, 3) and obs2.dtype == np.uint8
+  player = app.make_player(sess, demo_test_config(), out_dir=str(tmp_path / "rec"))
+  assert player.guidance_scale == 1.0
+  player.step(["ArrowLeft"])

@@ -314,6 +314,9 @@ def summary_text(metrics: dict, report_dir: str) -> str:
   """One screen of text: headline numbers, quality-bar verdicts, where the report is."""
   ph = metrics["per_horizon"]
   lines = ["=" * 78, "Vid2World demo: summary", "=" * 78]
+  if metrics.get("student"):
+    lines.append(f"teacher ({metrics['setup']['ddim_steps']} DDIM steps x 2 passes) on the held-out clips; the quality "
+                 f"bar below is the run's final world model's ({metrics.get('quality_bar_model', 'student')}):")
   for name, m in ph.items():
     lines.append(f"{name:>20s}: PSNR {np.mean(m['psnr']):6.2f} dB  SSIM {np.mean(m['ssim']):.3f}  "
                  f"(horizon 1: {m['psnr'][0]:.2f} / {m['ssim'][0]:.3f}; last: {m['psnr'][-1]:.2f} / "

@@ -57,7 +57,7 @@ def load_session_from_flags():
                    history_noise=None if hn is None else (hn if hn == "second_last" else int(hn)),
                    window=f.window or None, final_alpha_one=f.final_alpha_one)
   state_dir = inference.find_state_dir(f.checkpoint)
-  cfg = f.config if f.config is not None else inference.read_config(state_dir)
+  cfg = inference.run_config(state_dir, f.config)   # --config, with the checkpoint's own sampler block
   sess = inference.InferenceSession.load(state_dir, cfg, use_ema=f.ema, dtype=f.dtype,
                                          sampler=inference.sampler_config(cfg, **overrides), cached=f.cached,
                                          allow_noncausal=f.allow_noncausal)

@@ -82,6 +82,23 @@ def read_config(state_dir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(payload["config"])
 
 
+def run_config(state_dir: str, config=None) -> ml_collections.ConfigDict:
+  """The config a checkpoint is sampled with: ``config`` (default: the one saved with it), whose ``sampler`` block
+  is the checkpoint's own when it saved one. How a model is sampled belongs to the model (a few-step student is
+  trained for its own DDIM steps, without a guidance pass), so ``--config=configs/demo.py`` does not turn a student
+  back into a 5-step guided sampler; the sampler flags (``--ddim_steps``, ``--guidance``, ...) still override."""
+  if config is None:
+    return read_config(state_dir)
+  config = ml_collections.ConfigDict(config.to_dict())
+  try:
+    saved = read_config(state_dir)
+  except FileNotFoundError:
+    return config
+  if saved.get("sampler") is not None:
+    config.sampler = ml_collections.ConfigDict(saved.sampler.to_dict())
+  return config
+
+
 # Parameters above this size are split over the local devices by default (below it, one device holds them: a
 # replicated computation on several devices would only repeat the same work).
 SHARD_ABOVE_BYTES = 1 << 28

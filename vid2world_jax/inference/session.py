@@ -119,15 +119,15 @@ class InferenceSession:
            ) -> "InferenceSession":
     """From a trainer workdir, its ``checkpoints/`` folder, one step folder, or the default job's workdir.
 
-    ``config``: the run's config (default: the one saved with the checkpoint). ``use_ema``: the EMA parameters
-    when the checkpoint has them. ``dtype``: parameter/compute dtype (e.g. ``"bfloat16"``; default the run's).
-    ``sampler``: a ``rollout.SamplerConfig`` (default ``sampler_config(config)``). ``cached``: the cached fast
-    path (default ``config.eval.cached_rollout``, "auto": on for a strictly causal UNet, whose frames it reproduces). ``shard``: see ``loading.param_shardings``."""
+    ``config``: the run's config (default: the one saved with the checkpoint; its sampler block is the checkpoint's
+    own when it saved one, ``loading.run_config``). ``use_ema``: the EMA parameters when the checkpoint has them.
+    ``dtype``: parameter/compute dtype (e.g. ``"bfloat16"``; default the run's). ``sampler``: a
+    ``rollout.SamplerConfig`` (default ``sampler_config(config)``). ``cached``: the cached fast path (default
+    ``config.eval.cached_rollout``, "auto": on for a strictly causal UNet, whose frames it reproduces). ``shard``:
+    see ``loading.param_shardings``."""
     from vid2world_jax.storage import checkpointing
     state_dir = loading.find_state_dir(checkpoint)
-    if config is None:
-      config = loading.read_config(state_dir)
-    config = ml_collections.ConfigDict(config.to_dict())
+    config = loading.run_config(state_dir, config)   # the checkpoint's own sampler block wins over config's
     if dtype is not None:
       config.precision = str(jnp.dtype(dtype))
     mcfg = world_model.model_config(config)
