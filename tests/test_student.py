@@ -129,5 +129,5 @@ def test_student_cached_rollout_equals_uncached():
     sess = inference.InferenceSession.from_params(cfg, params, cached=cached)
     assert sess.sampler.ddim_steps == 1 and sess.sampler.guidance_scale is None
     out[cached] = sess.rollout(ctx, acts, guidance_scale=1.0, seed=5)
-  assert out[True].shape == (2, 6, 16, 16, 3)
+  assert out[True].shape == (2, 7, 16, 16, 3)          # one new frame per action (context actions separate)
   np.testing.assert_allclose(out[True].astype(int), out[False].astype(int), atol=1)
