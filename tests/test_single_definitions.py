@@ -4,6 +4,7 @@ check), module sizes, the pixel conversion's rounding and the quiet console."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging as std_logging
 import os
 
@@ -95,13 +96,28 @@ def test_params_tree_check_one_line_errors():
     assert "\n" not in str(e.value)
 
 
+@contextlib.contextmanager
+def _root_logging_restored():
+  """Removes (and closes) the root handlers added inside the block and restores the levels of the others."""
+  root = std_logging.getLogger()
+  before, levels = list(root.handlers), {h: h.level for h in root.handlers}
+  try:
+    yield
+  finally:
+    for h in root.handlers[:]:
+      if h not in before:
+        root.removeHandler(h)
+        if isinstance(h, std_logging.FileHandler):
+          h.close()
+    for h, lv in levels.items():
+      h.setLevel(lv)
+
+
 def test_route_logs_console_warning_file_info(tmp_path, capsys):
   from absl import logging
   from vid2world_jax import logging_utils
   root = std_logging.getLogger()
-  before = list(root.handlers)
-  levels = {h: h.level for h in before}
-  try:
+  with _root_logging_restored():
     path = logging_utils.route_logs(str(tmp_path), console_level="warning")
     logging.info("an info line for the file")
     logging.warning("a warning for both")
@@ -113,14 +129,6 @@ def test_route_logs_console_warning_file_info(tmp_path, capsys):
     assert console and all(h.level == std_logging.WARNING for h in console)
     with pytest.raises(ValueError, match="console log level"):
       logging_utils.route_logs(None, console_level="loud")
-  finally:
-    for h in root.handlers[:]:
-      if h not in before:
-        root.removeHandler(h)
-        if isinstance(h, std_logging.FileHandler):
-          h.close()
-    for h, lv in levels.items():
-      h.setLevel(lv)
 
 
 def test_every_command_line_routes_its_logs():
@@ -147,9 +155,8 @@ def test_quiet_main_routes_before_main_runs(tmp_path):
   from absl import logging
   from vid2world_jax import logging_utils
   root = std_logging.getLogger()
-  before, levels = list(root.handlers), {h: h.level for h in root.handlers}
   seen = []
-  try:
+  with _root_logging_restored():
     wrapped = logging_utils.quiet_main(lambda argv: seen.append(argv) or 0, lambda: str(tmp_path))
     assert "console_log_level" in flags.FLAGS
     if not flags.FLAGS.is_parsed():
@@ -160,11 +167,3 @@ def test_quiet_main_routes_before_main_runs(tmp_path):
       h.flush()
     assert "routed to the file" in open(tmp_path / logging_utils.LOG_FILE).read()
     assert all(h.level == std_logging.WARNING for h in root.handlers if not isinstance(h, std_logging.FileHandler))
-  finally:
-    for h in root.handlers[:]:
-      if h not in before:
-        root.removeHandler(h)
-        if isinstance(h, std_logging.FileHandler):
-          h.close()
-    for h, lv in levels.items():
-      h.setLevel(lv)
