@@ -89,7 +89,7 @@ def evaluate_student(cfg, student: dict | None, teacher: dict, progress: bool | 
   ev = evaluation.evaluate(scfg, params, sweep=False, progress=progress, tag=" student")
   ood = evaluation.evaluate_out_of_family(scfg, params, progress=progress)
   lh = evaluation.long_horizon(scfg, params, progress=progress)
-  ctx = (ev["gt"][0, :1] * 255.0 + 0.5).astype(np.uint8)
+  ctx = evaluation.to_uint8(ev["gt"][0, :1] * 2.0 - 1.0)   # the first held-out frame ([0, 1] -> [-1, 1] -> uint8)
   n = int(cfg.demo.student.fps_frames)
   fps = {}
   if n > 0:
