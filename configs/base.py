@@ -159,6 +159,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.context_frames = 1                 # ground-truth frames given to the rollout
   c.eval.cached_rollout = "auto"            # every session (CLI, envs, play, the demo): the cached fast path (same
-  #                                           frames, faster): "auto" = whenever the UNet is strictly causal | "on" |
-  #                                           "off" (--nocached on a command line)
+  #                                           frames, faster): "auto" = whenever the UNet is strictly causal and
+  #                                           a frame takes more than one network pass | "on" | "off" (--nocached)
   return c

@@ -108,3 +108,31 @@ def test_guidance_none_runs_the_conditional_pass_only():
   want = guided.rollout(ctx, acts, guidance_scale=None, seed=2)
   np.testing.assert_array_equal(plain.rollout(ctx, acts, guidance_scale=4.0, seed=2), want)
   assert np.any(guided.rollout(ctx, acts, guidance_scale=4.0, seed=2) != want)
+
+
+def test_sampler_window_knob():
+  """config.sampler.window: 0 = the UNet's temporal length, a shorter window is the session's; longer than the
+  UNet's temporal length, or 1, is refused."""
+  from configs import test_tiny
+  from vid2world_jax import inference
+  cfg = test_tiny.get_config()
+  assert inference.sampler_config(cfg).window == cfg.model.unet.temporal_length
+  cfg.sampler.window = 3
+  assert inference.sampler_config(cfg).window == 3
+  for bad in (1, cfg.model.unet.temporal_length + 1, -2):
+    cfg.sampler.window = bad
+    with pytest.raises(ValueError, match="window"):
+      inference.sampler_config(cfg)
+
+
+def test_auto_cache_only_where_a_frame_takes_several_passes():
+  """eval.cached_rollout "auto": the cached path for a causal UNet whose sampler makes more than one network pass
+  per frame; a one-step sampler without guidance pass runs the full window (as fast or faster); "on" forces it."""
+  from configs import test_tiny
+  from vid2world_jax import world_model
+  from vid2world_jax.inference import rollout_model
+  mcfg = world_model.model_config(test_tiny.get_config())
+  assert rollout_model.resolve_cached("auto", mcfg) is True
+  assert rollout_model.resolve_cached("auto", mcfg, single_pass=True) is False
+  assert rollout_model.resolve_cached("on", mcfg, single_pass=True) is True
+  assert rollout_model.resolve_cached("off", mcfg) is False

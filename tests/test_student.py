@@ -85,16 +85,19 @@ def _student_config(arg=None, ddim_steps=2):
 @pytest.mark.parametrize("arg", [None, "vae"])
 def test_student_objective_trains_on_tiny_configs(arg, tmp_path):
   """The trainer runs the student's objective on the patchify UNet and on the VAE + resampler path of the paper's
-  configs (configs/rt1.py), and the checkpoint loads with its own sampler: 2 steps, conditional pass only."""
+  configs (configs/rt1.py), and the checkpoint loads with its own sampler: 2 steps, conditional pass only, and
+  (patchify) its sampler's 3-frame window, trained on 3-frame sub-clips of the 8-frame clips."""
   from vid2world_jax import inference
   from vid2world_jax.training import loop
   cfg = _student_config(arg)
+  if arg is None:   # a sampler window shorter than the clips: the student trains on sub-clips of that length
+    cfg.sampler.window = 3
   res = loop.train_and_evaluate(cfg, str(tmp_path), init_params=None)
   losses = [res["losses"][k] for k in sorted(res["losses"])]
   assert losses and all(np.isfinite(losses))
   if arg is None:
     sess = inference.InferenceSession.load(str(tmp_path))
-    assert sess.sampler.ddim_steps == 2 and sess.sampler.guidance_scale is None
+    assert sess.sampler.ddim_steps == 2 and sess.sampler.guidance_scale is None and sess.window == 3
     assert inference.default_guidance(sess.config) == 1.0
 
 
@@ -131,3 +134,37 @@ def test_student_cached_rollout_equals_uncached():
     out[cached] = sess.rollout(ctx, acts, guidance_scale=1.0, seed=5)
   assert out[True].shape == (2, 7, 16, 16, 3)          # one new frame per action (context actions separate)
   np.testing.assert_allclose(out[True].astype(int), out[False].astype(int), atol=1)
+
+
+def test_crop_clips_cuts_one_window_per_clip():
+  """Every named array of a clip is cut at the same random start; other entries pass through; anchored crops
+  start at frame 0; a window equal to the clip is the clip; a window of 1 or longer than the clip is refused."""
+  from vid2world_jax.diffusion import student
+  b, t = 32, 8
+  frames = jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32)[None, :, None, None, None], (b, t, 2, 2, 3))
+  frames = frames + 100.0 * jnp.arange(b, dtype=jnp.float32)[:, None, None, None, None]
+  actions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32)[None, :, None], (b, t, 3))
+  batch = {"frames": frames, "actions": actions, "other": jnp.ones((b, 5))}
+  out = student.crop_clips(jax.random.key(0), batch, 4)
+  assert out["frames"].shape == (b, 4, 2, 2, 3) and out["actions"].shape == (b, 4, 3)
+  starts = np.asarray(out["actions"][:, 0, 0]).astype(int)
+  assert starts.min() >= 0 and starts.max() <= t - 4 and len(set(starts.tolist())) > 1
+  for i in range(b):   # consecutive frames of clip i, starting where its actions start
+    np.testing.assert_array_equal(np.asarray(out["frames"][i, :, 0, 0, 0]), 100.0 * i + starts[i] + np.arange(4))
+  assert out["other"] is batch["other"]
+  anchored = student.crop_clips(jax.random.key(0), batch, 4, anchored=True)
+  np.testing.assert_array_equal(np.asarray(anchored["actions"][:, :, 0]), np.tile(np.arange(4.0), (b, 1)))
+  same = student.crop_clips(jax.random.key(0), batch, t)
+  np.testing.assert_array_equal(np.asarray(same["frames"]), np.asarray(frames))
+  for bad in (1, t + 1):
+    with pytest.raises(ValueError, match="window"):
+      student.crop_clips(jax.random.key(0), batch, bad)
+
+
+def test_student_window_longer_than_the_clips_is_refused():
+  """config.sampler.window longer than the training clips: one line before anything is built."""
+  from vid2world_jax.training import config as train_config
+  bad = _student_config(None)
+  bad.sampler.window = int(bad.data.clip_length) + 1
+  with pytest.raises(ValueError, match="window"):
+    train_config.validate_config(bad, 1, 1)

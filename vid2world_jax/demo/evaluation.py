@@ -234,9 +234,10 @@ def long_horizon(cfg, params: dict, progress: bool | None = None) -> dict | None
   if factor <= 0:
     return None
   progress = bool(d.progress) if progress is None else progress
-  window = int(world_model.model_config(cfg).unet.temporal_length)
+  length = int(world_model.model_config(cfg).unet.temporal_length)   # horizon unit: the training window
+  window = inference.window_length(cfg)   # the sampler's window (the student's may be shorter than the UNet's)
   lcfg = ml_collections.ConfigDict(cfg.to_dict())
-  lcfg.data.clip_length = factor * window + 1
+  lcfg.data.clip_length = factor * length + 1
   lcfg.data.on_bad_data = "skip"   # only episodes long enough for the long clip
   lcfg.demo.eval_clips = int(d.long_horizon_clips)
   try:

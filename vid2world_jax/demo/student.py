@@ -27,10 +27,12 @@ def log(msg: str) -> None:
 
 
 def sampling_config(cfg) -> ml_collections.ConfigDict:
-  """``cfg`` with the student's sampler block: ``demo.student.ddim_steps`` steps, no guidance pass."""
+  """``cfg`` with the student's sampler block: ``demo.student.ddim_steps`` steps, no guidance pass, a window of
+  ``demo.student.window`` frames."""
   c = ml_collections.ConfigDict(cfg.to_dict())
   c.sampler.ddim_steps = int(cfg.demo.student.ddim_steps)
   c.sampler.guidance = "none"
+  c.sampler.window = int(cfg.demo.student.get("window", 0))
   return c
 
 

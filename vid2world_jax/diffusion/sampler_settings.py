@@ -30,6 +30,9 @@ def default_sampler_config() -> ml_collections.ConfigDict:
   s.history_noise = "second_last"   # noise level t_small of history frames: "second_last" (the second-to-last
   #                                   DDIM timestep, 39 at 50 steps) or an integer timestep (written as a string
   #                                   on the command line too: --config.sampler.history_noise=100)
+  s.window = 0                      # frames in the sampler's window (history + the new frame; slides after that):
+  #                                   0 = the UNet's temporal length; fewer = less history, cheaper frames (the
+  #                                   student trains on windows of this length, diffusion/student.py)
   s.final_alpha_one = False         # last DDIM step to alpha-bar 1 (returns x0_hat, no residual noise; matters at
   #                                   few steps) | False: DynamiCrafter's alpha-bar[0]
   return s
@@ -58,4 +61,7 @@ def resolve(cfg) -> ml_collections.ConfigDict:
     except ValueError:
       raise ValueError(f"config.sampler.history_noise must be 'second_last' or an int, got {hn!r}") from None
   out["history_noise"] = hn
+  if int(out["window"]) < 0 or int(out["window"]) == 1:
+    raise ValueError(f"config.sampler.window must be 0 (the UNet's temporal length) or >= 2, got {out['window']!r}")
+  out["window"] = int(out["window"])
   return ml_collections.ConfigDict(out)

@@ -10,7 +10,9 @@ regressed on the recorded frame. No guidance pass: the student is run with the c
 guidance added to action following has to be learned by the conditional prediction itself.
 
 ``student_window`` builds the window (the inputs are exactly those the sampler feeds at that step);
-``student_loss`` is the objective. The trainer (``training.steps``) selects it with
+``student_loss`` is the objective. A student sampled with a window shorter than the training clips
+(``config.sampler.window``) trains on sub-clips of that length (``crop_clips``): the sampler's window starts at
+its oldest history frame, whose latent is the concat conditioning and whose action slot is zero, as a sub-clip's. The trainer (``training.steps``) selects it with
 ``config.train.objective = "student"``; the sampler settings it trains for come from ``config.sampler``.
 """
 
@@ -43,6 +45,26 @@ class StudentWindow(NamedTuple):
 def student_timesteps(ddim_steps: int, num_timesteps: int, spacing: str = "uniform_trailing") -> np.ndarray:
   """The student's DDIM timesteps (descending): the ones its sampler visits."""
   return ddim.ddim_timesteps(int(ddim_steps), int(num_timesteps), spacing)
+
+
+def crop_clips(key: jax.Array, batch: dict, window: int, keys=("frames", "latent_moments", "actions"),
+               anchored: bool = False) -> dict:
+  """``batch`` with each array named in ``keys`` (``[B, T, ...]``) cut to ``window`` consecutive frames starting at
+  one random frame per clip (the same start for every key of a clip); other entries unchanged. ``anchored``:
+  every sub-clip starts at frame 0 (when something in the batch belongs to frame 0, e.g. precomputed CLIP
+  tokens of the first frame)."""
+  present = [k for k in keys if k in batch]
+  if not present:
+    raise ValueError(f"crop_clips: the batch has none of {keys}")
+  b, t = batch[present[0]].shape[:2]
+  if not 2 <= window <= t:
+    raise ValueError(f"crop_clips: window {window} must be in [2, {t}] (the clip length)")
+  if window == t:
+    return dict(batch)
+  starts = (jnp.zeros((b,), jnp.int32) if anchored
+            else jax.random.randint(key, (b,), 0, t - window + 1, jnp.int32))
+  cut = jax.vmap(lambda x, s0: jax.lax.dynamic_slice_in_dim(x, s0, window, axis=0))
+  return {k: (cut(v, starts) if k in present else v) for k, v in batch.items()}
 
 
 def student_window(schedule: Schedule, x0: jax.Array, key: jax.Array, taus: np.ndarray | jax.Array,

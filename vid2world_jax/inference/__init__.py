@@ -20,4 +20,4 @@ The session's public names are importable from here (``inference.InferenceSessio
 from vid2world_jax.inference.loading import (  # noqa: F401
     find_state_dir, param_shardings, read_config, run_config, write_model_pointer)
 from vid2world_jax.inference.session import (  # noqa: F401
-    ENCODE_STREAM, InferenceSession, SessionState, default_guidance, sampler_config)
+    ENCODE_STREAM, InferenceSession, SessionState, default_guidance, sampler_config, window_length)

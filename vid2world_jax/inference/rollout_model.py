@@ -149,9 +149,12 @@ def cacheable(model_cfg) -> bool:
   return not frame_cache.noncausal_reasons(nnx.eval_shape(lambda: unet.build(model_cfg.unet, rngs=nnx.Rngs(0))))
 
 
-def resolve_cached(mode, model_cfg) -> bool:
+def resolve_cached(mode, model_cfg, single_pass: bool = False) -> bool:
   """``eval.cached_rollout`` -> whether a session runs the cached fast path: "auto" (the default) = whenever the
-  model is cacheable (the same frames, faster), "on" = always (an error for a model that is not), "off" = never."""
+  model is cacheable (the same frames, faster) and its sampler makes more than one network pass per frame
+  (``single_pass``: one DDIM step, no guidance pass, where the cache's history pass + new-frame pass cost as much
+  as the one full-window pass, measured slower: 28.6 vs 32.1 frames/s, docs/speed.md); "on" = always (an error
+  for a model that is not), "off" = never."""
   mode = str(mode).lower()
   if mode in ("true", "1"):
     mode = "on"
@@ -159,7 +162,9 @@ def resolve_cached(mode, model_cfg) -> bool:
     mode = "off"
   if mode not in CACHED_MODES:
     raise ValueError(f"eval.cached_rollout must be one of {CACHED_MODES}, got {mode!r}")
-  return cacheable(model_cfg) if mode == "auto" else mode == "on"
+  if mode == "auto":
+    return not single_pass and cacheable(model_cfg)
+  return mode == "on"
 
 
 def check_causal_unet(ucfg) -> None:

@@ -45,17 +45,27 @@ ENCODE_STREAM = 2 ** 31 - 1
 
 def sampler_config(cfg, **overrides) -> rl.SamplerConfig:
   """Sampler settings of a run, from ``config.sampler`` only (``diffusion.sampler_settings``; a config saved
-  before that block existed gets the block's defaults, not its old ``demo`` / ``eval`` values); the window = the
-  UNet's temporal length. Guidance "cfg": ``guidance_scale`` = the run's scale (each call may pass another, a
+  before that block existed gets the block's defaults, not its old ``demo`` / ``eval`` values); the window:
+  ``window_length``. Guidance "cfg": ``guidance_scale`` = the run's scale (each call may pass another, a
   traced value); "none": ``guidance_scale=None`` (the conditional pass only, whatever scale a call passes).
   ``overrides``: any ``SamplerConfig`` field (None = keep; the command lines' sampler flags)."""
   s = sampler_settings.resolve(cfg)
   kw = dict(ddim_steps=int(s.ddim_steps), eta=float(s.eta), spacing=str(s.spacing),
             guidance_scale=float(s.guidance_scale) if s.guidance == "cfg" else None,
             guidance_rescale=float(s.guidance_rescale), history_noise=s.history_noise,
-            window=int(cfg.model.unet.temporal_length), final_alpha_one=bool(s.final_alpha_one))
+            window=window_length(cfg), final_alpha_one=bool(s.final_alpha_one))
   kw.update({k: v for k, v in overrides.items() if v is not None})
   return rl.SamplerConfig(**kw)
+
+
+def window_length(cfg) -> int:
+  """Frames in the sampler's window: ``config.sampler.window``, 0 = the UNet's temporal length. Raises ValueError
+  for a window longer than the UNet's temporal length."""
+  length = int(cfg.model.unet.temporal_length)
+  w = int(sampler_settings.resolve(cfg).window) or length
+  if w > length:
+    raise ValueError(f"config.sampler.window {w} exceeds the UNet's temporal length {length}")
+  return w
 
 
 def default_guidance(cfg) -> float:
@@ -182,7 +192,8 @@ class InferenceSession:
       sampler = sampler_config(config)
     if cached is None:   # the fastest exact path unless the config asks otherwise
       cached = rollout_model.resolve_cached((config.get("eval") or {}).get("cached_rollout", "auto"),
-                                            world_model.model_config(config))
+                                            world_model.model_config(config),
+                                            single_pass=sampler.ddim_steps == 1 and sampler.guidance_scale is None)
     return cls(config, graphdef, state, fgraph, fstate, sampler, cached=cached, allow_noncausal=allow_noncausal)
 
   # -- properties ----------------------------------------------------------------------------------------------

@@ -45,6 +45,9 @@ def validate_config(cfg, num_devices: int, process_count: int) -> dict:
     need("sampler" in cfg, "train.objective='student' trains for config.sampler's DDIM steps: the config has no "
          "sampler block")
     need(int(cfg.data.clip_length) >= 2, "train.objective='student' needs clips of >= 2 frames (history + target)")
+    need(steps.student_window_length(cfg) <= int(cfg.data.clip_length),
+         f"config.sampler.window {steps.student_window_length(cfg)} exceeds data.clip_length "
+         f"{cfg.data.clip_length}: the student trains on windows of its sampler's length")
   need(0.0 <= cfg.optim.ema_decay < 1.0, f"optim.ema_decay must be in [0, 1) (0 = off)")
   need(cfg.optim.grad_accum_steps >= 1, f"optim.grad_accum_steps must be >= 1")
   try:

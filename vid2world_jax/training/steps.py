@@ -76,6 +76,13 @@ def student_plan(cfg, num_timesteps: int) -> tuple:
   return taus, ddim.history_timestep(taus, s.history_noise, num_timesteps)
 
 
+def student_window_length(cfg) -> int:
+  """Frames per training window of the student: its sampler's window (``config.sampler.window``, 0 = the UNet's
+  temporal length, which is then the clip length)."""
+  from vid2world_jax.diffusion import sampler_settings
+  return int(sampler_settings.resolve(cfg).window) or int(cfg.data.clip_length)
+
+
 def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
   """``loss_fn(params, frozen, rest, batch, keys) -> (loss, aux)`` for one (micro-)batch."""
   from vid2world_jax.diffusion import actions as actions_lib
@@ -91,6 +98,7 @@ def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
   if objective == "student":
     from vid2world_jax.diffusion import student as student_lib
     student_taus, student_t_small = student_plan(cfg, schedule.num_timesteps)
+    student_len = student_window_length(cfg)
 
   def loss_fn(params, frozen, rest, batch, keys):
     if compute_dtype != jnp.float32:
@@ -98,6 +106,9 @@ def make_loss_fn(graphdef, frozen_graphdef, cfg, schedule) -> Callable:
     model = nnx.merge(graphdef, nnx.State(params), rest, copy=True)  # fresh Variables: reseed may mutate
     nnx.reseed(model, dropout=keys["dropout"])
     fs = nnx.merge(frozen_graphdef, frozen)
+    if objective == "student":   # windows of the student's sampler length (sub-clips when shorter than the clip)
+      batch = student_lib.crop_clips(jax.random.fold_in(keys["noise"], 1), batch, student_len,
+                                     anchored="clip_image_tokens" in batch)
     # First stage and its inputs are frozen: no gradient flows into them.
     if uses_latents(batch):   # precomputed encoder outputs: no VAE / CLIP in the step
       moments = batch["latent_moments"]

@@ -1,0 +1,195 @@
+r"""One training step of the DynamiCrafter UNet (forward + backward + AdamW), JAX beside the original PyTorch
+model, in one run.
+
+  python benchmarks/train_step.py --torch-src DC                  # width 128 (the 256 architecture), B1 T16
+  python benchmarks/train_step.py --side jax --model-channels 64  # JAX alone
+
+The full 256 UNet (1.44 B parameters) does not train on the 2-core, 23 GiB machine (parameters + gradients +
+AdamW moments = 23 GB), so the step runs the same architecture at a narrower width (``--model-channels``; every
+width scales with it, the context stays 1024-wide). Both sides: fp32, dropout 0 (the same work, no RNG), the
+loss = mean squared error of the output against a fixed random target, AdamW (lr 1e-4, weight decay 0.01), the
+same input arrays. JAX: ``jax.value_and_grad`` + ``optax.adamw`` in one jitted step with donated state. PyTorch:
+``zero_grad``, ``backward``, ``step`` (run first, in a child process, alone). Fastest of ``--repeats`` steps after
+``--warmup`` of each; the ratio JAX / PyTorch (< 1: JAX faster). The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import profile_unet  # noqa: E402  (benchmarks/profile_unet.py: the shared kwargs, inputs and torch builder)
+
+LR, WEIGHT_DECAY = 1e-4, 0.01
+
+
+def kwargs(args) -> dict:
+  kw = profile_unet.unet_kwargs(args.model_channels, args.frames)
+  kw["dropout"] = 0.0
+  return kw
+
+
+def target_np(args):
+  import numpy as np
+  rng = np.random.default_rng(1)
+  return rng.standard_normal((args.batch, 4, args.frames, args.latent, args.latent), dtype=np.float32)
+
+
+def torch_child(args) -> None:
+  import torch
+  torch.set_num_threads(args.threads)
+  kw = kwargs(args)
+  net = profile_unet.build_torch_unet(args.torch_src, kw).train()
+  inp = {k: torch.from_numpy(v) for k, v in profile_unet.inputs_np(kw, args.batch, args.frames, args.latent).items()}
+  target = torch.from_numpy(target_np(args))
+  opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    out = net(inp["x"], inp["t"], context=inp["context"], fs=inp["fs"])
+    loss = torch.mean((out - target) ** 2)
+    loss.backward()
+    opt.step()
+    return float(loss)
+
+  times, losses = [], []
+  for i in range(args.warmup + args.repeats):
+    t0 = time.perf_counter()
+    losses.append(step())
+    if i >= args.warmup:
+      times.append(time.perf_counter() - t0)
+  n = sum(p.numel() for p in net.parameters())
+  with open(args.torch_child_out, "w") as f:
+    json.dump({"torch": torch.__version__, "threads": args.threads, "step_s": times, "losses": losses,
+               "params": int(n)}, f)
+
+
+def torch_side(args) -> dict:
+  if not os.path.exists(os.path.join(args.torch_src or "-", "lvdm")):
+    why = f"--torch-src {args.torch_src!r} is not a DynamiCrafter tree"
+    print(f"PyTorch side unavailable: {why}")
+    return {"unavailable": why}
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "torch.json")
+    cmd = [args.torch_python, os.path.abspath(__file__), "--torch-child-out", out, "--torch-src", args.torch_src,
+           "--model-channels", str(args.model_channels), "--batch", str(args.batch), "--frames", str(args.frames),
+           "--latent", str(args.latent), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+           "--threads", str(args.threads)]
+    print(f"PyTorch side: child process ({args.threads} threads) ...", flush=True)
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0 or not os.path.exists(out):
+      tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
+      print(f"PyTorch side failed: exit code {p.returncode}: {tail[:300]}")
+      return {"unavailable": tail[:300]}
+    with open(out) as f:
+      r = json.load(f)
+  print(f"PyTorch ({r['torch']}, {r['threads']} threads, {r['params']:,} parameters): steps "
+        + ", ".join(f"{v:.2f}" for v in r["step_s"]) + " s; losses " + ", ".join(f"{v:.4f}" for v in r["losses"]))
+  return r
+
+
+def jax_side(args) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from flax import nnx
+
+  import unet_forward   # benchmarks/unet_forward.py: fast_random_state
+  from vid2world_jax.models import unet
+  cfg = unet.config_from_torch_params(kwargs(args))
+  cfg.dtype = "float32"
+  abstract = nnx.eval_shape(lambda: unet.build(cfg, rngs=nnx.Rngs(0)))
+  graphdef, abstract_state = nnx.split(abstract)
+  model = nnx.merge(graphdef, unet_forward.fast_random_state(abstract_state, 0))
+  model.eval()   # dropout is 0 on both sides; eval() keeps the RNG streams out of the traced step
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  del model
+  n = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+  inp = profile_unet.inputs_np(kwargs(args), args.batch, args.frames, args.latent)
+  x = jnp.asarray(np.moveaxis(inp["x"], 1, -1))
+  target = jnp.asarray(np.moveaxis(target_np(args), 1, -1))
+  t, ctx, fs = jnp.asarray(inp["t"], jnp.int32), jnp.asarray(inp["context"]), jnp.asarray(inp["fs"], jnp.int32)
+  tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
+  opt_state = tx.init(params)
+
+  def loss_fn(p):
+    out = nnx.merge(graphdef, p, rest)(x, t, ctx, fs)
+    return jnp.mean((out - target) ** 2)
+
+  def step(p, o):
+    loss, g = jax.value_and_grad(loss_fn)(p)
+    upd, o = tx.update(g, o, p)
+    return optax.apply_updates(p, upd), o, loss
+
+  step = jax.jit(step, donate_argnums=(0, 1))
+  t0 = time.perf_counter()
+  compiled = step.lower(params, opt_state).compile()
+  print(f"JAX: compile {time.perf_counter() - t0:.1f} s; {n:,} parameters", flush=True)
+  times, losses = [], []
+  for i in range(args.warmup + args.repeats):
+    t0 = time.perf_counter()
+    params, opt_state, loss = compiled(params, opt_state)
+    losses.append(float(loss))   # blocks
+    if i >= args.warmup:
+      times.append(time.perf_counter() - t0)
+  print(f"JAX ({jax.__version__}): steps " + ", ".join(f"{v:.2f}" for v in times) + " s; losses "
+        + ", ".join(f"{v:.4f}" for v in losses))
+  return {"jax": jax.__version__, "step_s": times, "losses": losses, "params": n}
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--side", default="both", choices=["both", "jax", "torch"], help="which model(s) to time")
+  ap.add_argument("--model-channels", type=int, default=128, help="UNet width (320 = the 256 config)")
+  ap.add_argument("--batch", type=int, default=1, help="clips per step")
+  ap.add_argument("--frames", type=int, default=16, help="frames per clip (and the UNet's temporal length)")
+  ap.add_argument("--latent", type=int, default=32, help="latent height = width")
+  ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+  ap.add_argument("--repeats", type=int, default=3, help="timed steps (the fastest is compared)")
+  ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads")
+  ap.add_argument("--torch-src", default=os.environ.get("V2W_DC_SRC", ""), help="exported DynamiCrafter tree")
+  ap.add_argument("--torch-python", default=sys.executable, help="python with torch, einops, omegaconf")
+  ap.add_argument("--torch-child-out", default="", help=argparse.SUPPRESS)
+  args = ap.parse_args()
+  if args.torch_child_out:
+    torch_child(args)
+    return
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  print(f"train step: UNet 256 architecture at model_channels {args.model_channels}, B{args.batch} T{args.frames} "
+        f"{args.latent}x{args.latent}, fp32, AdamW; load average {os.getloadavg()[0]:.2f}")
+  res = {"model_channels": args.model_channels, "batch": args.batch, "frames": args.frames, "latent": args.latent,
+         "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2)}
+  sides = {}
+  if args.side in ("both", "torch"):
+    sides["torch"] = torch_side(args)
+  if args.side in ("both", "jax"):
+    sides["jax"] = jax_side(args)
+  for name, r in sides.items():
+    if "step_s" in r:
+      res[f"{name}_step_s"] = [round(v, 3) for v in r["step_s"]]
+      res[f"{name}_params"] = r["params"]
+      res[f"{name}_first_loss"] = round(r["losses"][0], 5)
+    else:
+      res[f"{name}_unavailable"] = r.get("unavailable")
+  if all("step_s" in sides.get(k, {}) for k in ("jax", "torch")):
+    j, p = min(sides["jax"]["step_s"]), min(sides["torch"]["step_s"])
+    jm, pm = statistics.median(sides["jax"]["step_s"]), statistics.median(sides["torch"]["step_s"])
+    print(f"train step, fastest: PyTorch {p:.2f} s, JAX {j:.2f} s -> JAX / PyTorch = {j / p:.2f} "
+          f"(medians {pm:.2f} / {jm:.2f} s -> {jm / pm:.2f}); {'JAX faster' if j < p else 'JAX slower'}")
+    res.update(jax_over_torch=round(j / p, 3), jax_over_torch_median=round(jm / pm, 3))
+  res["load_avg_end"] = round(os.getloadavg()[0], 2)
+  print(json.dumps(res))
+
+
+if __name__ == "__main__":
+  main()

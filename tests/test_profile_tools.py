@@ -1,0 +1,68 @@
+"""The profile tables' op kinds (benchmarks/op_kinds.py): compiled HLO instructions and torch.profiler names
+map to the kinds they run; the profiler's events carry the instruction names the table is keyed on."""
+
+import glob
+import gzip
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import op_kinds  # noqa: E402
+
+
+def _compiled(fn, *args):
+  return jax.jit(fn).lower(*args).compile()
+
+
+def test_hlo_kinds_name_convolutions_matmuls_softmax_and_norms():
+  x = jnp.ones((2, 8, 8, 4))
+  w = jnp.ones((3, 3, 4, 4))
+  conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  kinds = {k for k, _ in op_kinds.hlo_kinds(_compiled(conv, x, w).as_text()).values()}
+  assert "convolution" in kinds
+  a, b = jnp.ones((64, 32)), jnp.ones((32, 16))
+  kinds = {k for k, _ in op_kinds.hlo_kinds(_compiled(lambda a, b: a @ b, a, b).as_text()).values()}
+  assert "linear matmul" in kinds and "attention matmul" not in kinds
+  q = jnp.ones((2, 4, 16, 8))
+  attn = lambda q: jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, q), -1), q)
+  kinds = {k for k, _ in op_kinds.hlo_kinds(_compiled(attn, q).as_text()).values()}
+  assert "attention matmul" in kinds and "linear matmul" not in kinds
+  norm = lambda x: (x - x.mean(-1, keepdims=True)) / jnp.sqrt(x.var(-1, keepdims=True) + 1e-5)
+  kinds = {k for k, _ in op_kinds.hlo_kinds(_compiled(norm, jnp.ones((64, 128))).as_text()).values()}
+  assert "normalisation" in kinds and not kinds & {"convolution", "linear matmul", "attention matmul"}
+  kinds = {k for k, _ in op_kinds.hlo_kinds(_compiled(lambda x: x.T.copy(), jnp.ones((64, 32))).as_text()).values()}
+  assert kinds <= {"layout / copy", "other"}
+
+
+def test_profiler_events_are_keyed_by_hlo_instruction_names(tmp_path):
+  """The CPU runtime's trace events name executed instructions of the compiled module (what profile_unet.py sums):
+  a matmul-heavy function's traced op time lands almost all on known instructions, most of it on matmuls."""
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((512, 512), dtype=np.float32))
+  f = _compiled(lambda a: jnp.tanh(a @ a) @ a, a)
+  kinds = op_kinds.hlo_kinds(f.as_text())
+  f(a).block_until_ready()
+  with jax.profiler.trace(str(tmp_path), create_perfetto_trace=True):
+    for _ in range(3):
+      f(a).block_until_ready()
+  path = glob.glob(str(tmp_path / "**" / "*.trace.json.gz"), recursive=True)[0]
+  with gzip.open(path) as fh:
+    events = json.load(fh)["traceEvents"]
+  named = [(e["name"], e["dur"]) for e in events if e.get("ph") == "X" and e.get("name") in kinds]
+  assert named, "no trace event carries an HLO instruction name"
+  by_kind = op_kinds.sum_by(named, lambda n: kinds[n][0])
+  assert max(by_kind, key=by_kind.get) == "linear matmul", by_kind
+
+
+def test_torch_kinds():
+  expect = {"aten::mkldnn_convolution": "convolution", "aten::slow_conv3d_forward": "convolution",
+            "aten::addmm": "linear matmul", "aten::mm": "linear matmul", "aten::bmm": "attention matmul",
+            "aten::_softmax": "softmax", "aten::native_group_norm": "normalisation", "aten::gelu": "activation",
+            "aten::copy_": "layout / copy", "aten::mul": "elementwise", "cudaLaunch": "other"}
+  assert {n: op_kinds.torch_kind(n) for n in expect} == expect
+  rows = op_kinds.table({"convolution": 3.0, "elementwise": 1.0})
+  assert [r[0] for r in rows] == ["convolution", "elementwise"] and np.isclose(rows[0][2], 0.75)
