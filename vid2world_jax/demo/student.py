@@ -99,7 +99,7 @@ def evaluate_student(cfg, student: dict | None, teacher: dict, progress: bool | 
     fps["teacher"] = frame_rate(evaluation.make_session(cfg, teacher["params"]), ctx, n,
                                 inference.default_guidance(cfg))
     fps["student"] = frame_rate(evaluation.make_session(scfg, params), ctx, n, inference.default_guidance(scfg))
-    log(f"batch-1 frame rate (cached, {n} frames): teacher {fps['teacher']:.1f} /s, student {fps['student']:.1f} /s")
+    log(f"batch-1 frame rate ({n} frames, each on its default path): teacher {fps['teacher']:.1f} /s, student {fps['student']:.1f} /s")
   keep = ("delta_psnr", "paddle_error", "ball_error", "per_horizon")
   return {"evaluate": {k: ev[k] for k in keep if k in ev},
           "out_of_family": None if ood is None else {k: v for k, v in ood.items() if not k.startswith("_")},
