@@ -194,7 +194,9 @@ def main():
   print(f"UNet 256 architecture, model_channels {args.model_channels}, B{args.batch} T{args.frames} "
         f"{args.latent}x{args.latent}, fp32, {args.threads} threads, load average {os.getloadavg()[0]:.2f}")
   res = {"model_channels": args.model_channels, "batch": args.batch, "frames": args.frames, "latent": args.latent,
-         "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2)}
+         "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2),
+         "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  print(f"XLA_FLAGS: {res['xla_flags'] or '(none)'}")
   sides = {}
   if args.side in ("both", "torch"):
     sides["torch"] = torch_side(args)
@@ -219,10 +221,17 @@ def main():
     if name == "jax":
       by_src = op_kinds.sum_by(r["ops"].items(), lambda n: r["sources"][n] or "(none)")
       res["jax_by_source_s"] = {k: round(v, 4) for k, v in sorted(by_src.items(), key=lambda kv: -kv[1])}
+  if "jax" in tables:   # ops the CPU runtime runs without a trace event (e.g. Eigen convolutions): wall - traced
+    untraced = min(sides["jax"]["wall_s"]) - sum(tables["jax"].values())
+    if untraced > 0.02 * min(sides["jax"]["wall_s"]):
+      tables["jax"]["not traced"] = untraced
+      res["jax_kinds_s"]["not traced"] = round(untraced, 4)
+      print(f"jax: {untraced:.2f} s of the forward's wall time has no op event (ops the CPU runtime runs untraced, "
+            "e.g. Eigen convolutions): row 'not traced'")
   tj, tt = tables.get("jax", {}), tables.get("torch", {})
   totj, tott = sum(tj.values()) or 1.0, sum(tt.values()) or 1.0
   print(f"{'kind':18s} {'PyTorch s':>10s} {'share':>6s} {'JAX s':>9s} {'share':>6s} {'JAX/PT':>7s}")
-  for k in op_kinds.KINDS:
+  for k in op_kinds.KINDS + ("not traced",):
     a, b = tt.get(k, 0.0), tj.get(k, 0.0)
     if a or b:
       ratio = f"{b / a:7.2f}" if a > 0 else "     --"

@@ -168,7 +168,9 @@ def main():
   print(f"train step: UNet 256 architecture at model_channels {args.model_channels}, B{args.batch} T{args.frames} "
         f"{args.latent}x{args.latent}, fp32, AdamW; load average {os.getloadavg()[0]:.2f}")
   res = {"model_channels": args.model_channels, "batch": args.batch, "frames": args.frames, "latent": args.latent,
-         "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2)}
+         "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2),
+         "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  print(f"XLA_FLAGS: {res['xla_flags'] or '(none)'}")
   sides = {}
   if args.side in ("both", "torch"):
     sides["torch"] = torch_side(args)

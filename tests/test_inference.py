@@ -233,3 +233,23 @@ def test_inference_long_rollout_constant_memory_and_time_per_frame():
   early, late = float(np.median(times[20])), float(np.median(times[200]))
   print(f"per-frame step time: frame 20 {1e3 * early:.2f} ms, frame 200 {1e3 * late:.2f} ms")
   assert late <= 1.3 * early, (early, late)
+
+
+def test_step_compiler_options_come_from_the_config_on_cpu():
+  """config.eval.cpu_step_compiler_options reach the per-frame step's compile on a CPU backend; {} = none."""
+  import ml_collections
+  from configs import test_tiny
+  from vid2world_jax.inference import session
+  cfg = test_tiny.get_config()
+  assert jax.default_backend() == "cpu"
+  assert session.step_compiler_options(cfg) == {"xla_cpu_experimental_ynn_fusion_type":
+                                                "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+  cfg.eval.cpu_step_compiler_options = {}
+  assert session.step_compiler_options(cfg) is None
+  c, p = _setup("unet")
+  c = ml_collections.ConfigDict(c.to_dict())
+  c.eval.cpu_step_compiler_options = {"xla_cpu_experimental_ynn_fusion_type": "not_a_fusion_type"}
+  sess = inference.InferenceSession.from_params(c, p, sampler=SAMPLER)
+  ctx, ca, acts = _inputs(b=1)
+  with pytest.raises(Exception, match="not a valid enum value"):   # the options do reach XLA
+    sess.step(sess.start(ctx, seed=0, context_actions=ca), acts[:, 0], guidance_scale=1.0)

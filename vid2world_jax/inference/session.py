@@ -58,6 +58,16 @@ def sampler_config(cfg, **overrides) -> rl.SamplerConfig:
   return rl.SamplerConfig(**kw)
 
 
+def step_compiler_options(cfg) -> dict | None:
+  """XLA options of the per-frame step (``start``/``step``: play, the envs) on a CPU backend:
+  ``config.eval.cpu_step_compiler_options`` (XLA debug-option names -> values), None elsewhere or when empty."""
+  if jax.default_backend() != "cpu":
+    return None
+  opts = (cfg.get("eval") or {}).get("cpu_step_compiler_options")
+  opts = dict(opts.to_dict() if hasattr(opts, "to_dict") else (opts or {}))
+  return opts or None
+
+
 def window_length(cfg) -> int:
   """Frames in the sampler's window: ``config.sampler.window``, 0 = the UNet's temporal length. Raises ValueError
   for a window longer than the UNet's temporal length."""
@@ -118,7 +128,7 @@ class InferenceSession:
     model, cfg = self._model, sampler
     self._init = jax.jit(lambda c, a, k, s: rl.init_window(model, cfg, c, a, k, s))
     self._step = jax.jit(lambda p, st, a, s: rl.generate_frame(model, cfg, p, rl.push_action(st, a)._replace(
-        scale=jnp.asarray(s, jnp.float32))))
+        scale=jnp.asarray(s, jnp.float32))), compiler_options=step_compiler_options(config))
     self._nar = None
 
   # -- construction ------------------------------------------------------------------------------------------
