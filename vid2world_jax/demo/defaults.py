@@ -84,7 +84,7 @@ def default_demo_config() -> ml_collections.ConfigDict:
   d.student.ddim_steps = 1          # the student's DDIM steps per frame (its sampler block; one UNet pass each)
   d.student.window = 4              # frames in the student's sampler window (history + new frame; its sampler
   #                                   block's window; it trains on sub-clips of this length): 0 = the UNet's 8
-  d.student.steps = 300             # training steps (init: the fine-tuned world model)
+  d.student.steps = 450             # training steps (init: the fine-tuned world model; 300 -> 450: docs/demo_results.md row 4f)
   d.student.batch_size = 8          # clips per step (one target frame per clip)
   d.student.lr = 1e-3               # AdamW peak lr (cosine decay, other optimizer fields from config.optim)
   d.student.warmup = 20             # linear warmup steps
