@@ -99,16 +99,18 @@ def torch_child(args) -> None:
     json.dump({"torch": torch.__version__, "threads": args.threads, "wall_s": walls, "ops": ops}, f)
 
 
-def torch_side(args) -> dict:
+def run_torch_child(args, script: str, extra: list[str]) -> dict:
+  """Runs ``script --torch-child-out OUT`` (this file or another benchmark built on it) under ``--torch-python``
+  with the shared shape flags and ``extra``; its JSON, or ``{"unavailable": reason}`` (printed in one line)."""
   if not os.path.exists(os.path.join(args.torch_src or "-", "lvdm")):
     why = f"--torch-src {args.torch_src!r} is not a DynamiCrafter tree"
     print(f"PyTorch side unavailable: {why}")
     return {"unavailable": why}
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "torch.json")
-    cmd = [args.torch_python, os.path.abspath(__file__), "--torch-child-out", out, "--torch-src", args.torch_src,
+    cmd = [args.torch_python, os.path.abspath(script), "--torch-child-out", out, "--torch-src", args.torch_src,
            "--model-channels", str(args.model_channels), "--batch", str(args.batch), "--frames", str(args.frames),
-           "--latent", str(args.latent), "--repeats", str(args.repeats), "--threads", str(args.threads)]
+           "--latent", str(args.latent), "--repeats", str(args.repeats), "--threads", str(args.threads)] + extra
     print(f"PyTorch side: child process ({args.threads} threads) ...", flush=True)
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0 or not os.path.exists(out):
@@ -119,28 +121,41 @@ def torch_side(args) -> dict:
       return json.load(f)
 
 
+def torch_side(args) -> dict:
+  return run_torch_child(args, __file__, [])
+
+
+def build_jax_unet(kw: dict):
+  """The JAX UNet of the PyTorch kwargs ``kw`` (fp32, the benchmark's random weights), in eval mode."""
+  from flax import nnx
+  import unet_forward   # benchmarks/unet_forward.py: fast_random_state
+  from vid2world_jax.models import unet
+  cfg = unet.config_from_torch_params(kw)
+  cfg.dtype = "float32"
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: unet.build(cfg, rngs=nnx.Rngs(0))))
+  model = nnx.merge(graphdef, unet_forward.fast_random_state(abstract_state, 0))
+  model.eval()
+  return model
+
+
+def jax_inputs(inp: dict):
+  """``inputs_np`` as JAX arrays in the project's layout: ``(x [B, T, H, W, C], t, context, fs)``."""
+  import jax.numpy as jnp
+  import numpy as np
+  return (jnp.asarray(np.moveaxis(inp["x"], 1, -1)), jnp.asarray(inp["t"], jnp.int32), jnp.asarray(inp["context"]),
+          jnp.asarray(inp["fs"], jnp.int32))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # JAX side.
 
 def jax_side(args) -> dict:
   import jax
-  import jax.numpy as jnp
-  import numpy as np
   from flax import nnx
 
-  import unet_forward   # benchmarks/unet_forward.py: fast_random_state
-  from vid2world_jax.models import unet
-  cfg = unet.config_from_torch_params(unet_kwargs(args.model_channels, args.frames))
-  cfg.dtype = "float32"
-  abstract = nnx.eval_shape(lambda: unet.build(cfg, rngs=nnx.Rngs(0)))
-  graphdef, abstract_state = nnx.split(abstract)
-  model = nnx.merge(graphdef, unet_forward.fast_random_state(abstract_state, 0))
-  model.eval()
-  graphdef, state = nnx.split(model)
-  del model
-  inp = inputs_np(unet_kwargs(args.model_channels, args.frames), args.batch, args.frames, args.latent)
-  x = jnp.asarray(np.moveaxis(inp["x"], 1, -1))   # channels last
-  t, ctx, fs = jnp.asarray(inp["t"], jnp.int32), jnp.asarray(inp["context"]), jnp.asarray(inp["fs"], jnp.int32)
+  kw = unet_kwargs(args.model_channels, args.frames)
+  graphdef, state = nnx.split(build_jax_unet(kw))
+  x, t, ctx, fs = jax_inputs(inputs_np(kw, args.batch, args.frames, args.latent))
 
   @jax.jit
   def forward(state, x, t, ctx, fs):

@@ -19,9 +19,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -74,24 +72,9 @@ def torch_child(args) -> None:
 
 
 def torch_side(args) -> dict:
-  if not os.path.exists(os.path.join(args.torch_src or "-", "lvdm")):
-    why = f"--torch-src {args.torch_src!r} is not a DynamiCrafter tree"
-    print(f"PyTorch side unavailable: {why}")
-    return {"unavailable": why}
-  with tempfile.TemporaryDirectory() as tmp:
-    out = os.path.join(tmp, "torch.json")
-    cmd = [args.torch_python, os.path.abspath(__file__), "--torch-child-out", out, "--torch-src", args.torch_src,
-           "--model-channels", str(args.model_channels), "--batch", str(args.batch), "--frames", str(args.frames),
-           "--latent", str(args.latent), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-           "--threads", str(args.threads)]
-    print(f"PyTorch side: child process ({args.threads} threads) ...", flush=True)
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0 or not os.path.exists(out):
-      tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
-      print(f"PyTorch side failed: exit code {p.returncode}: {tail[:300]}")
-      return {"unavailable": tail[:300]}
-    with open(out) as f:
-      r = json.load(f)
+  r = profile_unet.run_torch_child(args, __file__, ["--warmup", str(args.warmup)])
+  if "unavailable" in r:
+    return r
   print(f"PyTorch ({r['torch']}, {r['threads']} threads, {r['params']:,} parameters): steps "
         + ", ".join(f"{v:.2f}" for v in r["step_s"]) + " s; losses " + ", ".join(f"{v:.4f}" for v in r["losses"]))
   return r
@@ -104,21 +87,11 @@ def jax_side(args) -> dict:
   import optax
   from flax import nnx
 
-  import unet_forward   # benchmarks/unet_forward.py: fast_random_state
-  from vid2world_jax.models import unet
-  cfg = unet.config_from_torch_params(kwargs(args))
-  cfg.dtype = "float32"
-  abstract = nnx.eval_shape(lambda: unet.build(cfg, rngs=nnx.Rngs(0)))
-  graphdef, abstract_state = nnx.split(abstract)
-  model = nnx.merge(graphdef, unet_forward.fast_random_state(abstract_state, 0))
-  model.eval()   # dropout is 0 on both sides; eval() keeps the RNG streams out of the traced step
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  del model
+  # eval mode (build_jax_unet): dropout is 0 on both sides, and eval() keeps the RNG streams out of the traced step
+  graphdef, params, rest = nnx.split(profile_unet.build_jax_unet(kwargs(args)), nnx.Param, ...)
   n = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
-  inp = profile_unet.inputs_np(kwargs(args), args.batch, args.frames, args.latent)
-  x = jnp.asarray(np.moveaxis(inp["x"], 1, -1))
+  x, t, ctx, fs = profile_unet.jax_inputs(profile_unet.inputs_np(kwargs(args), args.batch, args.frames, args.latent))
   target = jnp.asarray(np.moveaxis(target_np(args), 1, -1))
-  t, ctx, fs = jnp.asarray(inp["t"], jnp.int32), jnp.asarray(inp["context"]), jnp.asarray(inp["fs"], jnp.int32)
   tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
   opt_state = tx.init(params)
 
