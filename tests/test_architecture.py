@@ -145,6 +145,14 @@ def test_low_layers_import_no_high_layer():
   assert not bad, bad
 
 
+def test_shared_user_input_rules_import_no_data_layer():
+  """user_input is the floor every entry point stands on (data included): it must not import the layers that use
+  it (data's BadDataError is a UserInputError, so user_errors() needs no import of data)."""
+  edges = import_edges()
+  bad = sorted(t for t in edges[f"{PKG}.user_input"] if not t.startswith(f"{PKG}.storage"))
+  assert not bad, bad
+
+
 def test_trainer_and_inference_do_not_import_each_other_or_above():
   """training/ never imports inference/ (sample rollouts are injected evaluators); inference/ never imports
   training/; neither imports demo/ or play/."""

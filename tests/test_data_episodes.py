@@ -178,6 +178,19 @@ def test_data_bad_short_episode_raise_and_skip(tmp_path):
   assert common.skip_counts() == {"short_episode": 1}
 
 
+def test_data_short_episodes_skipped_in_one_warning_line(caplog):
+  eps = [common.EpisodeInfo(i, f"ep{i}", "rec.npz", length) for i, length in enumerate([3, 9, 4, 2, 12])]
+  common.reset_skip_counts()
+  with caplog.at_level("WARNING"):
+    kept = common.filter_short(eps, span=7, on_bad_data="skip")
+  assert [e.name for e in kept] == ["ep1", "ep4"]
+  assert common.skip_counts() == {"short_episode": 3}
+  lines = [r.getMessage() for r in caplog.records if "short_episode" in r.getMessage()]
+  assert len(lines) == 1, lines
+  assert lines[0].startswith("data: skipped (short_episode): 3 episode(s) shorter than the clip span 7, "
+                             "first: rec.npz episode ep0: 3 frames < clip span 7")
+
+
 def test_data_bad_action_dim_and_nan(tmp_path):
   nan_a = _actions(7, 12)
   nan_a[3, 1] = np.nan

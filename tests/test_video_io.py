@@ -78,3 +78,21 @@ def test_video_rollout_cli_writes_mp4_and_reads_mp4_context(tmp_path):
   video_io.write_video(tmp_path / "ctx.mp4", frames[0])
   ctx = rollout_cli.read_context(str(tmp_path / "ctx.mp4"))
   assert ctx.shape == (1, 4, 16, 16, 3) and _psnr(ctx[0], frames[0]) > 35.0
+
+
+def test_video_io_quiet_console_after_jax_started(tmp_path, capfd):
+  """Writing the report's GIFs after JAX started prints nothing: no fork warning, no ffmpeg palette chatter."""
+  import warnings  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.devices()   # JAX installs its at-fork warning when its backend starts
+  frames = np.random.default_rng(0).integers(0, 3, (6, 24, 24, 3)).astype(np.uint8)   # near-duplicate colours
+  frames[:, :4, :4] = [218, 76, 50]
+  capfd.readouterr()
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    back = video_io.read_video(video_io.write_video(tmp_path / "clip.gif", frames, fps=4))
+    video_io.read_video(video_io.write_video(tmp_path / "clip.mp4", frames, fps=4))
+  assert back.shape == frames.shape
+  assert not [w for w in caught if "fork" in str(w.message)], [str(w.message) for w in caught]
+  out, err = capfd.readouterr()
+  assert "Duped color" not in err and "Parsed_" not in err, err

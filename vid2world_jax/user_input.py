@@ -43,11 +43,11 @@ def one_line(message) -> str:
 
 
 def user_errors() -> tuple:
-  """The error types reported in one line: bad user files and values, missing / unreadable paths (imported on
-  first use: this module stays free of heavy imports)."""
+  """The error types reported in one line: bad user files and values (data.common.BadDataError is a
+  UserInputError), damaged checkpoints, missing / unreadable paths (imported on first use: this module stays free
+  of heavy imports)."""
   from vid2world_jax.storage.integrity import CheckpointCorrupt  # pylint: disable=import-outside-toplevel
-  from vid2world_jax.data.common import BadDataError  # pylint: disable=import-outside-toplevel
-  return (UserInputError, BadDataError, CheckpointCorrupt, FileNotFoundError, NotADirectoryError,
+  return (UserInputError, CheckpointCorrupt, FileNotFoundError, NotADirectoryError,
           IsADirectoryError, PermissionError)
 
 

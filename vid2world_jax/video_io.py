@@ -14,7 +14,9 @@ Frames are uint8 RGB ``[T, H, W, 3]`` on both sides.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 
 import numpy as np
 
@@ -54,6 +56,15 @@ def _last_line(e: BaseException) -> str:
   return lines[-1] if lines else "no details"
 
 
+@contextlib.contextmanager
+def _spawning_ffmpeg():
+  """Silence JAX's fork warning while subprocess starts ffmpeg: the child execs at once (C-level fork + exec, no
+  Python runs in it), which is the case the warning does not apply to."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+    yield
+
+
 def _decode(path: str, ext: str) -> np.ndarray:
   if ext == ".gif":
     import imageio.v3 as iio  # pylint: disable=import-outside-toplevel
@@ -63,7 +74,8 @@ def _decode(path: str, ext: str) -> np.ndarray:
   else:
     import imageio_ffmpeg  # pylint: disable=import-outside-toplevel
     reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
-    meta = next(reader)
+    with _spawning_ffmpeg():
+      meta = next(reader)  # starts ffmpeg
     w, h = meta["size"]
     chunks = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in reader]
     if not chunks:
@@ -94,14 +106,15 @@ def write_video(path: str, frames: np.ndarray, fps: float = 8.0, *, quality: int
     os.makedirs(os.path.dirname(path), exist_ok=True)
   if ext == ".gif":
     writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec="gif", pix_fmt_out="pal8", quality=None,
-                                         macro_block_size=1, output_params=["-filter_complex", _GIF_FILTER,
-                                                                            "-loop", "0"])
+                                         macro_block_size=1, ffmpeg_log_level="error",
+                                         output_params=["-filter_complex", _GIF_FILTER, "-loop", "0"])
   else:
     pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
     writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec="libx264", pix_fmt_out=pix_fmt,
-                                         quality=None, macro_block_size=1,
+                                         quality=None, macro_block_size=1, ffmpeg_log_level="error",
                                          output_params=["-crf", str(int(quality)), "-movflags", "+faststart"])
-  writer.send(None)  # start ffmpeg
+  with _spawning_ffmpeg():
+    writer.send(None)  # start ffmpeg
   try:
     for f in frames:
       writer.send(np.ascontiguousarray(f))

@@ -20,14 +20,17 @@ import threading
 import numpy as np
 from absl import logging
 
+from vid2world_jax.user_input import UserInputError
+
 ON_BAD_DATA = ("raise", "skip")
 
 
-class BadDataError(ValueError):
-  """Bad input data; the message (one line) names the file and the episode."""
+class BadDataError(UserInputError):
+  """Bad input data; the message (one line) names the file and the episode (a user error: CLIs print it in one
+  line, see user_input.user_errors)."""
 
   def __init__(self, message: str = ""):
-    super().__init__(" ".join(str(message).split()))
+    super().__init__(message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +94,25 @@ def validate_actions(actions: np.ndarray, action_dim: int, where: str, on_bad_da
 
 
 def filter_short(episodes, span: int, on_bad_data: str) -> list:
-  """Drop (after raise/count) episodes with fewer than `span` frames."""
-  kept = []
+  """Drop (after raise/count) episodes with fewer than `span` frames.
+
+  With on_bad_data="raise" the first short episode raises. With "skip" every short episode is counted, and one
+  warning line per call names how many were dropped and the first of them (a long-horizon split over a recording
+  of short games can drop dozens; one line each would bury the console).
+  """
+  kept, short = [], []
   for ep in episodes:
-    if ep.length < span:
-      bad_data(on_bad_data, "short_episode",
-               f"{ep.file} episode {ep.name}: {ep.length} frames < clip span {span}")
+    if ep.length >= span:
+      kept.append(ep)
       continue
-    kept.append(ep)
+    message = f"{ep.file} episode {ep.name}: {ep.length} frames < clip span {span}"
+    if on_bad_data != "skip":
+      bad_data(on_bad_data, "short_episode", message)
+    short.append(message)
+  if short:
+    with _SKIPS_LOCK:
+      _SKIPS["short_episode"] += len(short)
+      counts = dict(_SKIPS)
+    logging.warning("data: skipped (short_episode): %d episode(s) shorter than the clip span %d, first: %s "
+                    "[skipped so far: %s = %d]", len(short), span, short[0], counts, sum(counts.values()))
   return kept
