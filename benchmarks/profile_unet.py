@@ -78,7 +78,6 @@ def build_torch_unet(src: str, kw: dict):
 
 def torch_child(args) -> None:
   import torch
-  from torch.profiler import ProfilerActivity, profile
   torch.set_num_threads(args.threads)
   kw = unet_kwargs(args.model_channels, args.frames)
   net = build_torch_unet(args.torch_src, kw).eval()
@@ -91,10 +90,7 @@ def torch_child(args) -> None:
       t0 = time.perf_counter()
       run()
       walls.append(time.perf_counter() - t0)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-      for _ in range(args.repeats):
-        run()
-  ops = {e.key: e.self_cpu_time_total / 1e6 / args.repeats for e in prof.key_averages()}
+    ops = torch_trace(run, args.repeats)
   with open(args.torch_child_out, "w") as f:
     json.dump({"torch": torch.__version__, "threads": args.threads, "wall_s": walls, "ops": ops}, f)
 
@@ -149,6 +145,36 @@ def jax_inputs(inp: dict):
 # ----------------------------------------------------------------------------------------------------------------
 # JAX side.
 
+def jax_trace(hlo_text: str, run, repeats: int) -> dict:
+  """Op time per HLO instruction of ``repeats`` calls of ``run`` (a no-argument callable that blocks until its
+  compiled program finished) under ``jax.profiler.trace``: ``{"ops": name -> seconds per call, "kinds",
+  "sources"}`` with kinds and model sites read from the compiled module's text ``hlo_text``."""
+  import jax
+  kinds = op_kinds.hlo_kinds(hlo_text)
+  with tempfile.TemporaryDirectory() as tmp:
+    with jax.profiler.trace(tmp, create_perfetto_trace=True):
+      for _ in range(repeats):
+        run()
+    path = sorted(glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True))[-1]
+    with gzip.open(path) as f:
+      trace = json.load(f)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  ops = collections.defaultdict(float)
+  for e in events:
+    if e.get("ph") == "X" and e.get("name") in kinds:
+      ops[e["name"]] += e.get("dur", 0) / 1e6 / repeats
+  return {"ops": dict(ops), "kinds": {n: kinds[n][0] for n in ops}, "sources": {n: kinds[n][1] for n in ops}}
+
+
+def torch_trace(run, repeats: int) -> dict:
+  """Self CPU time per ``aten::`` op of ``repeats`` calls of ``run`` under ``torch.profiler``, seconds per call."""
+  from torch.profiler import ProfilerActivity, profile
+  with profile(activities=[ProfilerActivity.CPU]) as prof:
+    for _ in range(repeats):
+      run()
+  return {e.key: e.self_cpu_time_total / 1e6 / repeats for e in prof.key_averages()}
+
+
 def jax_side(args) -> dict:
   import jax
   from flax import nnx
@@ -162,30 +188,61 @@ def jax_side(args) -> dict:
     return nnx.merge(graphdef, state)(x, t, ctx, fs)
 
   compiled = forward.lower(state, x, t, ctx, fs).compile()
-  kinds = op_kinds.hlo_kinds(compiled.as_text())
-  jax.block_until_ready(compiled(state, x, t, ctx, fs))   # warm-up
+  run = lambda: jax.block_until_ready(compiled(state, x, t, ctx, fs))
+  run()   # warm-up
   walls = []
   for _ in range(args.repeats):
     t0 = time.perf_counter()
-    jax.block_until_ready(compiled(state, x, t, ctx, fs))
+    run()
     walls.append(time.perf_counter() - t0)
-  with tempfile.TemporaryDirectory() as tmp:
-    with jax.profiler.trace(tmp, create_perfetto_trace=True):
-      for _ in range(args.repeats):
-        jax.block_until_ready(compiled(state, x, t, ctx, fs))
-    path = sorted(glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True))[-1]
-    with gzip.open(path) as f:
-      trace = json.load(f)
-  events = trace["traceEvents"] if isinstance(trace, dict) else trace
-  ops = collections.defaultdict(float)
-  for e in events:
-    if e.get("ph") == "X" and e.get("name") in kinds:
-      ops[e["name"]] += e.get("dur", 0) / 1e6 / args.repeats
-  return {"jax": jax.__version__, "wall_s": walls, "ops": dict(ops),
-          "kinds": {n: kinds[n][0] for n in ops}, "sources": {n: kinds[n][1] for n in ops}}
+  return {"jax": jax.__version__, "wall_s": walls, **jax_trace(compiled.as_text(), run, args.repeats)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
+
+def print_tables(sides: dict, res: dict, top: int, what: str) -> None:
+  """Prints each side's top ops and the per-kind table of ``sides`` (``{"jax"|"torch": {"wall_s", "ops", ...}}``,
+  one ``what`` per call: "forward" or "train step") and adds the per-kind seconds and ratios to ``res``."""
+  tables = {}
+  for name, r in sides.items():
+    if "ops" not in r:
+      res[f"{name}_unavailable"] = r.get("unavailable")
+      continue
+    kind = (lambda n, r=r: r["kinds"][n]) if name == "jax" else op_kinds.torch_kind
+    tables[name] = op_kinds.sum_by(r["ops"].items(), kind)
+    top_ops = sorted(r["ops"].items(), key=lambda kv: -kv[1])[:top]
+    print(f"{name}: {what} wall {min(r['wall_s']):.2f} s (fastest of {len(r['wall_s'])}); op time "
+          f"{sum(r['ops'].values()):.2f} s per {what}; top ops:")
+    for n, s in top_ops:
+      extra = f"  [{r['kinds'][n]}; {r['sources'][n]}]" if name == "jax" else \
+          f"  [{op_kinds.torch_kind(n)}]"
+      print(f"  {s:8.3f} s  {n}{extra}")
+    res[f"{name}_wall_s"] = [round(v, 3) for v in r["wall_s"]]
+    res[f"{name}_kinds_s"] = {k: round(v, 4) for k, v in tables[name].items()}
+    if name == "jax":
+      by_src = op_kinds.sum_by(r["ops"].items(), lambda n: r["sources"][n] or "(none)")
+      res["jax_by_source_s"] = {k: round(v, 4) for k, v in sorted(by_src.items(), key=lambda kv: -kv[1])}
+  if "jax" in tables:   # ops the CPU runtime runs without a trace event (e.g. Eigen convolutions): wall - traced
+    untraced = min(sides["jax"]["wall_s"]) - sum(tables["jax"].values())
+    if untraced > 0.02 * min(sides["jax"]["wall_s"]):
+      tables["jax"]["not traced"] = untraced
+      res["jax_kinds_s"]["not traced"] = round(untraced, 4)
+      print(f"jax: {untraced:.2f} s of the {what}'s wall time has no op event (ops the CPU runtime runs untraced, "
+            "e.g. Eigen convolutions): row 'not traced'")
+  tj, tt = tables.get("jax", {}), tables.get("torch", {})
+  totj, tott = sum(tj.values()) or 1.0, sum(tt.values()) or 1.0
+  print(f"{'kind':18s} {'PyTorch s':>10s} {'share':>6s} {'JAX s':>9s} {'share':>6s} {'JAX/PT':>7s}")
+  for k in op_kinds.KINDS + ("not traced",):
+    a, b = tt.get(k, 0.0), tj.get(k, 0.0)
+    if a or b:
+      ratio = f"{b / a:7.2f}" if a > 0 else "     --"
+      print(f"{k:18s} {a:10.3f} {a / tott:6.1%} {b:9.3f} {b / totj:6.1%} {ratio}")
+  if tj and tt:
+    wj, wt = min(sides["jax"]["wall_s"]), min(sides["torch"]["wall_s"])
+    print(f"{'total (op time)':18s} {tott:10.3f} {'':6s} {totj:9.3f} {'':6s} {totj / tott:7.2f}")
+    print(f"{what} wall, fastest: PyTorch {wt:.2f} s, JAX {wj:.2f} s -> JAX / PyTorch = {wj / wt:.2f}")
+    res.update(jax_over_torch_wall=round(wj / wt, 3), jax_over_torch_op_time=round(totj / tott, 3))
+
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -217,45 +274,7 @@ def main():
     sides["torch"] = torch_side(args)
   if args.side in ("both", "jax"):
     sides["jax"] = jax_side(args)
-  tables = {}
-  for name, r in sides.items():
-    if "ops" not in r:
-      res[f"{name}_unavailable"] = r.get("unavailable")
-      continue
-    kind = (lambda n, r=r: r["kinds"][n]) if name == "jax" else op_kinds.torch_kind
-    tables[name] = op_kinds.sum_by(r["ops"].items(), kind)
-    top = sorted(r["ops"].items(), key=lambda kv: -kv[1])[:args.top]
-    print(f"{name}: forward wall {min(r['wall_s']):.2f} s (fastest of {len(r['wall_s'])}); op time "
-          f"{sum(r['ops'].values()):.2f} s per forward; top ops:")
-    for n, s in top:
-      extra = f"  [{r['kinds'][n]}; {r['sources'][n]}]" if name == "jax" else \
-          f"  [{op_kinds.torch_kind(n)}]"
-      print(f"  {s:8.3f} s  {n}{extra}")
-    res[f"{name}_wall_s"] = [round(v, 3) for v in r["wall_s"]]
-    res[f"{name}_kinds_s"] = {k: round(v, 4) for k, v in tables[name].items()}
-    if name == "jax":
-      by_src = op_kinds.sum_by(r["ops"].items(), lambda n: r["sources"][n] or "(none)")
-      res["jax_by_source_s"] = {k: round(v, 4) for k, v in sorted(by_src.items(), key=lambda kv: -kv[1])}
-  if "jax" in tables:   # ops the CPU runtime runs without a trace event (e.g. Eigen convolutions): wall - traced
-    untraced = min(sides["jax"]["wall_s"]) - sum(tables["jax"].values())
-    if untraced > 0.02 * min(sides["jax"]["wall_s"]):
-      tables["jax"]["not traced"] = untraced
-      res["jax_kinds_s"]["not traced"] = round(untraced, 4)
-      print(f"jax: {untraced:.2f} s of the forward's wall time has no op event (ops the CPU runtime runs untraced, "
-            "e.g. Eigen convolutions): row 'not traced'")
-  tj, tt = tables.get("jax", {}), tables.get("torch", {})
-  totj, tott = sum(tj.values()) or 1.0, sum(tt.values()) or 1.0
-  print(f"{'kind':18s} {'PyTorch s':>10s} {'share':>6s} {'JAX s':>9s} {'share':>6s} {'JAX/PT':>7s}")
-  for k in op_kinds.KINDS + ("not traced",):
-    a, b = tt.get(k, 0.0), tj.get(k, 0.0)
-    if a or b:
-      ratio = f"{b / a:7.2f}" if a > 0 else "     --"
-      print(f"{k:18s} {a:10.3f} {a / tott:6.1%} {b:9.3f} {b / totj:6.1%} {ratio}")
-  if tj and tt:
-    wj, wt = min(sides["jax"]["wall_s"]), min(sides["torch"]["wall_s"])
-    print(f"{'total (op time)':18s} {tott:10.3f} {'':6s} {totj:9.3f} {'':6s} {totj / tott:7.2f}")
-    print(f"forward wall, fastest: PyTorch {wt:.2f} s, JAX {wj:.2f} s -> JAX / PyTorch = {wj / wt:.2f}")
-    res.update(jax_over_torch_wall=round(wj / wt, 3), jax_over_torch_op_time=round(totj / tott, 3))
+  print_tables(sides, res, args.top, "forward")
   res["load_avg_end"] = round(os.getloadavg()[0], 2)
   print(json.dumps(res))
 

@@ -3,6 +3,7 @@ model, in one run.
 
   python benchmarks/train_step.py --torch-src DC                  # width 128 (the 256 architecture), B1 T16
   python benchmarks/train_step.py --side jax --model-channels 64  # JAX alone
+  python benchmarks/train_step.py --torch-src DC --profile        # + both profiles by op kind (profile_unet)
 
 The full 256 UNet (1.44 B parameters) does not train on the 2-core, 23 GiB machine (parameters + gradients +
 AdamW moments = 23 GB), so the step runs the same architecture at a narrower width (``--model-channels``; every
@@ -10,7 +11,9 @@ width scales with it, the context stays 1024-wide). Both sides: fp32, dropout 0 
 loss = mean squared error of the output against a fixed random target, AdamW (lr 1e-4, weight decay 0.01), the
 same input arrays. JAX: ``jax.value_and_grad`` + ``optax.adamw`` in one jitted step with donated state. PyTorch:
 ``zero_grad``, ``backward``, ``step`` (run first, in a child process, alone). Fastest of ``--repeats`` steps after
-``--warmup`` of each; the ratio JAX / PyTorch (< 1: JAX faster). The last line is one JSON object.
+``--warmup`` of each; the ratio JAX / PyTorch (< 1: JAX faster). ``--profile``: then ``--repeats`` more steps of
+each under its profiler, printed by op kind as benchmarks/profile_unet.py does for the forward (in the step,
+"normalisation" also holds the reductions of the backward, e.g. bias gradients). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -66,13 +69,16 @@ def torch_child(args) -> None:
     if i >= args.warmup:
       times.append(time.perf_counter() - t0)
   n = sum(p.numel() for p in net.parameters())
+  out = {"torch": torch.__version__, "threads": args.threads, "step_s": times, "losses": losses, "params": int(n)}
+  if args.profile:
+    out.update(wall_s=times, ops=profile_unet.torch_trace(step, args.repeats))
   with open(args.torch_child_out, "w") as f:
-    json.dump({"torch": torch.__version__, "threads": args.threads, "step_s": times, "losses": losses,
-               "params": int(n)}, f)
+    json.dump(out, f)
 
 
 def torch_side(args) -> dict:
-  r = profile_unet.run_torch_child(args, __file__, ["--warmup", str(args.warmup)])
+  r = profile_unet.run_torch_child(args, __file__, ["--warmup", str(args.warmup)] + (["--profile"] if args.profile
+                                                                                      else []))
   if "unavailable" in r:
     return r
   print(f"PyTorch ({r['torch']}, {r['threads']} threads, {r['params']:,} parameters): steps "
@@ -117,7 +123,16 @@ def jax_side(args) -> dict:
       times.append(time.perf_counter() - t0)
   print(f"JAX ({jax.__version__}): steps " + ", ".join(f"{v:.2f}" for v in times) + " s; losses "
         + ", ".join(f"{v:.4f}" for v in losses))
-  return {"jax": jax.__version__, "step_s": times, "losses": losses, "params": n}
+  out = {"jax": jax.__version__, "step_s": times, "losses": losses, "params": n}
+  if args.profile:
+    state = [params, opt_state]
+
+    def run():   # the donated state moves on with every profiled step
+      state[0], state[1], loss = compiled(*state)
+      jax.block_until_ready(loss)
+
+    out.update(wall_s=times, **profile_unet.jax_trace(compiled.as_text(), run, args.repeats))
+  return out
 
 
 def main():
@@ -132,6 +147,8 @@ def main():
   ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads")
   ap.add_argument("--torch-src", default=os.environ.get("V2W_DC_SRC", ""), help="exported DynamiCrafter tree")
   ap.add_argument("--torch-python", default=sys.executable, help="python with torch, einops, omegaconf")
+  ap.add_argument("--profile", action="store_true", help="also profile both steps by op kind")
+  ap.add_argument("--top", type=int, default=8, help="with --profile: top ops of each side to print")
   ap.add_argument("--torch-child-out", default="", help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args.torch_child_out:
@@ -149,6 +166,8 @@ def main():
     sides["torch"] = torch_side(args)
   if args.side in ("both", "jax"):
     sides["jax"] = jax_side(args)
+  if args.profile:
+    profile_unet.print_tables(sides, res, args.top, "train step")
   for name, r in sides.items():
     if "step_s" in r:
       res[f"{name}_step_s"] = [round(v, 3) for v in r["step_s"]]

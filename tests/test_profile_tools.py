@@ -62,7 +62,41 @@ def test_torch_kinds():
   expect = {"aten::mkldnn_convolution": "convolution", "aten::slow_conv3d_forward": "convolution",
             "aten::addmm": "linear matmul", "aten::mm": "linear matmul", "aten::bmm": "attention matmul",
             "aten::_softmax": "softmax", "aten::native_group_norm": "normalisation", "aten::gelu": "activation",
-            "aten::copy_": "layout / copy", "aten::mul": "elementwise", "cudaLaunch": "other"}
+            "aten::copy_": "layout / copy", "aten::mul": "elementwise", "cudaLaunch": "other",
+            # the backward's ops (benchmarks/train_step.py --profile)
+            "aten::convolution_backward": "convolution", "aten::native_group_norm_backward": "normalisation",
+            "aten::gelu_backward": "activation", "aten::_softmax_backward_data": "softmax"}
   assert {n: op_kinds.torch_kind(n) for n in expect} == expect
   rows = op_kinds.table({"convolution": 3.0, "elementwise": 1.0})
   assert [r[0] for r in rows] == ["convolution", "elementwise"] and np.isclose(rows[0][2], 0.75)
+
+
+def test_jax_trace_of_a_gradient_step_and_the_side_by_side_table(capsys):
+  """profile_unet.jax_trace (what train_step.py --profile runs on the UNet's step) on a small conv + dense
+  gradient step: its op time lands on convolutions and linear matmuls; print_tables prints both sides by kind
+  and puts the per-kind seconds and the wall ratio in the JSON dict."""
+  import profile_unet  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 16, 16, 32), dtype=np.float32))
+  params = {"w": jnp.asarray(rng.standard_normal((3, 3, 32, 32), dtype=np.float32)) * 0.1,
+            "d": jnp.asarray(rng.standard_normal((32, 256), dtype=np.float32)) * 0.1}
+
+  def loss(p):
+    h = jax.lax.conv_general_dilated(x, p["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.mean(jnp.tanh(h) @ p["d"])
+
+  step = jax.jit(lambda p: jax.tree.map(lambda a, g: a - 0.1 * g, p, jax.grad(loss)(p)))
+  compiled = step.lower(params).compile()
+  run = lambda: jax.block_until_ready(compiled(params))
+  run()
+  r = profile_unet.jax_trace(compiled.as_text(), run, 2)
+  by_kind = op_kinds.sum_by(r["ops"].items(), lambda n: r["kinds"][n])
+  assert by_kind.get("convolution", 0) > 0 and by_kind.get("linear matmul", 0) > 0, by_kind
+  res = {}
+  fake_torch = {"wall_s": [2 * sum(r["ops"].values())], "ops": {"aten::convolution_backward": 1.0, "aten::mm": 0.5}}
+  profile_unet.print_tables({"torch": fake_torch, "jax": {"wall_s": [sum(r["ops"].values())], **r}}, res, 3,
+                            "train step")
+  out = capsys.readouterr().out
+  assert "jax: train step wall" in out and "train step wall, fastest:" in out, out
+  assert res["torch_kinds_s"] == {"convolution": 1.0, "linear matmul": 0.5}
+  assert np.isclose(res["jax_over_torch_wall"], 0.5, atol=1e-3), res
