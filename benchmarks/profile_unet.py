@@ -121,13 +121,15 @@ def torch_side(args) -> dict:
   return run_torch_child(args, __file__, [])
 
 
-def build_jax_unet(kw: dict):
-  """The JAX UNet of the PyTorch kwargs ``kw`` (fp32, the benchmark's random weights), in eval mode."""
+def build_jax_unet(kw: dict, attention_impl: str = "auto"):
+  """The JAX UNet of the PyTorch kwargs ``kw`` (fp32, the benchmark's random weights), in eval mode;
+  ``attention_impl``: models.attention.ATTENTION_IMPLS ("auto" = XLA's dot_product_attention on CPU)."""
   from flax import nnx
   import unet_forward   # benchmarks/unet_forward.py: fast_random_state
   from vid2world_jax.models import unet
   cfg = unet.config_from_torch_params(kw)
   cfg.dtype = "float32"
+  cfg.attention_impl = attention_impl
   graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: unet.build(cfg, rngs=nnx.Rngs(0))))
   model = nnx.merge(graphdef, unet_forward.fast_random_state(abstract_state, 0))
   model.eval()
@@ -180,7 +182,7 @@ def jax_side(args) -> dict:
   from flax import nnx
 
   kw = unet_kwargs(args.model_channels, args.frames)
-  graphdef, state = nnx.split(build_jax_unet(kw))
+  graphdef, state = nnx.split(build_jax_unet(kw, args.attention_impl))
   x, t, ctx, fs = jax_inputs(inputs_np(kw, args.batch, args.frames, args.latent))
 
   @jax.jit
@@ -251,6 +253,7 @@ def main():
   ap.add_argument("--batch", type=int, default=1, help="clips per forward")
   ap.add_argument("--frames", type=int, default=16, help="frames per clip (and the UNet's temporal length)")
   ap.add_argument("--latent", type=int, default=32, help="latent height = width")
+  ap.add_argument("--attention-impl", default="auto", help="JAX attention kernel (models.attention.ATTENTION_IMPLS)")
   ap.add_argument("--repeats", type=int, default=2, help="timed forwards, then as many profiled ones")
   ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads (JAX uses every core "
                   "the process may run on: pin both with taskset for fewer)")
@@ -267,7 +270,7 @@ def main():
         f"{args.latent}x{args.latent}, fp32, {args.threads} threads, load average {os.getloadavg()[0]:.2f}")
   res = {"model_channels": args.model_channels, "batch": args.batch, "frames": args.frames, "latent": args.latent,
          "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2),
-         "xla_flags": os.environ.get("XLA_FLAGS", "")}
+         "xla_flags": os.environ.get("XLA_FLAGS", ""), "attention_impl": args.attention_impl}
   print(f"XLA_FLAGS: {res['xla_flags'] or '(none)'}")
   sides = {}
   if args.side in ("both", "torch"):

@@ -94,7 +94,7 @@ def jax_side(args) -> dict:
   from flax import nnx
 
   # eval mode (build_jax_unet): dropout is 0 on both sides, and eval() keeps the RNG streams out of the traced step
-  graphdef, params, rest = nnx.split(profile_unet.build_jax_unet(kwargs(args)), nnx.Param, ...)
+  graphdef, params, rest = nnx.split(profile_unet.build_jax_unet(kwargs(args), args.attention_impl), nnx.Param, ...)
   n = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
   x, t, ctx, fs = profile_unet.jax_inputs(profile_unet.inputs_np(kwargs(args), args.batch, args.frames, args.latent))
   target = jnp.asarray(np.moveaxis(target_np(args), 1, -1))
@@ -142,6 +142,7 @@ def main():
   ap.add_argument("--batch", type=int, default=1, help="clips per step")
   ap.add_argument("--frames", type=int, default=16, help="frames per clip (and the UNet's temporal length)")
   ap.add_argument("--latent", type=int, default=32, help="latent height = width")
+  ap.add_argument("--attention-impl", default="auto", help="JAX attention kernel (models.attention.ATTENTION_IMPLS)")
   ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
   ap.add_argument("--repeats", type=int, default=3, help="timed steps (the fastest is compared)")
   ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads")
@@ -159,7 +160,7 @@ def main():
         f"{args.latent}x{args.latent}, fp32, AdamW; load average {os.getloadavg()[0]:.2f}")
   res = {"model_channels": args.model_channels, "batch": args.batch, "frames": args.frames, "latent": args.latent,
          "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2),
-         "xla_flags": os.environ.get("XLA_FLAGS", "")}
+         "xla_flags": os.environ.get("XLA_FLAGS", ""), "attention_impl": args.attention_impl}
   print(f"XLA_FLAGS: {res['xla_flags'] or '(none)'}")
   sides = {}
   if args.side in ("both", "torch"):
