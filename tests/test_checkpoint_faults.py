@@ -282,3 +282,23 @@ def test_corrupt_checkpoint_refused_by_inference_loading(work, tmp_path):
   assert "checkpoint step 6 is damaged:" in p.stderr, p.stderr[-3000:]
   _no_noise(p.stdout + p.stderr)
   assert not os.path.exists(tmp_path / "out.npz")
+
+
+def test_orbax_orphan_future_records_dropped_others_kept():
+  """The asyncio filter installed after a failed save drops the "... exception was never retrieved" records of
+  orbax's tasks AND gathering futures (which one asyncio logs depends on the garbage collector: the gather's
+  record once reached a CI log with its traceback), and keeps every other record."""
+  import logging  # pylint: disable=import-outside-toplevel
+
+  def record(msg, exc_info=None):
+    return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, exc_info)
+
+  path = '"/tmp/run/checkpoints/8.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/"'
+  gather = ("_GatheringFuture exception was never retrieved\nfuture: <_GatheringFuture finished exception="
+            f"ValueError('OUT_OF_RANGE: Error writing in OCDBT database at local file {path}')>")
+  task = "Task exception was never retrieved\nfuture: <Task finished coro=<orbax.write() done>>"
+  assert not checkpointing._drop_orbax_orphan_tasks(record(gather))   # pylint: disable=protected-access
+  assert not checkpointing._drop_orbax_orphan_tasks(record(task))     # pylint: disable=protected-access
+  other = "Task exception was never retrieved\nfuture: <Task finished coro=<my_job() done>>"
+  assert checkpointing._drop_orbax_orphan_tasks(record(other))        # pylint: disable=protected-access
+  assert checkpointing._drop_orbax_orphan_tasks(record("some orbax message"))   # pylint: disable=protected-access
