@@ -207,22 +207,13 @@ def _silence_closed_loop_callbacks() -> None:
 
 
 def _drop_orbax_orphan_tasks(record) -> bool:
-  """asyncio logs "Task exception was never retrieved" / "_GatheringFuture exception was never retrieved" (with
-  the traceback) for each of orbax's write tasks or gathers that failed after the first failure was raised (which
-  of them depends on when the garbage collector finds them); orbax re-raises that first one to ``wait``/``save``,
-  reported there in one line. Only those records (orbax's: named in the message or in the traceback's frames) are
-  dropped."""
-  msg = record.getMessage()
-  if "exception was never retrieved" not in msg.split("\n", 1)[0]:
-    return True
-  if "orbax" in msg:
-    return False
-  tb = record.exc_info[2] if record.exc_info else None
+  """Drops asyncio's "Task / _GatheringFuture exception was never retrieved" records of orbax's writes that failed
+  after the first failure (re-raised to ``wait``/``save``, reported there in one line); keeps all others."""
+  msg, tb = record.getMessage(), (record.exc_info[2] if record.exc_info else None)
+  files = []
   while tb is not None:
-    if "orbax" in tb.tb_frame.f_code.co_filename:
-      return False
-    tb = tb.tb_next
-  return True
+    files, tb = files + [tb.tb_frame.f_code.co_filename], tb.tb_next
+  return not ("exception was never retrieved" in msg.split("\n", 1)[0] and "orbax" in msg + "".join(files))
 
 
 @contextlib.contextmanager
