@@ -246,21 +246,35 @@ def print_tables(sides: dict, res: dict, top: int, what: str) -> None:
     res.update(jax_over_torch_wall=round(wj / wt, 3), jax_over_torch_op_time=round(totj / tott, 3))
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--side", default="both", choices=["both", "jax", "torch"], help="which model(s) to profile")
-  ap.add_argument("--model-channels", type=int, default=320, help="UNet width (320 = the 256 config)")
-  ap.add_argument("--batch", type=int, default=1, help="clips per forward")
+def add_shared_args(ap, model_channels: int, repeats: int, unit: str) -> None:
+  """The flags both side-by-side benchmarks take (shape, sides, threads, the PyTorch tree and child)."""
+  ap.add_argument("--side", default="both", choices=["both", "jax", "torch"], help="which model(s) to run")
+  ap.add_argument("--model-channels", type=int, default=model_channels, help="UNet width (320 = the 256 config)")
+  ap.add_argument("--batch", type=int, default=1, help=f"clips per {unit}")
   ap.add_argument("--frames", type=int, default=16, help="frames per clip (and the UNet's temporal length)")
   ap.add_argument("--latent", type=int, default=32, help="latent height = width")
   ap.add_argument("--attention-impl", default="auto", help="JAX attention kernel (models.attention.ATTENTION_IMPLS)")
-  ap.add_argument("--repeats", type=int, default=2, help="timed forwards, then as many profiled ones")
+  ap.add_argument("--repeats", type=int, default=repeats, help=f"timed {unit}s (then as many profiled ones)")
   ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads (JAX uses every core "
                   "the process may run on: pin both with taskset for fewer)")
   ap.add_argument("--torch-src", default=os.environ.get("V2W_DC_SRC", ""), help="exported DynamiCrafter tree")
   ap.add_argument("--torch-python", default=sys.executable, help="python with torch, einops, omegaconf")
-  ap.add_argument("--top", type=int, default=8, help="top ops of each side to print")
   ap.add_argument("--torch-child-out", default="", help=argparse.SUPPRESS)
+
+
+def result_header(args) -> dict:
+  """The JSON line's settings (shape, threads, load, XLA_FLAGS, attention kernel); prints XLA_FLAGS."""
+  res = {"model_channels": args.model_channels, "batch": args.batch, "frames": args.frames, "latent": args.latent,
+         "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2),
+         "xla_flags": os.environ.get("XLA_FLAGS", ""), "attention_impl": args.attention_impl}
+  print(f"XLA_FLAGS: {res['xla_flags'] or '(none)'}")
+  return res
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  add_shared_args(ap, model_channels=320, repeats=2, unit="forward")
+  ap.add_argument("--top", type=int, default=8, help="top ops of each side to print")
   args = ap.parse_args()
   if args.torch_child_out:
     torch_child(args)
@@ -268,10 +282,7 @@ def main():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   print(f"UNet 256 architecture, model_channels {args.model_channels}, B{args.batch} T{args.frames} "
         f"{args.latent}x{args.latent}, fp32, {args.threads} threads, load average {os.getloadavg()[0]:.2f}")
-  res = {"model_channels": args.model_channels, "batch": args.batch, "frames": args.frames, "latent": args.latent,
-         "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2),
-         "xla_flags": os.environ.get("XLA_FLAGS", ""), "attention_impl": args.attention_impl}
-  print(f"XLA_FLAGS: {res['xla_flags'] or '(none)'}")
+  res = result_header(args)
   sides = {}
   if args.side in ("both", "torch"):
     sides["torch"] = torch_side(args)

@@ -137,20 +137,10 @@ def jax_side(args) -> dict:
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--side", default="both", choices=["both", "jax", "torch"], help="which model(s) to time")
-  ap.add_argument("--model-channels", type=int, default=128, help="UNet width (320 = the 256 config)")
-  ap.add_argument("--batch", type=int, default=1, help="clips per step")
-  ap.add_argument("--frames", type=int, default=16, help="frames per clip (and the UNet's temporal length)")
-  ap.add_argument("--latent", type=int, default=32, help="latent height = width")
-  ap.add_argument("--attention-impl", default="auto", help="JAX attention kernel (models.attention.ATTENTION_IMPLS)")
+  profile_unet.add_shared_args(ap, model_channels=128, repeats=3, unit="step")
   ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-  ap.add_argument("--repeats", type=int, default=3, help="timed steps (the fastest is compared)")
-  ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads")
-  ap.add_argument("--torch-src", default=os.environ.get("V2W_DC_SRC", ""), help="exported DynamiCrafter tree")
-  ap.add_argument("--torch-python", default=sys.executable, help="python with torch, einops, omegaconf")
   ap.add_argument("--profile", action="store_true", help="also profile both steps by op kind")
   ap.add_argument("--top", type=int, default=8, help="with --profile: top ops of each side to print")
-  ap.add_argument("--torch-child-out", default="", help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args.torch_child_out:
     torch_child(args)
@@ -158,10 +148,7 @@ def main():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   print(f"train step: UNet 256 architecture at model_channels {args.model_channels}, B{args.batch} T{args.frames} "
         f"{args.latent}x{args.latent}, fp32, AdamW; load average {os.getloadavg()[0]:.2f}")
-  res = {"model_channels": args.model_channels, "batch": args.batch, "frames": args.frames, "latent": args.latent,
-         "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2),
-         "xla_flags": os.environ.get("XLA_FLAGS", ""), "attention_impl": args.attention_impl}
-  print(f"XLA_FLAGS: {res['xla_flags'] or '(none)'}")
+  res = profile_unet.result_header(args)
   sides = {}
   if args.side in ("both", "torch"):
     sides["torch"] = torch_side(args)
