@@ -45,10 +45,13 @@ _MINATAR_ACTION = {0: 0, 1: 1, 2: 3}  # our index -> MinAtar's full action index
 POLICIES = {"tracker": 0.0, "tracker_eps0.25": 0.25, "tracker_eps0.5": 0.5, "tracker_eps0.75": 0.75,
             "random": 1.0}
 EXPLORE_POLICIES = {"explore": 0.0, "explore_mix": 0.5}   # name -> probability that a run tracks the ball
+CATCH_POLICIES = ("intercept",)                            # recorded: catches from every side (InterceptPolicy)
 OUT_OF_FAMILY_POLICIES = ("away", "always_left", "always_right")
-ALL_POLICIES = tuple(POLICIES) + tuple(EXPLORE_POLICIES) + OUT_OF_FAMILY_POLICIES
+ALL_POLICIES = tuple(POLICIES) + tuple(EXPLORE_POLICIES) + CATCH_POLICIES + OUT_OF_FAMILY_POLICIES
 RECORDED_POLICIES_V1 = tuple(POLICIES)                     # the recording before the exploration policies
-RECORDED_POLICIES = RECORDED_POLICIES_V1 + tuple(EXPLORE_POLICIES)  # the default recording
+RECORDED_POLICIES = RECORDED_POLICIES_V1 + tuple(EXPLORE_POLICIES) + CATCH_POLICIES  # the default recording
+INTERCEPT_OFFSETS = (0, 1, 2)   # intercept: paddle column - landing column, along the ball's direction, per fall
+INTERCEPT_MISS_PROB = 0.2       # intercept: probability of any action (a catch or a miss) on the deciding frame
 EXPLORE_MEAN_RUN = 4.0                                     # mean length (steps) of an exploration policy's runs
 FORMAT_VERSION = 2
 
@@ -195,8 +198,10 @@ class TrackerPolicy:
     self.eps = float(eps)
     self.detector = detector or exact_detector()
 
-  def act_on_positions(self, paddle_x: np.ndarray, ball_x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Vectorised over episodes: ``[N]`` paddle and ball columns -> ``[N]`` action indices."""
+  def act_on_positions(self, paddle_x: np.ndarray, ball_x: np.ndarray, rng: np.random.Generator,
+                       ball_y: np.ndarray | None = None) -> np.ndarray:
+    """Vectorised over episodes: ``[N]`` paddle and ball columns (and ball rows, unused here) -> ``[N]`` actions."""
+    del ball_y
     greedy = toward_ball(paddle_x, ball_x)
     explore = rng.random(greedy.shape) < self.eps
     return np.where(explore, rng.integers(0, ACTION_DIM, greedy.shape), greedy).astype(np.int64)
@@ -204,7 +209,7 @@ class TrackerPolicy:
   def __call__(self, frames01: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``frames01 [N, 32, 32, 3]`` (the newest frame of each episode) -> ``[N]`` action indices."""
     det = self.detector.detect(frames01)
-    return self.act_on_positions(det["paddle_x"], det["ball_x"], rng)
+    return self.act_on_positions(det["paddle_x"], det["ball_x"], rng, ball_y=det["ball_y"])
 
 
 class _ImagePolicy:
@@ -213,12 +218,12 @@ class _ImagePolicy:
   def __init__(self, detector: CellDetector | None = None):
     self.detector = detector or exact_detector()
 
-  def act_on_positions(self, paddle_x, ball_x, rng):  # pragma: no cover - abstract
+  def act_on_positions(self, paddle_x, ball_x, rng, ball_y=None):  # pragma: no cover - abstract
     raise NotImplementedError
 
   def __call__(self, frames01: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     det = self.detector.detect(frames01)
-    return self.act_on_positions(det["paddle_x"], det["ball_x"], rng)
+    return self.act_on_positions(det["paddle_x"], det["ball_x"], rng, ball_y=det["ball_y"])
 
 
 class ExplorePolicy(_ImagePolicy):
@@ -233,7 +238,8 @@ class ExplorePolicy(_ImagePolicy):
     self.track_prob, self.mean_run = float(track_prob), float(mean_run)
     self._left, self._mode = None, None   # steps left in the current run per episode, and its action (-1 = track)
 
-  def act_on_positions(self, paddle_x, ball_x, rng):
+  def act_on_positions(self, paddle_x, ball_x, rng, ball_y=None):
+    del ball_y
     paddle_x, ball_x = np.asarray(paddle_x), np.asarray(ball_x)
     n = paddle_x.shape[0]
     if self._left is None or self._left.shape[0] != n:
@@ -247,12 +253,69 @@ class ExplorePolicy(_ImagePolicy):
     return np.where(self._mode < 0, toward_ball(paddle_x, ball_x), self._mode).astype(np.int64)
 
 
+def landing(ball_x: int, direction: int, rows: int) -> tuple[int, int]:
+  """The ball's column and horizontal direction after ``rows`` more falling frames (MinAtar's walls: a move out of
+  the grid keeps the ball at the wall for a frame and reverses its direction)."""
+  x, d = int(ball_x), int(direction)
+  for _ in range(int(rows)):
+    x += d
+    if not 0 <= x < GRID:
+      x, d = min(max(x, 0), GRID - 1), -d
+  return x, d
+
+
+class InterceptPolicy(_ImagePolicy):
+  """Plays the catch from every side the game's rule allows. MinAtar bounces the ball when the paddle, after the
+  action, stands under the ball's column or under the column it moves to; the trackers almost always catch from
+  one column behind the ball, moving with it (83% of the catches in the tracker-family recording), so a model
+  trained on them draws the other catches as misses. This policy predicts the column where the ball will reach
+  the row above the paddle (``landing``; rising, it assumes the bounce under the bricks' row) and moves to a
+  random offset from it along the ball's direction (``INTERCEPT_OFFSETS``, drawn per bounce); on the deciding
+  frame it picks uniformly among the actions that catch, or with probability ``miss_prob`` any action. Stateful
+  (the ball's previous cell gives its direction): one instance per episode."""
+
+  def __init__(self, miss_prob: float = INTERCEPT_MISS_PROB, detector: CellDetector | None = None):
+    super().__init__(detector)
+    if not 0.0 <= miss_prob <= 1.0:
+      raise ValueError(f"miss_prob must be in [0, 1], got {miss_prob}")
+    self.miss_prob = float(miss_prob)
+    self._state = None   # per episode: the ball's previous x, y, its vertical direction, this bounce's offset
+
+  def act_on_positions(self, paddle_x, ball_x, rng, ball_y=None):
+    if ball_y is None:
+      raise ValueError("InterceptPolicy needs the ball's row (ball_y): it predicts where the ball lands")
+    paddle_x, ball_x, ball_y = (np.asarray(v).reshape(-1) for v in (paddle_x, ball_x, ball_y))
+    n = paddle_x.shape[0]
+    if self._state is None or self._state.shape[0] != n:
+      self._state = np.array([[-1, -1, 1, 0]] * n, np.int64)
+    acts = toward_ball(paddle_x, ball_x)
+    for i in range(n):
+      x, y, p = int(ball_x[i]), int(ball_y[i]), int(paddle_x[i])
+      lx, ly, was_vy, off = (int(v) for v in self._state[i])
+      vy = 1 if y > ly else -1 if y < ly else -was_vy   # an unchanged row is a bounce
+      if vy < 0 <= was_vy:                              # a new rise: a new offset for the next fall
+        off = int(rng.choice(INTERCEPT_OFFSETS))
+      self._state[i] = (x, y, vy, off)
+      if ly < 0 or y >= GRID - 1:                       # first frame (no direction yet) or the ball is missed
+        continue
+      d = int(np.sign(x - lx)) or (1 if x == 0 else -1)     # unchanged column: it bounced off a wall
+      x8, d8 = landing(x, d, GRID - 2 - y if vy > 0 else max(y - 4, 0) + 5)
+      if vy > 0 and y == GRID - 2:                # the deciding frame: the paddle's move settles catch or miss
+        catch = {x8, min(max(x8 + d8, 0), GRID - 1)}
+        ok = [a for a, dp in enumerate((0, -1, 1)) if min(max(p + dp, 0), GRID - 1) in catch]
+        acts[i] = rng.integers(0, ACTION_DIM) if (rng.random() < self.miss_prob or not ok) else rng.choice(ok)
+        continue
+      target = min(max(x8 + off * d8, 0), GRID - 1)
+      acts[i] = 1 if target < p else 2 if target > p else 0
+    return acts.astype(np.int64)
+
+
 class AwayPolicy(_ImagePolicy):
   """Moves the paddle away from the ball's column (towards the far wall when they share a column): the opposite of
   what every recorded policy does, so a world model that learned "the paddle goes where the ball goes" fails it."""
 
-  def act_on_positions(self, paddle_x, ball_x, rng):
-    del rng
+  def act_on_positions(self, paddle_x, ball_x, rng, ball_y=None):
+    del rng, ball_y
     paddle_x, ball_x = np.asarray(paddle_x), np.asarray(ball_x)
     same = np.where(paddle_x < GRID // 2, 2, 1)
     return np.where(ball_x < paddle_x, 2, np.where(ball_x > paddle_x, 1, same)).astype(np.int64)
@@ -265,8 +328,8 @@ class ConstantPolicy(_ImagePolicy):
     super().__init__(detector)
     self.action = int(action)
 
-  def act_on_positions(self, paddle_x, ball_x, rng):
-    del ball_x, rng
+  def act_on_positions(self, paddle_x, ball_x, rng, ball_y=None):
+    del ball_x, rng, ball_y
     return np.full(np.asarray(paddle_x).shape, self.action, np.int64)
 
 
@@ -276,6 +339,8 @@ def make_policy(name: str, detector: CellDetector | None = None) -> _ImagePolicy
     return TrackerPolicy(POLICIES[name], detector)
   if name in EXPLORE_POLICIES:
     return ExplorePolicy(EXPLORE_POLICIES[name], detector=detector)
+  if name == "intercept":
+    return InterceptPolicy(detector=detector)
   if name == "away":
     return AwayPolicy(detector)
   if name in ("always_left", "always_right"):

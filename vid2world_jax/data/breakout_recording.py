@@ -15,9 +15,9 @@ import time
 import numpy as np
 
 from vid2world_jax.data import episodes as episodes_lib
-from vid2world_jax.data.breakout import (ACTION_DIM, ACTIONS, ENV_NAME, EXPLORE_MEAN_RUN, EXPLORE_POLICIES,
-                                         FORMAT_VERSION, POLICIES, RECORDED_POLICIES, RESOLUTION, CellDetector,
-                                         run_policy)
+from vid2world_jax.data.breakout import (ACTION_DIM, ACTIONS, CATCH_POLICIES, ENV_NAME, EXPLORE_MEAN_RUN,
+                                         EXPLORE_POLICIES, FORMAT_VERSION, POLICIES, RECORDED_POLICIES, RESOLUTION,
+                                         CellDetector, run_policy)
 
 
 def record_dataset(out_dir: str, *, episodes_per_policy: int, steps: int, policies=RECORDED_POLICIES,
@@ -70,10 +70,10 @@ def embedded_dataset_dir(cache_dir: str | None = None, *, episodes_per_policy: i
   """Path of the recorded Breakout dataset; records it on first use (seconds) and caches it on disk. The folder
   name holds every recording setting, so recordings made with other settings never mix."""
   policies = tuple(policies)
-  unknown = [p for p in policies if p not in POLICIES and p not in EXPLORE_POLICIES]
+  unknown = [p for p in policies if p not in POLICIES and p not in EXPLORE_POLICIES and p not in CATCH_POLICIES]
   if unknown or not policies:
     raise ValueError(f"data.embedded.policies must name recording policies "
-                     f"{list(POLICIES) + list(EXPLORE_POLICIES)}, got {list(policies)}")
+                     f"{list(POLICIES) + list(EXPLORE_POLICIES) + list(CATCH_POLICIES)}, got {list(policies)}")
   root = cache_dir or default_cache_dir()
   tag = hashlib.sha1(json.dumps([list(policies), int(miss_hold), EXPLORE_MEAN_RUN]).encode()).hexdigest()[:8]
   d = os.path.join(root, f"{ENV_NAME}_s{steps}_e{episodes_per_policy}_v{FORMAT_VERSION}_{tag}")

@@ -39,15 +39,16 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.embedded = ml_collections.ConfigDict()
   c.embedded.env = "breakout"  # "breakout" (MinAtar Breakout, 32x32, 3 one-hot actions; data/breakout.py) |
   #                              "metaworld" (Meta-World drawer-close, 4-dim actions; data/simulator.py)
-  c.embedded.episodes_per_policy = 64  # x 5 policy qualities (breakout: last 1/8 of each -> split 'test';
+  c.embedded.episodes_per_policy = 64  # x each recording policy (breakout: last 1/8 of each -> split 'test';
   #                                      metaworld: last one of each; use 6 there, ~2 s per episode)
   c.embedded.steps = 40  # at most this many actions per episode (breakout ends earlier on a miss; metaworld: 50)
   c.embedded.resolution = 64  # metaworld only: square frame size of the recording (breakout is 32x32)
   # breakout only: recording policies (data/breakout.py). The first five chase the ball with graded noise; the
   # exploration policies hold random actions for random runs whatever the ball does ("explore") or between runs
-  # of tracking ("explore_mix"), so the data shows actions that do not follow the ball, and misses.
+  # of tracking ("explore_mix"), so the data shows actions that do not follow the ball, and misses;
+  # "intercept" catches the ball from every side the game allows (the trackers catch from one column behind it).
   c.embedded.policies = ("tracker", "tracker_eps0.25", "tracker_eps0.5", "tracker_eps0.75", "random",
-                         "explore", "explore_mix")
+                         "explore", "explore_mix", "intercept")
   c.embedded.miss_hold = 6  # breakout only: frames of the frozen screen kept after a missed ball (0 = cut there);
   #                            at most clip_length - 2, so that no clip is all frozen (copy-last-frame exact)
   return c

@@ -81,7 +81,8 @@ class _MixedPolicy:
   def __call__(self, obs_u8: np.ndarray, step: int) -> np.ndarray:
     del step
     det = self.detector.detect(np.asarray(obs_u8, np.float32) / 255.0)
-    acts = np.array([int(p.act_on_positions(det["paddle_x"][i:i + 1], det["ball_x"][i:i + 1], self.rng)[0])
+    acts = np.array([int(p.act_on_positions(det["paddle_x"][i:i + 1], det["ball_x"][i:i + 1], self.rng,
+                                            ball_y=det["ball_y"][i:i + 1])[0])
                      for i, p in enumerate(self.policies)])
     return np.eye(breakout.ACTION_DIM, dtype=np.float32)[acts]
 
