@@ -133,6 +133,44 @@ def test_breakout_explore_policy_holds_random_runs_whatever_the_ball_does():
   assert 0.5 < np.mean(m == 2) < 0.95                 # tracks in some runs, random in the others
 
 
+def _catch_configurations(policy: str, seeds: range) -> list:
+  """(paddle - ball column, action), mirrored so that the ball moves right, of every catch in the episodes."""
+  out = []
+  for seed in seeds:
+    r = breakout.run_policy(policy, seed, steps=40, policy_seed=seed)
+    det = breakout.exact_detector().detect(r["frames"].astype(np.float32) / 255.0)
+    by, bx, px = (np.asarray(det[k]).astype(int) for k in ("ball_y", "ball_x", "paddle_x"))
+    for t in range(1, len(by) - 1):
+      if by[t] == 8 and by[t - 1] == 7 and by[t + 1] == 8:
+        d = 1 if bx[t] > bx[t - 1] else -1
+        out.append(((px[t] - bx[t]) * d, [0, -1, 1][int(np.argmax(r["actions"][t]))] * d))
+  return out
+
+
+def test_breakout_landing_follows_minatar_walls():
+  assert breakout.landing(4, 1, 3) == (7, 1)
+  assert breakout.landing(8, 1, 3) == (8, -1)          # 9, then held at the wall for a frame, then back
+  assert breakout.landing(1, -1, 2) == (0, 1) and breakout.landing(0, -1, 0) == (0, -1)
+
+
+def test_breakout_intercept_policy_catches_from_every_side():
+  """The trackers catch from one column behind the ball (moving with it); the intercept policy's catches spread
+  over the other configurations of MinAtar's rule (the paddle ends under the ball's old or new column)."""
+  tracker = _catch_configurations("tracker", range(1000, 1016))
+  intercept = _catch_configurations("intercept", range(1000, 1016))
+  assert len(tracker) > 20 and len(intercept) > 20
+  lag = (-1, 1)                                        # one column behind, moving with the ball
+  assert np.mean([c == lag for c in tracker]) > 0.9
+  assert np.mean([c == lag for c in intercept]) < 0.3
+  assert len(set(intercept)) >= 5
+  game_rule = {(-1, 1), (0, 0), (0, 1), (1, -1), (1, 0), (2, -1)}   # ends under the old or the new column
+  assert np.mean([c in game_rule for c in intercept]) > 0.9   # (the rest: wall cells, where columns coincide)
+  with pytest.raises(ValueError, match="ball_y"):
+    breakout.make_policy("intercept").act_on_positions(np.array([3]), np.array([4]), np.random.default_rng(0))
+  with pytest.raises(ValueError, match="miss_prob"):
+    breakout.InterceptPolicy(miss_prob=1.5)
+
+
 def test_breakout_recording_keeps_misses_with_frozen_frames(tmp_path):
   r = breakout.run_policy("random", 1001, steps=40, policy_seed=4, miss_hold=3)
   assert r["done"] and r["miss_frame"] == len(r["frames"]) - 4
