@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vid2world_jax.data import breakout, breakout_recording
+from vid2world_jax.demo import breakout_eval
 from vid2world_jax.metrics import world_model_metrics as wmm
 
 
@@ -253,3 +254,64 @@ def test_policy_ranking_bootstrap_intervals():
   assert lo < hi <= 1.0
   with pytest.raises(ValueError, match="same number"):
     breakout_eval.bootstrap_ranking(real[:-1], real[:-1], by[:-1], 3)
+
+
+def test_catch_test_counts_catches_and_misses_by_configuration():
+  det = breakout.exact_detector()
+  frames = breakout_eval.deciding_frames(["tracker_eps0.5", "intercept"], 6, 5000, det, steps=30)
+  n, missed, conf = len(frames["missed"]), frames["missed"], frames["configuration"]
+  assert frames["context"].shape == (n, 4, 32, 32, 3) and frames["action"].shape == (n, 1, 3)
+  assert missed.any() and (~missed).any()
+  rule = {(-1, 1), (0, 0), (0, 1), (1, -1), (1, 0), (2, -1)}         # MinAtar: ends under the old or new column
+  assert all(tuple(c) in rule for c in conf[~missed] if abs(c[0]) < 3)
+  assert not any(tuple(c) in rule for c in conf[missed])
+  miss_screen = breakout.run_policy("always_left", 5001, steps=40)["frames"][-1]
+  assert det.detect(miss_screen[None].astype(np.float32) / 255.0)["ball_y"][0] == breakout.GRID - 1
+
+  class Fixed:   # a world model that always draws the same next frame (or repeats the newest context frame)
+    def __init__(self, frame):
+      self.frame = frame
+
+    def rollout(self, context_u8, actions, *, guidance_scale, seed, context_actions):
+      assert context_actions.shape[1] == context_u8.shape[1] - 1 and actions.shape[1] == 1
+      nxt = context_u8[:, -1] if self.frame is None else np.broadcast_to(self.frame, context_u8[:, -1].shape)
+      return np.asarray(nxt)[:, None]
+
+  always_miss = breakout_eval.catch_test(Fixed(miss_screen), frames, det, guidance_scale=None, batch=5)
+  assert always_miss["catch_drawn_as_miss"] == always_miss["catches"] == int((~missed).sum())
+  assert always_miss["miss_drawn_as_catch"] == 0 and always_miss["events"] == n
+  assert sum(v["n"] for v in always_miss["by_configuration"].values()) == n
+  never_miss = breakout_eval.catch_test(Fixed(None), frames, det, guidance_scale=None, batch=7)
+  assert never_miss["catch_drawn_as_miss"] == 0 and never_miss["miss_drawn_as_catch"] == int(missed.sum())
+  assert never_miss["lag_catches"] + never_miss["other_catches"] == never_miss["catches"]
+
+
+def test_policy_evaluation_pairs_the_policies_randomness_with_the_real_game():
+  """In a world model that is the game itself, every episode, random actions included, is the real one: the real
+  and imagined miss rates and returns agree exactly (the policies' streams are paired, not drawn afresh)."""
+  pols, episodes, first_seed, horizon = ["tracker_eps0.5", "random", "tracker"], 4, 5000, 12
+  seeds = [first_seed + k for _ in pols for k in range(episodes)]
+
+  class GameVenv:   # the real simulator behind the world model's vector-env interface
+    num_envs = len(seeds)
+
+    def reset(self, seed, options):
+      del seed
+      self.games = [breakout.Game() for _ in seeds]
+      self.frames = [[g.reset(s)] for g, s in zip(self.games, seeds)]
+      assert all(np.array_equal(f[0], c[0]) for f, c in zip(self.frames, options["context"]))
+      return np.stack([f[-1] for f in self.frames]), {}
+
+    def step(self, actions):
+      for g, f, a in zip(self.games, self.frames, np.argmax(actions, -1)):
+        f.append(f[-1] if g.done else g.step(int(a))[0])
+      return np.stack([f[-1] for f in self.frames]), None, None, None, None
+
+    def episode_frames(self):
+      return np.stack([np.stack(f) for f in self.frames])
+
+  out = breakout_eval.policy_evaluation(GameVenv(), pols, episodes, first_seed, horizon, breakout.exact_detector(),
+                                        bootstrap=10)
+  ep = out["per_episode"]
+  assert ep["real_missed"] == ep["world_model_missed"] and ep["real"] == ep["world_model"]
+  assert 0 < np.mean(ep["real_missed"]) < 1                                  # both outcomes occur

@@ -20,9 +20,10 @@ frame by ``detect``); "tracker_eps{p}" takes a uniformly random action with prob
 Exploration policies (``EXPLORE_POLICIES``, recorded by default so that the data shows actions that do not follow
 the ball, and misses): "explore" holds a uniformly random action for a random run (geometric, mean
 ``EXPLORE_MEAN_RUN`` steps) whatever the ball does; "explore_mix" tracks the ball during some runs and holds a random
-action during the others, so it reaches mid-game states and then acts against the ball. Policies outside every
-recorded family (``OUT_OF_FAMILY_POLICIES``, for evaluation only): "away" moves the paddle away from the ball's
-column; "always_left" / "always_right" hold one key.
+action during the others, so it reaches mid-game states and then acts against the ball. "intercept"
+(``CATCH_POLICIES``) catches the ball from every side the game allows. Policies outside every recorded family
+(``OUT_OF_FAMILY_POLICIES``, for evaluation only): "away" moves the paddle away from the ball's column;
+"always_left" / "always_right" hold one key.
 
 Misses: MinAtar ends the episode when the ball is missed and the game's screen stays as it is. The recording keeps
 those episodes (``miss_hold`` frames of the frozen last screen are appended, the policy's actions recorded and

@@ -77,6 +77,11 @@ def default_demo_config() -> ml_collections.ConfigDict:
   d.policy_eval.ddim_steps = 3      # DDIM steps per frame in the policy rollouts (overrides config.sampler.ddim_steps
   #                                   there; cost: episodes x horizon x steps)
   d.policy_eval.verifier_size = 16  # metaworld only: success verifier on size x size downsampled frames
+  # Catch test (breakout, the student; breakout_eval.catch_test): the next frame where the ball has just reached
+  # the row above the paddle, from real frames and the real action (the policies of policy_eval, its seeds).
+  d.catch_test = ml_collections.ConfigDict()
+  d.catch_test.episodes = 32        # real episodes per policy scanned for deciding frames (0 = skip the test)
+  d.catch_test.steps = 40           # actions per episode (episodes end earlier at a miss)
   # Few-step student (demo/student.py, stages "distill" and "student_eval"): the fine-tuned world model trained
   # further for its own few-step sampler without guidance pass (diffusion/student.py), saved in <workdir>/student.
   d.student = ml_collections.ConfigDict()

@@ -213,13 +213,13 @@ def evaluate_out_of_family(cfg, params: dict, progress: bool | None = None) -> d
   return out
 
 
-def _is_breakout(cfg) -> bool:
+def is_breakout(cfg) -> bool:
   return cfg.data.source == "embedded" and cfg.data.get("embedded", {}).get("env", "breakout") == "breakout"
 
 
 def position_detector(cfg):
   """The controlled object's detector for the embedded simulator (fit on its real recorded frames), or None."""
-  if not _is_breakout(cfg):
+  if not is_breakout(cfg):
     return None
   from vid2world_jax.data import breakout_recording  # pylint: disable=import-outside-toplevel
   from vid2world_jax.data import pipeline as data_pipeline  # pylint: disable=import-outside-toplevel
@@ -266,7 +266,7 @@ def very_long_horizon(cfg, session, progress: bool) -> dict | None:
   (seeds 9500..), the ground truth played by the tracker in the simulator; the same metrics as ``long_horizon``."""
   d = cfg.demo
   frames = int(d.get("very_long_horizon", 0))
-  if frames <= 0 or not _is_breakout(cfg):   # the ground truth comes from the Breakout simulator
+  if frames <= 0 or not is_breakout(cfg):   # the ground truth comes from the Breakout simulator
     return None
   from vid2world_jax.data import breakout  # pylint: disable=import-outside-toplevel
   from vid2world_jax.demo import baselines  # pylint: disable=import-outside-toplevel

@@ -166,6 +166,15 @@ def student_section(metrics: dict) -> list[str]:
     lines += [f"Frames per second at batch 1 (cached, inside this run): teacher {fps['teacher']:.1f}, student "
               f"{fps['student']:.1f} ({fps['student'] / fps['teacher']:.1f}x). `benchmarks/play_fps.py` measures "
               "both on an idle machine.", ""]
+  ct = st.get("catch_test")
+  if ct:
+    lines += [f"Catch test ({ct['protocol']}): {ct['events']} deciding frames; catches drawn as misses "
+              f"{ct['catch_drawn_as_miss']}/{ct['catches']} (the trackers' catch {ct['lag_catches_wrong']}/"
+              f"{ct['lag_catches']}, every other catch {ct['other_catches_wrong']}/{ct['other_catches']}); misses "
+              f"drawn as catches {ct['miss_drawn_as_catch']}/{ct['misses']}.", "",
+              markdown_table(["paddle - ball, move (along the ball)", "frames", "catches", "outcome wrong"],
+                             [[k, v["n"], v["catches"], v["wrong"]] for k, v in ct["by_configuration"].items()]),
+              ""]
   lines += ["GIFs: `videos/student/`: ground truth | student | teacher.", ""]
   return lines
 
@@ -342,6 +351,12 @@ def summary_text(metrics: dict, report_dir: str) -> str:
                  f"{np.mean(st['evaluate']['per_horizon']['world_model']['psnr']):.2f} vs "
                  f"{np.mean(ph['world_model']['psnr']):.2f}"
                  + (f"; {fps['student']:.1f} vs {fps['teacher']:.1f} frames/s at batch 1" if fps else ""))
+    ct = st.get("catch_test")
+    if ct:
+      lines.append(f"catch test (student, {ct['events']} frames): catches drawn as misses {ct['catch_drawn_as_miss']}/"
+                   f"{ct['catches']} (tracker-style {ct['lag_catches_wrong']}/{ct['lag_catches']}, others "
+                   f"{ct['other_catches_wrong']}/{ct['other_catches']}), misses drawn as catches "
+                   f"{ct['miss_drawn_as_catch']}/{ct['misses']}")
   pe = metrics.get("policy_eval")
   if pe:
     lines.append("policy eval, real / world model: " + ", ".join(

@@ -100,12 +100,33 @@ def evaluate_student(cfg, student: dict | None, teacher: dict, progress: bool | 
                                 inference.default_guidance(cfg))
     fps["student"] = frame_rate(evaluation.make_session(scfg, params), ctx, n, inference.default_guidance(scfg))
     log(f"batch-1 frame rate ({n} frames, each on its default path): teacher {fps['teacher']:.1f} /s, student {fps['student']:.1f} /s")
+  catches = catch_test(cfg, scfg, params)
   keep = ("delta_psnr", "paddle_error", "ball_error", "per_horizon")
   return {"evaluate": {k: ev[k] for k in keep if k in ev},
           "out_of_family": None if ood is None else {k: v for k, v in ood.items() if not k.startswith("_")},
           "long_horizon": None if lh is None else {k: lh[k] for k in ("frame_statistics", "per_horizon", "frames",
                                                                      "clips", "window", "horizons", "very_long")
                                                    if k in lh},
-          "frames_per_second": fps, "ddim_steps": int(student["ddim_steps"]), "train_steps": int(student["steps"]),
+          "catch_test": catches, "frames_per_second": fps, "ddim_steps": int(student["ddim_steps"]), "train_steps": int(student["steps"]),
           "train_seconds": float(student["seconds"]),
           "_videos": (ev["gt"], ev["pred"], ev["names"])}
+
+
+def catch_test(cfg, scfg, params: dict) -> dict | None:
+  """``breakout_eval.catch_test`` of the student (Breakout only; ``demo.catch_test.episodes`` 0 skips it)."""
+  ct = cfg.demo.get("catch_test")
+  if ct is None or int(ct.episodes) <= 0 or not evaluation.is_breakout(cfg):
+    return None
+  from vid2world_jax import inference  # pylint: disable=import-outside-toplevel
+  from vid2world_jax.demo import breakout_eval  # pylint: disable=import-outside-toplevel
+  t0 = time.time()
+  det = evaluation.position_detector(cfg)
+  frames = breakout_eval.deciding_frames(cfg.demo.policy_eval.policies, int(ct.episodes),
+                                         int(cfg.demo.policy_eval.first_seed), det, steps=int(ct.steps))
+  out = breakout_eval.catch_test(evaluation.make_session(scfg, params), frames, det,
+                                 guidance_scale=inference.default_guidance(scfg), seed=int(cfg.demo.seed))
+  log(f"catch test: {out['events']} deciding frames in {time.time() - t0:.0f} s; catches drawn as misses "
+      f"{out['catch_drawn_as_miss']}/{out['catches']} (the trackers' catch {out['lag_catches_wrong']}/"
+      f"{out['lag_catches']}, the others {out['other_catches_wrong']}/{out['other_catches']}), misses drawn as "
+      f"catches {out['miss_drawn_as_catch']}/{out['misses']}")
+  return out
