@@ -59,6 +59,7 @@ def demo_test_config(arch="toy", policy_eval=True):
   d.student.steps = 2              # the few-step student stage (demo/student.py)
   d.student.batch_size = 8         # divisible by the 8 fake test devices
   d.student.fps_frames = 2
+  d.catch_test.episodes = 2        # tracker + random from 2 states: a few deciding frames
   return c
 
 
@@ -111,6 +112,10 @@ def test_demo_end_to_end_report(demo_run):
   assert set(st["frames_per_second"]) == {"teacher", "student"} and min(st["frames_per_second"].values()) > 0
   assert len(os.listdir(os.path.join(rdir, "videos", "student"))) == 2
   assert "Few-step student" in open(os.path.join(rdir, "metrics.md")).read()
+  ct = st["catch_test"]                                   # the student's next frame where catch or miss is decided
+  assert ct["events"] == ct["catches"] + ct["misses"] > 0 and ct["catches"] == ct["lag_catches"] + ct["other_catches"]
+  assert sum(v["n"] for v in ct["by_configuration"].values()) == ct["events"]
+  assert "Catch test" in open(os.path.join(rdir, "metrics.md")).read()
   assert "Out-of-family split" in open(os.path.join(rdir, "metrics.md")).read()
   assert "paired SE" in [v for k, v in bar.items() if "Delta-t-PSNR" in k][0]["detail"]
   dp = js["delta_psnr"]

@@ -171,7 +171,8 @@ def deciding_frames(policies, episodes: int, first_seed: int, detector: breakout
   (the frames up to that one), ``"context_actions" [N, context - 1, A]``, ``"action" [N, 1, A]``, ``"missed" bool
   [N]`` (the game's outcome), ``"configuration" [N, 2]``: the paddle's column minus the ball's and the paddle's
   move, both signed along the ball's horizontal direction (MinAtar catches when the paddle ends under the ball's
-  column or the next one: (-1, +1), (0, 0), (0, +1), (1, -1), (1, 0), (2, -1)), ``"policy" [N]``}."""
+  column or the next one: (-1, +1), (0, 0), (0, +1), (1, -1), (1, 0), (2, -1)), ``"policy" [N]``}; None if there
+  is none."""
   keys = ("context", "context_actions", "action", "missed", "configuration", "policy")
   out = {k: [] for k in keys}
   for pi, p in enumerate(policies):
@@ -190,7 +191,7 @@ def deciding_frames(policies, episodes: int, first_seed: int, detector: breakout
                                  ((px[t] - bx[t]) * d, move * d), p)):
             out[n].append(v)
   if not out["missed"]:
-    raise ValueError(f"no deciding frame in {len(policies)} x {episodes} episodes of {steps} steps")
+    return None
   return {k: np.asarray(v) if k == "policy" else np.stack(v) for k, v in out.items()}
 
 

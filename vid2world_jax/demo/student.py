@@ -123,6 +123,9 @@ def catch_test(cfg, scfg, params: dict) -> dict | None:
   det = evaluation.position_detector(cfg)
   frames = breakout_eval.deciding_frames(cfg.demo.policy_eval.policies, int(ct.episodes),
                                          int(cfg.demo.policy_eval.first_seed), det, steps=int(ct.steps))
+  if frames is None:
+    log(f"catch test: no deciding frame in {int(ct.episodes)} episodes per policy; not run")
+    return None
   out = breakout_eval.catch_test(evaluation.make_session(scfg, params), frames, det,
                                  guidance_scale=inference.default_guidance(scfg), seed=int(cfg.demo.seed))
   log(f"catch test: {out['events']} deciding frames in {time.time() - t0:.0f} s; catches drawn as misses "
