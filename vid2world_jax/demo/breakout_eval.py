@@ -148,8 +148,8 @@ def policy_evaluation(venv, policies, episodes: int, first_seed: int, horizon: i
                          "world_model": wm_ret.tolist(), "real_missed": real_miss.tolist(),
                          "world_model_missed": wm_miss.tolist()},
          "protocol": (f"{int(episodes)} unseen initial states per policy (seeds {int(first_seed)}..), at most "
-                      f"{int(horizon)} actions; image policies act closed-loop on the frames of each world, with the same "
-                      f"random stream in both (paired); "
+                      f"{int(horizon)} actions; image policies act closed-loop on the frames of each world, with "
+                      f"the same random stream in both (paired); "
                       f"return = bricks broken before the ball is missed, read from the frames by the detector "
                       f"fit on real frames")}
   real_frames = np.zeros_like(imagined)
@@ -179,7 +179,7 @@ def deciding_frames(policies, episodes: int, first_seed: int, detector: breakout
     for k in range(int(episodes)):
       seed = int(first_seed) + k
       r = breakout.run_policy(breakout.make_policy(p, detector), seed, steps=int(steps),
-                              policy_seed=seed * 1000 + pi + 500)
+                              policy_seed=policy_seed(seed, pi) + 500)   # not the evaluation's episodes
       det = detector.detect(r["frames"].astype(np.float32) / 255.0)
       by, bx, px = (np.asarray(det[n]).astype(int) for n in ("ball_y", "ball_x", "paddle_x"))
       for t in range(max(context - 1, 1), len(by) - 1):

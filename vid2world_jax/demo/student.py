@@ -92,15 +92,16 @@ def evaluate_student(cfg, student: dict | None, teacher: dict, progress: bool | 
   ood = evaluation.evaluate_out_of_family(scfg, params, progress=progress)
   lh = evaluation.long_horizon(scfg, params, progress=progress)
   ctx = evaluation.to_uint8(ev["gt"][0, :1] * 2.0 - 1.0)   # the first held-out frame ([0, 1] -> [-1, 1] -> uint8)
+  session = evaluation.make_session(scfg, params)          # the frame rate's and the catch test's
   n = int(cfg.demo.student.fps_frames)
   fps = {}
   if n > 0:
     from vid2world_jax import inference  # pylint: disable=import-outside-toplevel
     fps["teacher"] = frame_rate(evaluation.make_session(cfg, teacher["params"]), ctx, n,
                                 inference.default_guidance(cfg))
-    fps["student"] = frame_rate(evaluation.make_session(scfg, params), ctx, n, inference.default_guidance(scfg))
+    fps["student"] = frame_rate(session, ctx, n, inference.default_guidance(scfg))
     log(f"batch-1 frame rate ({n} frames, each on its default path): teacher {fps['teacher']:.1f} /s, student {fps['student']:.1f} /s")
-  catches = catch_test(cfg, scfg, params)
+  catches = catch_test(cfg, session, scfg)
   keep = ("delta_psnr", "paddle_error", "ball_error", "per_horizon")
   return {"evaluate": {k: ev[k] for k in keep if k in ev},
           "out_of_family": None if ood is None else {k: v for k, v in ood.items() if not k.startswith("_")},
@@ -112,8 +113,9 @@ def evaluate_student(cfg, student: dict | None, teacher: dict, progress: bool | 
           "_videos": (ev["gt"], ev["pred"], ev["names"])}
 
 
-def catch_test(cfg, scfg, params: dict) -> dict | None:
-  """``breakout_eval.catch_test`` of the student (Breakout only; ``demo.catch_test.episodes`` 0 skips it)."""
+def catch_test(cfg, session, scfg) -> dict | None:
+  """``breakout_eval.catch_test`` of the student's ``session`` (``scfg``: its sampling config; Breakout only;
+  ``demo.catch_test.episodes`` 0 skips it)."""
   ct = cfg.demo.get("catch_test")
   if ct is None or int(ct.episodes) <= 0 or not evaluation.is_breakout(cfg):
     return None
@@ -126,8 +128,8 @@ def catch_test(cfg, scfg, params: dict) -> dict | None:
   if frames is None:
     log(f"catch test: no deciding frame in {int(ct.episodes)} episodes per policy; not run")
     return None
-  out = breakout_eval.catch_test(evaluation.make_session(scfg, params), frames, det,
-                                 guidance_scale=inference.default_guidance(scfg), seed=int(cfg.demo.seed))
+  out = breakout_eval.catch_test(session, frames, det, guidance_scale=inference.default_guidance(scfg),
+                                 seed=int(cfg.demo.seed))
   log(f"catch test: {out['events']} deciding frames in {time.time() - t0:.0f} s; catches drawn as misses "
       f"{out['catch_drawn_as_miss']}/{out['catches']} (the trackers' catch {out['lag_catches_wrong']}/"
       f"{out['lag_catches']}, the others {out['other_catches_wrong']}/{out['other_catches']}), misses drawn as "
