@@ -32,11 +32,18 @@ class SiLU(nnx.Module):
     return jax.nn.silu(x)
 
 
+def gelu(x):
+  """Exact GELU by torch's formula ``x / 2 * (1 + erf(x / sqrt 2))``. ``jax.nn.gelu(approximate=False)`` computes
+  the same function through ``erfc``, whose XLA expansion costs more: GEGLU forward + backward on [16384, 2560]
+  fp32 on CPU 139 -> 104-109 ms (docs/profile.md); both within 4e-6 of torch's."""
+  return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
+
+
 class GELU(nnx.Module):
   """Exact (erf) GELU, as ``torch.nn.GELU()``."""
 
   def __call__(self, x):
-    return jax.nn.gelu(x, approximate=False)
+    return gelu(x)
 
 
 class Identity(nnx.Module):
@@ -80,9 +87,17 @@ class GroupNorm(nnx.Module):
     xf = x.astype(jnp.float32).reshape(n, -1, g, c // g)
     mean = xf.mean(axis=(1, 3), keepdims=True)
     var = jnp.square(xf - mean).mean(axis=(1, 3), keepdims=True)
-    xf = (xf - mean) * jax.lax.rsqrt(var + self.eps)
-    xf = xf.reshape(x.shape) * self.scale[...] + self.bias[...]
-    return xf.astype(dtype)
+    return normalize(xf, mean, var, self.eps, self.scale[...], self.bias[...]).reshape(x.shape).astype(dtype)
+
+
+def normalize(xf, mean, var, eps: float, scale, bias):
+  """``(xf - mean) / sqrt(var + eps) * scale + bias`` for grouped ``xf [..., G, C/G]`` with statistics
+  broadcastable to it and per-channel ``scale, bias [C]``, computed as one multiply-add per element
+  (``xf * a + b`` with ``a = scale / sqrt(var + eps)``, ``b = bias - mean * a`` on the small statistics arrays):
+  forward + backward of a GroupNorm on [16, 32, 32, 320] fp32 on CPU 37 -> 12 ms (docs/profile.md)."""
+  g = xf.shape[-2]
+  a = jax.lax.rsqrt(var + eps) * scale.reshape(g, -1)
+  return xf * a + (bias.reshape(g, -1) - mean * a)
 
 
 class LayerNorm(nnx.LayerNorm):

@@ -49,9 +49,8 @@ def temporal_group_norm(gn: layers.GroupNorm, x, mode: str, cache: FrameCache | 
     if cache is not None:
       _record_history_stats(cache, m_f, v_f)
     mean, var = _pooled_causal(m_f, v_f)
-  y = (xf - mean[:, :, None, :, None]) * jax.lax.rsqrt(var + gn.eps)[:, :, None, :, None]
-  y = y.reshape(x.shape) * gn.scale[...] + gn.bias[...]
-  return y.astype(x.dtype)
+  y = layers.normalize(xf, mean[:, :, None, :, None], var[:, :, None, :, None], gn.eps, gn.scale[...], gn.bias[...])
+  return y.reshape(x.shape).astype(x.dtype)
 
 
 def _pooled_causal(m_f, v_f):
