@@ -263,11 +263,13 @@ def add_shared_args(ap, model_channels: int, repeats: int, unit: str) -> None:
 
 
 def result_header(args) -> dict:
-  """The JSON line's settings (shape, threads, load, XLA_FLAGS, attention kernel); prints XLA_FLAGS."""
+  """The JSON line's settings (shape, threads, load, XLA_FLAGS, glibc tunables, attention kernel); prints the
+  two environment settings (both sides run under them: the PyTorch child inherits the environment)."""
   res = {"model_channels": args.model_channels, "batch": args.batch, "frames": args.frames, "latent": args.latent,
          "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2),
-         "xla_flags": os.environ.get("XLA_FLAGS", ""), "attention_impl": args.attention_impl}
-  print(f"XLA_FLAGS: {res['xla_flags'] or '(none)'}")
+         "xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+         "attention_impl": args.attention_impl}
+  print(f"XLA_FLAGS: {res['xla_flags'] or '(none)'}; GLIBC_TUNABLES: {res['glibc_tunables'] or '(none)'}")
   return res
 
 
@@ -294,4 +296,6 @@ def main():
 
 
 if __name__ == "__main__":
+  from vid2world_jax import host_memory  # noqa: E402
+  host_memory.reexec_with_huge_pages()   # as the project's command lines do (docs/profile.md)
   main()

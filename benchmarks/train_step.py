@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -31,6 +32,24 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import profile_unet  # noqa: E402  (benchmarks/profile_unet.py: the shared kwargs, inputs and torch builder)
 
 LR, WEIGHT_DECAY = 1e-4, 0.01
+
+
+def rusage() -> tuple:
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime, r.ru_stime, r.ru_minflt
+
+
+def rusage_delta(r0: tuple) -> dict:
+  """This process's user and system CPU seconds and minor page faults since ``r0`` (a step's kernel time: the
+  pages its fresh buffers fault in)."""
+  u, s, f = rusage()
+  return {"user_s": round(u - r0[0], 2), "sys_s": round(s - r0[1], 2), "minor_faults": int(f - r0[2])}
+
+
+def usage_line(usage: list) -> str:
+  return ("per step: user " + ", ".join(f"{u['user_s']:.1f}" for u in usage) + " CPU-s, system "
+          + ", ".join(f"{u['sys_s']:.1f}" for u in usage) + " CPU-s, "
+          + ", ".join(f"{u['minor_faults'] / 1e6:.2f}" for u in usage) + " M page faults")
 
 
 def kwargs(args) -> dict:
@@ -62,14 +81,16 @@ def torch_child(args) -> None:
     opt.step()
     return float(loss)
 
-  times, losses = [], []
+  times, losses, usage = [], [], []
   for i in range(args.warmup + args.repeats):
-    t0 = time.perf_counter()
+    t0, r0 = time.perf_counter(), rusage()
     losses.append(step())
     if i >= args.warmup:
       times.append(time.perf_counter() - t0)
+      usage.append(rusage_delta(r0))
   n = sum(p.numel() for p in net.parameters())
-  out = {"torch": torch.__version__, "threads": args.threads, "step_s": times, "losses": losses, "params": int(n)}
+  out = {"torch": torch.__version__, "threads": args.threads, "step_s": times, "losses": losses, "params": int(n),
+         "usage": usage}
   if args.profile:
     out.update(wall_s=times, ops=profile_unet.torch_trace(step, args.repeats))
   with open(args.torch_child_out, "w") as f:
@@ -83,6 +104,7 @@ def torch_side(args) -> dict:
     return r
   print(f"PyTorch ({r['torch']}, {r['threads']} threads, {r['params']:,} parameters): steps "
         + ", ".join(f"{v:.2f}" for v in r["step_s"]) + " s; losses " + ", ".join(f"{v:.4f}" for v in r["losses"]))
+  print("PyTorch " + usage_line(r["usage"]))
   return r
 
 
@@ -114,16 +136,18 @@ def jax_side(args) -> dict:
   t0 = time.perf_counter()
   compiled = step.lower(params, opt_state).compile()
   print(f"JAX: compile {time.perf_counter() - t0:.1f} s; {n:,} parameters", flush=True)
-  times, losses = [], []
+  times, losses, usage = [], [], []
   for i in range(args.warmup + args.repeats):
-    t0 = time.perf_counter()
+    t0, r0 = time.perf_counter(), rusage()
     params, opt_state, loss = compiled(params, opt_state)
     losses.append(float(loss))   # blocks
     if i >= args.warmup:
       times.append(time.perf_counter() - t0)
+      usage.append(rusage_delta(r0))
   print(f"JAX ({jax.__version__}): steps " + ", ".join(f"{v:.2f}" for v in times) + " s; losses "
         + ", ".join(f"{v:.4f}" for v in losses))
-  out = {"jax": jax.__version__, "step_s": times, "losses": losses, "params": n}
+  print("JAX " + usage_line(usage))
+  out = {"jax": jax.__version__, "step_s": times, "losses": losses, "params": n, "usage": usage}
   if args.profile:
     state = [params, opt_state]
 
@@ -161,6 +185,7 @@ def main():
       res[f"{name}_step_s"] = [round(v, 3) for v in r["step_s"]]
       res[f"{name}_params"] = r["params"]
       res[f"{name}_first_loss"] = round(r["losses"][0], 5)
+      res[f"{name}_usage"] = r["usage"]
     else:
       res[f"{name}_unavailable"] = r.get("unavailable")
   if all("step_s" in sides.get(k, {}) for k in ("jax", "torch")):
@@ -174,4 +199,6 @@ def main():
 
 
 if __name__ == "__main__":
+  from vid2world_jax import host_memory  # noqa: E402
+  host_memory.reexec_with_huge_pages()   # as the project's command lines do (docs/profile.md)
   main()

@@ -189,7 +189,8 @@ def main():
   load = os.getloadavg()
   print(f"device: {dev.platform} ({dev.device_kind}), jax {jax.__version__}, {n_cpu} CPUs, "
         f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")
-  print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS') or '(none)'}")
+  print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS') or '(none)'}; "
+        f"GLIBC_TUNABLES: {os.environ.get('GLIBC_TUNABLES') or '(none)'} (the PyTorch child inherits both)")
   print(f"UNet {args.variant} config, batch {b}, {t} frames, {hw}x{hw} latents, compute {dtype}, params float32")
 
   # ---- construction: abstract (shapes only), then random values
@@ -273,7 +274,8 @@ def main():
         f"over {args.repeats} runs; "
         f"output {tuple(out.shape)} finite; peak RSS {peak['peak_rss_gib']:.2f} GiB"
         + (f"; device peak {peak['device_peak_gib']:.2f} GiB" if "device_peak_gib" in peak else ""))
-  res = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "variant": args.variant, "device": dev.platform, "device_kind": dev.device_kind, "dtype": dtype,
+  res = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+         "variant": args.variant, "device": dev.platform, "device_kind": dev.device_kind, "dtype": dtype,
          "batch": b, "frames": t, "latent": hw, "params": n_params, "cpus": n_cpu,
          "load_avg_start": [round(v, 2) for v in load], "load_avg_end": [round(v, 2) for v in os.getloadavg()],
          "abstract_build_s": round(t_abstract, 2), "init": args.init, "init_s": round(t_init, 2),
@@ -314,4 +316,6 @@ def main():
 
 
 if __name__ == "__main__":
+  from vid2world_jax import host_memory  # noqa: E402
+  host_memory.reexec_with_huge_pages()   # as the project's command lines do (docs/profile.md)
   main()

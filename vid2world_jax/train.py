@@ -52,6 +52,8 @@ def run(cfg, workdir: str | None, *, console_log_level: str = "warning") -> None
 
 
 if __name__ == "__main__":
+  from vid2world_jax import host_memory
+  host_memory.reexec_with_huge_pages()   # restarts once with glibc.malloc.hugetlb=1 where it helps
   from absl import app, flags
 
   from vid2world_jax import run_flags, user_input

@@ -316,4 +316,6 @@ def run():
 
 
 if __name__ == "__main__":
+  from vid2world_jax import host_memory
+  host_memory.reexec_with_huge_pages()   # restarts once with glibc.malloc.hugetlb=1 where it helps
   run()

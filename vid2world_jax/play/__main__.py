@@ -77,6 +77,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from vid2world_jax import host_memory
+  host_memory.reexec_with_huge_pages()   # restarts once with glibc.malloc.hugetlb=1 where it helps
   from vid2world_jax import logging_utils
   define_flags()
   app.run(logging_utils.quiet_main(main), flags_parser=user_input.parse_flags)
