@@ -24,8 +24,8 @@ CLI_MODULES = SHIMS + (f"{PKG}.train", f"{PKG}.inference.rollout_cli", f"{PKG}.p
                        f"{PKG}.data.convert_videos", f"{PKG}.data.encode_latents", f"{PKG}.demo.ablations",
                        f"{PKG}.demo.export_pretrained")
 # The top level holds only these modules beside the packages (shared utilities and command lines).
-TOP_LEVEL = {"__init__", "logging_utils", "param_tree", "pixels", "run_flags", "sharding", "train", "tree_store",
-             "user_input", "video_io", "world_model", "rollout", "rollout_cli", "evaluate", "policy_eval"}
+TOP_LEVEL = {"__init__", "host_memory", "logging_utils", "param_tree", "pixels", "run_flags", "sharding", "train",
+             "tree_store", "user_input", "video_io", "world_model", "rollout", "rollout_cli", "evaluate", "policy_eval"}
 
 
 def _modules() -> dict[str, str]:

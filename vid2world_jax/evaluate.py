@@ -5,7 +5,5 @@ CLI lives in ``vid2world_jax.metrics.evaluate``. A shim only re-exports ``main``
 from vid2world_jax.metrics.evaluate import main  # noqa: F401
 
 if __name__ == "__main__":
-  from vid2world_jax import host_memory
-  host_memory.reexec_with_huge_pages()   # restarts once with glibc.malloc.hugetlb=1 where it helps
   from vid2world_jax.metrics import evaluate
   evaluate.run()

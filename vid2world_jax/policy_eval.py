@@ -5,7 +5,5 @@ line under ``__main__``; nothing imports it."""
 from vid2world_jax.inference.policy_eval import main  # noqa: F401
 
 if __name__ == "__main__":
-  from vid2world_jax import host_memory
-  host_memory.reexec_with_huge_pages()   # restarts once with glibc.malloc.hugetlb=1 where it helps
   from vid2world_jax.inference import policy_eval
   policy_eval.run()

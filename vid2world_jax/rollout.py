@@ -5,7 +5,5 @@ re-exports ``main`` and runs the command line under ``__main__``; nothing import
 from vid2world_jax.inference.rollout_cli import main  # noqa: F401
 
 if __name__ == "__main__":
-  from vid2world_jax import host_memory
-  host_memory.reexec_with_huge_pages()   # restarts once with glibc.malloc.hugetlb=1 where it helps
   from vid2world_jax.inference import rollout_cli
   rollout_cli.run()

@@ -309,6 +309,8 @@ def define_flags():
 
 def run():
   """The command line (``python -m vid2world_jax.policy_eval``): flags defined here, never at import."""
+  from vid2world_jax import host_memory  # pylint: disable=import-outside-toplevel
+  host_memory.reexec_with_huge_pages()   # first: restarts once with glibc.malloc.hugetlb=1 where it helps
   from absl import app
   from vid2world_jax import logging_utils  # pylint: disable=import-outside-toplevel
   define_flags()
@@ -316,6 +318,4 @@ def run():
 
 
 if __name__ == "__main__":
-  from vid2world_jax import host_memory
-  host_memory.reexec_with_huge_pages()   # restarts once with glibc.malloc.hugetlb=1 where it helps
   run()

@@ -137,6 +137,8 @@ def define_rollout_flags():
 
 
 def run():
+  from vid2world_jax import host_memory  # pylint: disable=import-outside-toplevel
+  host_memory.reexec_with_huge_pages()   # first: restarts once with glibc.malloc.hugetlb=1 where it helps
   from absl import app
   define_rollout_flags()
   from vid2world_jax import logging_utils  # pylint: disable=import-outside-toplevel
@@ -144,6 +146,4 @@ def run():
 
 
 if __name__ == "__main__":
-  from vid2world_jax import host_memory
-  host_memory.reexec_with_huge_pages()   # restarts once with glibc.malloc.hugetlb=1 where it helps
   run()

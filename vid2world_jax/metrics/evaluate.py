@@ -236,12 +236,12 @@ def main(argv):
 
 def run():
   """The command line (``python -m vid2world_jax.evaluate``)."""
+  from vid2world_jax import host_memory  # pylint: disable=import-outside-toplevel
+  host_memory.reexec_with_huge_pages()   # first: restarts once with glibc.malloc.hugetlb=1 where it helps
   define_flags()
   from vid2world_jax import logging_utils  # pylint: disable=import-outside-toplevel
   app.run(logging_utils.quiet_main(lambda argv: sys.exit(main(argv))), flags_parser=user_input.parse_flags)
 
 
 if __name__ == "__main__":
-  from vid2world_jax import host_memory
-  host_memory.reexec_with_huge_pages()   # restarts once with glibc.malloc.hugetlb=1 where it helps
   run()
