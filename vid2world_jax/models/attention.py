@@ -193,7 +193,15 @@ class GEGLU(nnx.Module):
     self.proj = nnx.Linear(dim, 2 * inner, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, x):
-    v, g = jnp.split(self.proj(x), 2, axis=-1)
+    # Two half-width products (the value and gate columns of the one torch kernel), not one product then split:
+    # the same sums, but the backward no longer concatenates the halves' gradients into a [tokens, 2*inner] array
+    # to reduce the bias gradient over (0.9 s of a width-128 train step on CPU, docs/profile.md).
+    p = self.proj
+    x, k, b = p.promote_dtype((x, p.kernel[...], p.bias[...]), dtype=p.dtype)
+    n = k.shape[-1] // 2
+    dims = (((x.ndim - 1,), (0,)), ((), ()))
+    v = jax.lax.dot_general(x, k[:, :n], dims, precision=p.precision) + b[:n]
+    g = jax.lax.dot_general(x, k[:, n:], dims, precision=p.precision) + b[n:]
     return v * layers.gelu(g)
 
 
