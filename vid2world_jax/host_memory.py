@@ -47,7 +47,7 @@ def huge_pages_env(environ=None, mode: str | None = None) -> dict | None:
 
 def reexec_with_huge_pages() -> None:
   """Restarts this command (``sys.orig_argv``) with :data:`TUNABLE` where it helps; returns otherwise. Call it
-  first thing under a command line's ``__main__``."""
+  first thing in a command line's entry (its ``__main__`` block or the ``run()`` that a shim calls)."""
   env = huge_pages_env()
   if env is not None and getattr(sys, "orig_argv", None):
     sys.stdout.flush()
