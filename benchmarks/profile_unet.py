@@ -29,6 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import host_info  # noqa: E402  (benchmarks/host_info.py)
 import op_kinds  # noqa: E402  (benchmarks/op_kinds.py)
 
 TORCH_KWARGS_256 = dict(   # configs/inference_256_v1.0.yaml's unet_config (models.unet.real_config("256"))
@@ -263,12 +264,13 @@ def add_shared_args(ap, model_channels: int, repeats: int, unit: str) -> None:
 
 
 def result_header(args) -> dict:
-  """The JSON line's settings (shape, threads, load, XLA_FLAGS, glibc tunables, attention kernel); prints the
-  two environment settings (both sides run under them: the PyTorch child inherits the environment)."""
+  """The JSON line's settings (shape, threads, load, XLA_FLAGS, glibc tunables, attention kernel, CPU); prints the
+  CPU and the two environment settings (both sides run under them: the PyTorch child inherits the environment)."""
   res = {"model_channels": args.model_channels, "batch": args.batch, "frames": args.frames, "latent": args.latent,
          "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2),
          "xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-         "attention_impl": args.attention_impl}
+         "attention_impl": args.attention_impl, "cpu": host_info.cpu_description()}
+  print(f"CPU: {res['cpu']}")
   print(f"XLA_FLAGS: {res['xla_flags'] or '(none)'}; GLIBC_TUNABLES: {res['glibc_tunables'] or '(none)'}")
   return res
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import host_info  # noqa: E402
 import op_kinds  # noqa: E402
 
 
@@ -100,3 +101,13 @@ def test_jax_trace_of_a_gradient_step_and_the_side_by_side_table(capsys):
   assert "jax: train step wall" in out and "train step wall, fastest:" in out, out
   assert res["torch_kinds_s"] == {"convolution": 1.0, "linear matmul": 0.5}
   assert np.isclose(res["jax_over_torch_wall"], 0.5, atol=1e-3), res
+
+
+def test_cpu_description_names_the_first_processor_and_avx512(tmp_path):
+  info = tmp_path / "cpuinfo"
+  info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 26\nmodel\t\t: 2\n"
+                  "flags\t\t: fpu sse avx2 avx512f avx512bw\n\nprocessor\t: 1\nmodel name\t: other\n")
+  text = host_info.cpu_description(str(info))
+  assert text.startswith("AMD EPYC, family 26 model 2, ") and text.endswith("AVX-512 yes"), text
+  info.write_text("model name\t: Some CPU\ncpu family\t: 6\nmodel\t\t: 85\nflags\t\t: fpu avx2 avx512_bf16\n")
+  assert host_info.cpu_description(str(info)).endswith("AVX-512 no")   # avx512_bf16 alone is not avx512f
