@@ -1,8 +1,8 @@
 """Which CPU a benchmark ran on, printed and recorded beside its times.
 
 The side-by-side ratios move with the host's CPU, not only with its load: on a 2-vCPU AMD EPYC of family 26 (Zen 5,
-AVX-512) the JAX forward took 18.5 s and PyTorch's 25.3 s, where an earlier session's host gave 29.4 s and 24.8 s
-for the same code (docs/profile.md). Compare numbers only between runs that name the same CPU.
+AVX-512) the JAX forward under XLA's defaults took 17.3-18.5 s and PyTorch's 24.2-25.3 s, where an earlier
+session's host gave 27.9-29.4 s and 22.6-24.8 s (docs/profile.md). Compare numbers only between runs that name the same CPU.
 """
 
 from __future__ import annotations
