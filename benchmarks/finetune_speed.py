@@ -47,28 +47,23 @@ def main():
   cfg = pipeline.prepare_config(demo_config.get_config())
   if args.steps < 2 * int(cfg.train.log_every):
     raise SystemExit(f"--steps must be >= {2 * int(cfg.train.log_every)} (two log intervals), got {args.steps}")
-  print(f"CPU: {host_info.cpu_description()}; load average {os.getloadavg()[0]:.2f}")
-  print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS') or '(none)'}; "
-        f"GLIBC_TUNABLES: {os.environ.get('GLIBC_TUNABLES') or '(none)'}; repo {args.repo}")
+  env = host_info.environment()
+  host_info.print_environment(env, f"; repo {args.repo}; load average {os.getloadavg()[0]:.2f}")
   frames_per_step = int(cfg.data.batch_size) * int(cfg.data.clip_length)
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.perf_counter()
     causal = training.causalize(cfg, None, init="scratch", transfer=str(cfg.demo.weight_transfer))
     training.run_finetune(cfg, os.path.join(workdir, "finetune"), causal, args.steps)
     seconds = time.perf_counter() - t0
-    rows = []
-    for root, _, files in os.walk(workdir):
-      if "metrics.jsonl" in files:
-        with open(os.path.join(root, "metrics.jsonl")) as f:
-          rows += [json.loads(line) for line in f if line.strip()]
+    with open(os.path.join(workdir, "finetune", "metrics.jsonl")) as f:   # the trainer's MetricWriter
+      rows = [json.loads(line) for line in f if line.strip()]
   fps = [float(r["frames_per_sec"]) for r in rows if "frames_per_sec" in r][1:]
   if not fps:
     raise SystemExit("the trainer logged no frames/s after its first interval")
   med = statistics.median(fps)
   print(f"fine-tune: {args.steps} steps of {frames_per_step} frames in {seconds:.1f} s (with compile); frames/s "
         f"median {med:.2f} over {len(fps)} intervals (min {min(fps):.1f}, max {max(fps):.1f})")
-  print(json.dumps({"cpu": host_info.cpu_description(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                    "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "repo": args.repo, "steps": args.steps,
+  print(json.dumps({**env, "repo": args.repo, "steps": args.steps,
                     "frames_per_step": frames_per_step, "frames_per_sec": [round(v, 2) for v in fps],
                     "frames_per_sec_median": round(med, 2), "seconds": round(seconds, 1)}))
 

@@ -27,3 +27,16 @@ def cpu_description(path: str = "/proc/cpuinfo") -> str:
   avx512 = "yes" if "avx512f" in fields.get("flags", "").split() else "no"
   return (f"{fields.get('model name', '?')}, family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, "
           f"{os.cpu_count()} CPUs, AVX-512 {avx512}")
+
+
+def environment() -> dict:
+  """What a timing depends on beyond the code, for a benchmark's JSON line: the CPU, ``XLA_FLAGS`` and
+  ``GLIBC_TUNABLES`` (the huge-page restart sets the latter; a PyTorch child process inherits both)."""
+  return {"cpu": cpu_description(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
+
+
+def print_environment(env: dict, note: str = "") -> None:
+  """The two console lines of :func:`environment`'s values; ``note`` ends the second."""
+  print(f"CPU: {env['cpu']}")
+  print(f"XLA_FLAGS: {env['xla_flags'] or '(none)'}; GLIBC_TUNABLES: {env['glibc_tunables'] or '(none)'}{note}")

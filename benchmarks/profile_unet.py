@@ -267,11 +267,9 @@ def result_header(args) -> dict:
   """The JSON line's settings (shape, threads, load, XLA_FLAGS, glibc tunables, attention kernel, CPU); prints the
   CPU and the two environment settings (both sides run under them: the PyTorch child inherits the environment)."""
   res = {"model_channels": args.model_channels, "batch": args.batch, "frames": args.frames, "latent": args.latent,
-         "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2),
-         "xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-         "attention_impl": args.attention_impl, "cpu": host_info.cpu_description()}
-  print(f"CPU: {res['cpu']}")
-  print(f"XLA_FLAGS: {res['xla_flags'] or '(none)'}; GLIBC_TUNABLES: {res['glibc_tunables'] or '(none)'}")
+         "threads": args.threads, "load_avg_start": round(os.getloadavg()[0], 2), **host_info.environment(),
+         "attention_impl": args.attention_impl}
+  host_info.print_environment(res)
   return res
 
 

@@ -192,9 +192,8 @@ def main():
   load = os.getloadavg()
   print(f"device: {dev.platform} ({dev.device_kind}), jax {jax.__version__}, {n_cpu} CPUs, "
         f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")
-  print(f"CPU: {host_info.cpu_description()}")
-  print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS') or '(none)'}; "
-        f"GLIBC_TUNABLES: {os.environ.get('GLIBC_TUNABLES') or '(none)'} (the PyTorch child inherits both)")
+  env = host_info.environment()
+  host_info.print_environment(env, " (the PyTorch child inherits both)")
   print(f"UNet {args.variant} config, batch {b}, {t} frames, {hw}x{hw} latents, compute {dtype}, params float32")
 
   # ---- construction: abstract (shapes only), then random values
@@ -278,8 +277,7 @@ def main():
         f"over {args.repeats} runs; "
         f"output {tuple(out.shape)} finite; peak RSS {peak['peak_rss_gib']:.2f} GiB"
         + (f"; device peak {peak['device_peak_gib']:.2f} GiB" if "device_peak_gib" in peak else ""))
-  res = {"cpu": host_info.cpu_description(), "xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-         "variant": args.variant, "device": dev.platform, "device_kind": dev.device_kind, "dtype": dtype,
+  res = {**env, "variant": args.variant, "device": dev.platform, "device_kind": dev.device_kind, "dtype": dtype,
          "batch": b, "frames": t, "latent": hw, "params": n_params, "cpus": n_cpu,
          "load_avg_start": [round(v, 2) for v in load], "load_avg_end": [round(v, 2) for v in os.getloadavg()],
          "abstract_build_s": round(t_abstract, 2), "init": args.init, "init_s": round(t_init, 2),
