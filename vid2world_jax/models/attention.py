@@ -28,21 +28,25 @@ def dot_attention(q, k, v, scale: float, mask=None):
   (leading axes broadcast); ``mask`` boolean broadcastable to ``[..., h, Lq, Lk]`` (True = keep). Logits/softmax
   in float32. Returns ``[..., Lq, h, d]`` in ``v.dtype``. The scale multiplies the queries, not the logits: the
   same product (exact for the usual power-of-two ``d ** -0.5``) on an Lq x d array instead of an Lq x Lk one, which
-  training would otherwise materialise (docs/profile.md)."""
-  sim = jnp.einsum("...qhd,...khd->...hqk", q * jnp.asarray(scale, q.dtype), k, preferred_element_type=jnp.float32)
+  training would otherwise materialise. The products run head-major (``[..., h, L, d]``, heads moved on the small
+  inputs and output): XLA's CPU backend then multiplies the ``[Lq, Lk]`` probabilities in their stored layout in
+  the forward and the backward instead of transposing them (attention forward + backward at the UNet's
+  1024-token level -56%, docs/profile.md)."""
+  qh, kh, vh = (jnp.swapaxes(x, -3, -2) for x in (q * jnp.asarray(scale, q.dtype), k, v))
+  sim = jnp.einsum("...hqd,...hkd->...hqk", qh, kh, preferred_element_type=jnp.float32)
   if mask is not None:
     sim = jnp.where(mask, sim, NEG_MAX)
   e, rows = _unnormalized_softmax(sim)
-  out = jnp.einsum("...hqk,...khd->...qhd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
-  return (out / rows).astype(v.dtype)
+  out = jnp.einsum("...hqk,...hkd->...hqd", e.astype(v.dtype), vh, preferred_element_type=jnp.float32)
+  return jnp.swapaxes(out / rows, -3, -2).astype(v.dtype)
 
 
 def _unnormalized_softmax(sim):
-  """``exp(sim - max)`` over the last axis of float32 logits ``[..., h, Lq, Lk]`` and its row sums laid out as
-  ``[..., Lq, h, 1]``: softmax's division is applied to the attention output ``[..., Lq, h, d]`` instead of the
+  """``exp(sim - max)`` over the last axis of float32 logits ``[..., h, Lq, Lk]`` and its row sums ``[..., h,
+  Lq, 1]``: softmax's division is applied to the attention output ``[..., h, Lq, d]`` instead of the
   ``[..., h, Lq, Lk]`` probabilities (the same result; on CPU the attention's forward -17%, docs/profile.md)."""
   e = jnp.exp(sim - jax.lax.stop_gradient(jnp.max(sim, axis=-1, keepdims=True)))
-  return e, jnp.swapaxes(jnp.sum(e, axis=-1), -1, -2)[..., None]
+  return e, jnp.sum(e, axis=-1, keepdims=True)
 
 
 def resolve_impl(impl: str, lq: int, lk: int, backend: str | None = None) -> str:
@@ -112,7 +116,7 @@ def dot_attention_with_history(q, k_hist, v_hist, hist_mask, k, v, scale: float)
   e = e.astype(v.dtype)
   out = (jnp.einsum("...hqk,...hkd->...qhd", e[..., :th], v_hist.astype(v.dtype), preferred_element_type=jnp.float32)
          + jnp.einsum("...hqk,...khd->...qhd", e[..., th:], v, preferred_element_type=jnp.float32))
-  return (out / rows).astype(v.dtype)
+  return (out / jnp.swapaxes(rows, -3, -2)).astype(v.dtype)
 
 
 def cached_self_attention(cache: FrameCache, q, k, v, scale: float, causal: bool, impl: str = "auto"):
