@@ -146,7 +146,7 @@ class CrossAttention(nnx.Module):
     resolve_impl(attention_impl, 1, 1)  # validates the name
     self.attention_impl = attention_impl
     context_dim = query_dim if context_dim is None else context_dim
-    lin = lambda i, o, bias=False: nnx.Linear(i, o, use_bias=bias, dtype=dtype, param_dtype=jnp.float32,
+    lin = lambda i, o, bias=False: layers.Linear(i, o, use_bias=bias, dtype=dtype, param_dtype=jnp.float32,
                                               rngs=rngs)
     self.heads, self.dim_head = heads, dim_head
     self.scale = dim_head ** -0.5
@@ -194,16 +194,19 @@ class GEGLU(nnx.Module):
   """``proj: Linear(d, 2*inner)``; ``value, gate = split(proj(x))``; ``value * gelu_erf(gate)``."""
 
   def __init__(self, dim: int, inner: int, *, dtype, rngs: nnx.Rngs):
-    self.proj = nnx.Linear(dim, 2 * inner, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    self.proj = layers.Linear(dim, 2 * inner, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, x):
     # Two half-width products (the value and gate columns of the one torch kernel), not one product then split:
     # the same sums, but the backward no longer concatenates the halves' gradients into a [tokens, 2*inner] array
     # to reduce the bias gradient over (0.9 s of a width-128 train step on CPU, docs/profile.md).
+    return layers.as_matrix(self._tokens, x)
+
+  def _tokens(self, x):
     p = self.proj
     x, k, b = p.promote_dtype((x, p.kernel[...], p.bias[...]), dtype=p.dtype)
     n = k.shape[-1] // 2
-    dims = (((x.ndim - 1,), (0,)), ((), ()))
+    dims = (((1,), (0,)), ((), ()))
     v = jax.lax.dot_general(x, k[:, :n], dims, precision=p.precision) + b[:n]
     g = jax.lax.dot_general(x, k[:, n:], dims, precision=p.precision) + b[n:]
     return v * layers.gelu(g)
@@ -214,7 +217,7 @@ class FeedForward(nnx.Module):
 
   def __init__(self, dim: int, *, dropout: float = 0.0, mult: int = 4, dtype, rngs: nnx.Rngs):
     self.net = layers.Seq([GEGLU(dim, mult * dim, dtype=dtype, rngs=rngs), layers.Dropout(dropout, rngs=rngs),
-                           nnx.Linear(mult * dim, dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)])
+                           layers.Linear(mult * dim, dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)])
 
   def __call__(self, x):
     return self.net(x)
@@ -247,7 +250,7 @@ class BasicTransformerBlock(nnx.Module):
 
 def _pointwise_proj(i: int, o: int, use_linear: bool, conv_ndim: int, *, dtype, rngs):
   if use_linear:
-    return nnx.Linear(i, o, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+    return layers.Linear(i, o, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
   return nnx.Conv(i, o, kernel_size=(1,) * conv_ndim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
 

@@ -101,7 +101,28 @@ def normalize(xf, mean, var, eps: float, scale, bias):
 
 
 class LayerNorm(nnx.LayerNorm):
-  """``torch.nn.LayerNorm(d, eps)``; subclassed only so the converter can find norms by type."""
+  """``torch.nn.LayerNorm(d, eps)`` over the last axis of ``[..., d]``, computed on the ``[tokens, d]`` matrix (see
+  :func:`as_matrix`); subclassed also so the converter can find norms by type."""
 
   def __init__(self, dim: int, eps: float = 1e-5, *, rngs: nnx.Rngs, **kwargs):
     super().__init__(dim, epsilon=eps, rngs=rngs, **kwargs)
+
+  def __call__(self, x):
+    return as_matrix(super().__call__, x)
+
+
+class Linear(nnx.Linear):
+  """``torch.nn.Linear`` on ``[..., in]``, computed on the ``[tokens, in]`` matrix (see :func:`as_matrix`)."""
+
+  def __call__(self, x):
+    return as_matrix(super().__call__, x)
+
+
+def as_matrix(fn, x):
+  """``fn`` (a per-token map of the last axis) applied to ``x [..., C]`` reshaped to ``[tokens, C]``, the result
+  reshaped back. The same numbers; but the backward's sums over tokens (bias and scale gradients) are then
+  reductions over one leading axis, which XLA's CPU backend runs fast, instead of over several (``[B, HW, T]``),
+  which it splits into a slow ``reduce-window``: a GEGLU [1, 1024, 16, 128] -> 2048 forward + backward 557 -> 171
+  ms (docs/profile.md)."""
+  y = fn(x.reshape(-1, x.shape[-1]))
+  return y.reshape(x.shape[:-1] + y.shape[-1:])
