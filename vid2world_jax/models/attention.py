@@ -197,12 +197,12 @@ class GEGLU(nnx.Module):
     self.proj = layers.Linear(dim, 2 * inner, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, x):
+    return layers.as_matrix(self._tokens, x)   # on the [tokens, d] matrix: one-axis bias sums in the backward
+
+  def _tokens(self, x):
     # Two half-width products (the value and gate columns of the one torch kernel), not one product then split:
     # the same sums, but the backward no longer concatenates the halves' gradients into a [tokens, 2*inner] array
     # to reduce the bias gradient over (0.9 s of a width-128 train step on CPU, docs/profile.md).
-    return layers.as_matrix(self._tokens, x)
-
-  def _tokens(self, x):
     p = self.proj
     x, k, b = p.promote_dtype((x, p.kernel[...], p.bias[...]), dtype=p.dtype)
     n = k.shape[-1] // 2
